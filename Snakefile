@@ -1,0 +1,18 @@
+# DeepRed: every table and figure of the study is a target of this workflow.
+# Entry point: `snakemake --cores 2` (default target `all`), or `snakemake --profile slurm <target>`.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        all_targets(),

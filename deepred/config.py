@@ -1,0 +1,121 @@
+"""Load and validate the pipeline configuration against deepred/schema/config.schema.yaml.
+
+Validation fills schema defaults, rejects unknown keys and reports each problem by its key path,
+so a typo in config.yaml stops the run before any job starts.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the key and what is allowed."""
+
+
+def load_schema() -> dict:
+    text = resources.files("deepred.schema").joinpath("config.schema.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def _extend_with_defaults(validator_class):
+    """A validator that also fills `default:` values in (the jsonschema FAQ recipe)."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for prop, sub in properties.items():
+                if "default" in sub and prop not in instance:
+                    instance[prop] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+_Validator = _extend_with_defaults(jsonschema.Draft202012Validator)
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    return ".".join(str(p) for p in error.absolute_path) or "<top level>"
+
+
+def _describe(error: jsonschema.ValidationError, schema: dict) -> str:
+    key = _key_path(error)
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = sorted(error.schema.get("properties", {}))
+        unknown = [k for k in error.instance if k not in allowed]
+        hints = []
+        for k in unknown:
+            close = difflib.get_close_matches(k, allowed, n=1)
+            hints.append(f"'{k}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+        where = "the top level" if key == "<top level>" else f"'{key}'"
+        return f"unknown key {', '.join(hints)} in {where}; allowed keys: {', '.join(allowed)}"
+    if error.validator == "enum":
+        return f"config key '{key}': {error.instance!r} is not one of {error.validator_value}"
+    return f"config key '{key}': {error.message}"
+
+
+def validate_config(config: dict) -> dict:
+    """Validate `config` in place (filling defaults) and return it; raise ConfigError on problems."""
+    schema = load_schema()
+    errors = sorted(_Validator(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        # An if/then failure hides the precise cause in its context: report the leaves.
+        leaves = []
+        for e in errors:
+            leaves.extend(e.context or [e]) if e.validator in ("allOf", "anyOf", "oneOf") else leaves.append(e)
+        msgs = sorted({_describe(e, schema) for e in leaves})
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(msgs))
+    _check_semantics(config)
+    return config
+
+
+def _check_semantics(config: dict) -> None:
+    problems = []
+    for name, ds in config["datasets"].items():
+        total = sum(ds["splits"].values())
+        if abs(total - 1.0) > 1e-6:
+            problems.append(f"config key 'datasets.{name}.splits': fractions sum to {total:g}, must sum to 1")
+        lo, hi = ds["label_range"]
+        if not lo < hi:
+            problems.append(f"config key 'datasets.{name}.label_range': [{lo}, {hi}] must be increasing")
+    for name, ts in config["test_sets"].items():
+        if ts["dataset"] not in config["datasets"]:
+            problems.append(
+                f"config key 'test_sets.{name}.dataset': unknown dataset '{ts['dataset']}'; "
+                f"known: {', '.join(config['datasets'])}"
+            )
+    archs = config.get("architectures", {})
+    for m in config.get("ensemble", {}).get("members", []):
+        if m not in archs:
+            problems.append(
+                f"config key 'ensemble.members': unknown architecture '{m}'; known: {', '.join(archs) or '(none)'}"
+            )
+    if problems:
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+
+
+def load_config(path: str | Path) -> dict:
+    """Read a YAML config file and validate it."""
+    path = Path(path)
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(config).__name__}")
+    return validate_config(config)
+
+
+def dataset_config(config: dict, dataset: str) -> dict:
+    try:
+        return config["datasets"][dataset]
+    except KeyError:
+        raise ConfigError(f"unknown dataset '{dataset}'; known: {', '.join(config['datasets'])}") from None

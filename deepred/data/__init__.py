@@ -1,0 +1,1 @@
+"""Raw sources, validation and the normalized data contract (Parquet catalogue + NPY shards)."""

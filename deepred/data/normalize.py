@@ -1,0 +1,248 @@
+"""Normalization: a RawSource -> the data contract (catalog.parquet, NPY shards, stats.json, rejects).
+
+Streams: objects are validated, scaled and written one shard at a time, so peak memory is a few
+shards whatever the dataset size. Splits are assigned per system by a seeded hash of system_id, so
+every copy of a system (rotations, mirrors, epochs) lands in the same split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from deepred.data.contract import CATALOG_COLUMNS, SPLITS, DataError, shard_name
+from deepred.data.raw import RawChunk, RawSource
+from deepred.io import write_json, write_parquet
+from deepred.provenance import provenance
+
+log = logging.getLogger("deepred.normalize")
+
+SCALINGS = ("asinh", "minmax", "none")
+
+
+def assign_splits(system_ids, fractions: dict, seed: int) -> np.ndarray:
+    """Deterministic split per system: a seeded hash of the id mapped to [0, 1) against the fractions."""
+    edges = np.cumsum([fractions[s] for s in SPLITS])
+    out = np.empty(len(system_ids), dtype=object)
+    for i, sid in enumerate(system_ids):
+        digest = hashlib.blake2b(f"{seed}:{sid}".encode(), digest_size=8).digest()
+        u = int.from_bytes(digest, "little") / 2**64
+        out[i] = SPLITS[min(int(np.searchsorted(edges, u, side="right")), len(SPLITS) - 1)]
+    return out
+
+
+def robust_sigma(images: np.ndarray) -> np.ndarray:
+    """Per image and band noise estimate, 1.4826 * MAD over the pixels: shape (n, bands, 1, 1)."""
+    flat = images.reshape(images.shape[0], images.shape[1], -1)
+    med = np.median(flat, axis=-1, keepdims=True)
+    mad = np.median(np.abs(flat - med), axis=-1, keepdims=True)
+    return (1.4826 * mad)[..., None]
+
+
+def scale_images(images: np.ndarray, method: str) -> np.ndarray:
+    """Per-image scaling, recorded in stats.json.
+
+    asinh: arcsinh(x / sigma) per band, sigma the image's robust noise (linear near the sky, logarithmic
+    in bright cores, so faint and bright objects share one dynamic range).
+    minmax: (x - min) / (max - min) over all bands jointly, as DeepGraviLens' published processing.
+    """
+    images = images.astype(np.float32, copy=False)
+    if method == "asinh":
+        sigma = robust_sigma(images)
+        # A noiseless band (MAD 0) falls back to 1% of its peak so the transform stays finite.
+        peak = np.abs(images).reshape(images.shape[0], images.shape[1], -1).max(-1)[..., None, None]
+        sigma = np.where(sigma > 0, sigma, np.maximum(0.01 * peak, 1e-12))
+        return np.arcsinh(images / sigma).astype(np.float32)
+    if method == "minmax":
+        lo = images.min(axis=(1, 2, 3), keepdims=True)
+        hi = images.max(axis=(1, 2, 3), keepdims=True)
+        return ((images - lo) / np.where(hi > lo, hi - lo, 1.0)).astype(np.float32)
+    if method == "none":
+        return images
+    raise ValueError(f"unknown scaling '{method}'; known: {', '.join(SCALINGS)}")
+
+
+class _ShardSink:
+    """Buffers accepted objects and writes full shards into a temporary folder."""
+
+    def __init__(self, folder: Path, rows_per_shard: int, with_masks: bool):
+        self.folder, self.rows, self.with_masks = folder, rows_per_shard, with_masks
+        self.images: list[np.ndarray] = []
+        self.masks: list[np.ndarray] = []
+        self.k = 0
+
+    def position(self) -> tuple[int, int]:
+        """(shard, row) the next object will get."""
+        return self.k, len(self.images)
+
+    def add(self, image: np.ndarray, mask: np.ndarray | None):
+        self.images.append(image)
+        if self.with_masks:
+            self.masks.append(mask)
+        if len(self.images) == self.rows:
+            self.flush()
+
+    def flush(self):
+        if not self.images:
+            return
+        np.save(self.folder / shard_name("images", self.k), np.stack(self.images), allow_pickle=False)
+        if self.with_masks:
+            np.save(self.folder / shard_name("masks", self.k), np.stack(self.masks).astype(np.uint8))
+        self.images, self.masks = [], []
+        self.k += 1
+
+
+def _band_index(source: RawSource, bands: list[str], origin: str) -> list[int]:
+    missing = [b for b in bands if b not in source.bands]
+    if missing:
+        raise DataError(
+            f"{origin}: band(s) {', '.join(missing)} missing; the source has {', '.join(source.bands)}"
+        )
+    return [source.bands.index(b) for b in bands]
+
+
+def _check_chunk(chunk: RawChunk, source: RawSource, cutout: int, label: str) -> None:
+    """Whole-chunk problems (wrong shapes, missing columns) are never skippable."""
+    shape = chunk.images.shape
+    if chunk.images.ndim != 4 or shape[1] != len(source.bands) or shape[2:] != (cutout, cutout):
+        raise DataError(
+            f"{chunk.origin}: images have shape {shape}, expected (n, {len(source.bands)}, {cutout}, {cutout}) "
+            f"for bands {source.bands}"
+        )
+    if len(chunk.truth) != shape[0]:
+        raise DataError(f"{chunk.origin}: {shape[0]} images but {len(chunk.truth)} truth rows")
+    for col in ("object_id", "system_id", "obj_class", label):
+        if col not in chunk.truth.columns:
+            raise DataError(f"{chunk.origin}: truth table has no column '{col}'")
+    if chunk.masks is not None and chunk.masks.shape != (shape[0], cutout, cutout):
+        raise DataError(f"{chunk.origin}: masks have shape {chunk.masks.shape}, expected ({shape[0]}, {cutout}, {cutout})")
+
+
+def normalize(source: RawSource, dataset: str, ds_cfg: dict, out_dir: str | Path, seed: int, config=None) -> dict:
+    """Write the data contract for one dataset into out_dir; return the stats dict."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bands, cutout, label = list(ds_cfg["bands"]), int(ds_cfg["cutout"]), ds_cfg["label_column"]
+    lo, hi = ds_cfg["label_range"]
+    skip = ds_cfg.get("on_bad", "error") == "skip"
+    scaling = ds_cfg.get("scaling", "asinh")
+    band_idx = _band_index(source, bands, str(source.inputs[0]) if source.inputs else dataset)
+
+    tmp = out_dir / ".shards.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    has_masks = None
+    sink = None
+    catalog_parts, rejects = [], []
+    seen: set[str] = set()
+    band_sum = np.zeros(len(bands))
+    band_sq = np.zeros(len(bands))
+    n_pix = 0
+    done = 0
+    try:
+        for chunk in source.chunks(int(ds_cfg.get("rows_per_shard", 512))):
+            _check_chunk(chunk, source, cutout, label)
+            if sink is None:
+                has_masks = chunk.masks is not None
+                sink = _ShardSink(tmp, int(ds_cfg.get("rows_per_shard", 512)), has_masks)
+            images = chunk.images[:, band_idx]
+            truth = chunk.truth
+            labels = pd.to_numeric(truth[label], errors="coerce").to_numpy(dtype=float)
+            finite = np.isfinite(images.reshape(images.shape[0], -1)).all(axis=1)
+            keep = np.ones(len(truth), dtype=bool)
+            for i, oid in enumerate(truth["object_id"].astype(str)):
+                reason = None
+                if oid in seen:
+                    reason = "duplicate object_id"
+                elif not finite[i]:
+                    bad_bands = [b for j, b in enumerate(bands) if not np.isfinite(images[i, j]).all()]
+                    reason = f"non-finite pixels (NaN or inf) in band(s) {', '.join(bad_bands)}"
+                elif not np.isfinite(labels[i]) or not lo <= labels[i] <= hi:
+                    reason = f"label {label}={labels[i]} outside [{lo}, {hi}]"
+                if reason:
+                    if not skip:
+                        raise DataError(f"{chunk.origin}: object {oid}: {reason}")
+                    rejects.append({"object_id": oid, "file": chunk.origin, "reason": reason})
+                    keep[i] = False
+                else:
+                    seen.add(oid)
+            truth = truth[keep].reset_index(drop=True)
+            scaled = scale_images(images[keep], scaling)
+            masks = chunk.masks[keep] if has_masks else None
+            splits = assign_splits(truth["system_id"].astype(str).to_numpy(), ds_cfg["splits"], seed)
+            shard_col, row_col = [], []
+            for i in range(len(truth)):
+                k, r = sink.position()
+                shard_col.append(k)
+                row_col.append(r)
+                sink.add(scaled[i], None if masks is None else masks[i])
+            train = splits == "train"
+            if train.any():
+                band_sum += scaled[train].sum(axis=(0, 2, 3), dtype=np.float64)
+                band_sq += (scaled[train].astype(np.float64) ** 2).sum(axis=(0, 2, 3))
+                n_pix += int(train.sum()) * cutout * cutout
+            part = truth.copy()
+            part["split"] = splits
+            part["shard"] = np.asarray(shard_col, dtype=np.int32)
+            part["row"] = np.asarray(row_col, dtype=np.int32)
+            part["survey"] = source.survey
+            if "quality_flag" not in part:
+                part["quality_flag"] = 0
+            catalog_parts.append(part)
+            done += len(images)
+            log.info("%s: %d/%d objects normalized", dataset, done, source.n_objects)
+        if sink is None:
+            raise DataError(f"{dataset}: the source holds no objects")
+        sink.flush()
+
+        catalog = pd.concat(catalog_parts, ignore_index=True)
+        for col, dtype in CATALOG_COLUMNS.items():
+            catalog[col] = catalog[col].astype(dtype)
+        counts = {s: int((catalog["split"] == s).sum()) for s in SPLITS}
+        empty = [s for s, n in counts.items() if n == 0]
+        if empty:
+            raise DataError(
+                f"{dataset}: split(s) {', '.join(empty)} empty after normalization ({counts}); "
+                "add objects or change the split fractions"
+            )
+        mean = band_sum / max(n_pix, 1)
+        std = np.sqrt(np.maximum(band_sq / max(n_pix, 1) - mean**2, 0))
+        train_labels = catalog.loc[catalog["split"] == "train", label].to_numpy(dtype=float)
+        stats = {
+            "dataset": dataset,
+            "bands": bands,
+            "cutout": cutout,
+            "pixel_scale": source.pixel_scale,
+            "survey": source.survey,
+            "label_column": label,
+            "label_range": [lo, hi],
+            "scaling": {"method": scaling, "per_image": True},
+            "band_mean": mean.tolist(),  # of the scaled train pixels
+            "band_std": std.tolist(),
+            "label_train_median": float(np.median(train_labels)),
+            "label_train_min": float(train_labels.min()),
+            "label_train_max": float(train_labels.max()),
+            "n_objects": int(len(catalog)),
+            "n_rejected": len(rejects),
+            "split_counts": counts,
+            "rows_per_shard": int(ds_cfg.get("rows_per_shard", 512)),
+            "n_shards": sink.k,
+            "has_masks": bool(has_masks),
+            "source_meta": source.meta,
+            "provenance": provenance(config, source.inputs),
+        }
+        final = out_dir / "shards"
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        write_parquet(out_dir / "rejects.parquet", pd.DataFrame(rejects, columns=["object_id", "file", "reason"]))
+        write_parquet(out_dir / "catalog.parquet", catalog)
+        write_json(out_dir / "stats.json", stats)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("%s: %d objects in %d shards, splits %s, %d rejected", dataset, len(catalog), sink.k, counts, len(rejects))
+    return stats

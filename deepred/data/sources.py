@@ -1,0 +1,19 @@
+"""Pick the raw reader for a dataset's source kind: the one place that maps config to readers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from deepred.data.raw import RawSource, read_simulated
+
+
+def raw_dir(config: dict, dataset: str) -> Path:
+    return Path(config["data_dir"]) / "raw" / dataset
+
+
+def open_source(config: dict, dataset: str) -> RawSource:
+    ds = config["datasets"][dataset]
+    kind = ds["source"]["kind"]
+    if kind == "simulate":
+        return read_simulated(raw_dir(config, dataset))
+    raise NotImplementedError(f"dataset '{dataset}': source kind '{kind}' has no reader yet")

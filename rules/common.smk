@@ -1,0 +1,45 @@
+# Shared helpers: config validation (first thing), wildcard constraints, path helpers.
+import sys
+from pathlib import Path
+
+sys.path.insert(0, workflow.basedir)  # the deepred package of this checkout, even without install
+
+from deepred.config import ConfigError, validate_config
+
+try:
+    validate_config(config)
+except ConfigError as exc:
+    raise WorkflowError(str(exc)) from None
+
+DATA = config["data_dir"]
+RESULTS = config["results_dir"]
+DATASETS = list(config["datasets"])
+SIMULATED = [d for d in DATASETS if config["datasets"][d]["source"]["kind"] == "simulate"]
+TEST_SETS = list(config["test_sets"])
+
+
+wildcard_constraints:
+    dataset="|".join(DATASETS),
+    test_set="|".join(TEST_SETS),
+
+
+def processed(dataset, name="catalog.parquet"):
+    return f"{DATA}/processed/{dataset}/{name}"
+
+
+def raw_inputs(wildcards):
+    """Raw files the normalize rule reads for one dataset, by its source kind."""
+    kind = config["datasets"][wildcards.dataset]["source"]["kind"]
+    if kind == "simulate":
+        return expand(
+            "{data}/raw/{dataset}/{name}",
+            data=DATA,
+            dataset=wildcards.dataset,
+            name=["images.npy", "masks.npy", "truth.parquet", "meta.json"],
+        )
+    raise WorkflowError(f"dataset '{wildcards.dataset}': no raw inputs known for source kind '{kind}'")
+
+
+def all_targets():
+    targets = [processed(d) for d in DATASETS]
+    return targets

@@ -1,0 +1,21 @@
+"""Snakemake script: normalize one dataset's raw source into the data contract."""
+
+from deepred.logs import setup_logging, snakemake_log
+
+setup_logging(snakemake_log(snakemake))  # noqa: F821 (snakemake is injected)
+
+from pathlib import Path  # noqa: E402
+
+from deepred.data.normalize import normalize  # noqa: E402
+from deepred.data.sources import open_source  # noqa: E402
+
+config = snakemake.config  # noqa: F821
+dataset = snakemake.wildcards.dataset  # noqa: F821
+normalize(
+    open_source(config, dataset),
+    dataset,
+    config["datasets"][dataset],
+    Path(snakemake.output.catalog).parent,  # noqa: F821
+    seed=config["seed"],
+    config=config,
+)
