@@ -1,10 +1,17 @@
 # Shared helpers: config validation (first thing), wildcard constraints, path helpers.
+import copy
 import sys
 from pathlib import Path
 
 sys.path.insert(0, workflow.basedir)  # the deepred package of this checkout, even without install
 
 from deepred.config import ConfigError, validate_config
+
+# A --configfile given on the command line replaces config.yaml instead of being deep-merged into it
+# (a merge would keep config.yaml's datasets and mix source keys); --config KEY=VALUE still applies.
+if workflow.overwrite_configfiles:
+    config.clear()
+    config.update(copy.deepcopy(workflow.config_settings.overwrite_config))
 
 try:
     validate_config(config)
