@@ -1,7 +1,9 @@
-"""Shared fixtures: tiny raw folders and normalized datasets made in the test, with real files.
+"""Shared test fixtures: tiny normalized datasets made from a real raw folder in tmp_path.
 
-`write_raw_folder` writes the simulator's raw form (docs/contracts.md) for synthetic objects whose pixels
-really depend on the redshift (a Gaussian blob that shrinks and fades with z), so learning is testable.
+`make_tiny_raw` writes the simulator's raw contract (images.npy, masks.npy, truth.parquet, meta.json)
+with one Gaussian blob per object whose size, brightness and colour depend on the redshift label,
+so a network can truly learn z from the pixels; `tiny_dataset` normalizes it with
+deepred.data.normalize.normalize and returns the processed folder.
 """
 
 from __future__ import annotations
@@ -12,88 +14,92 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
+import yaml
 
+from deepred.config import validate_config
 from deepred.data.normalize import normalize
 from deepred.data.raw import read_simulated
 
-torch.set_num_threads(1)
 
-DATASET_CFG = {
-    "source": {"kind": "simulate", "preset": "des_wide", "n_systems": 10},
-    "bands": ["g", "r", "i", "z"],
-    "cutout": 24,
-    "label_column": "z_lens",
-    "label_range": [0.0, 4.0],
-    "splits": {"train": 0.6, "val": 0.2, "test": 0.2},
-    "scaling": "asinh",
-    "rows_per_shard": 64,
-    "on_bad": "error",
-}
-
-
-def blob_images(z: np.ndarray, bands: int, cutout: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Gaussian blobs: size and flux fall with z, colour reddens with z; returns (images, masks)."""
-    yy, xx = np.mgrid[:cutout, :cutout] - (cutout - 1) / 2
-    r2 = xx**2 + yy**2
-    sigma = 1.0 + 4.0 / (1.0 + 4.0 * z)  # pixels
-    flux = 200.0 / (1.0 + 3.0 * z) ** 2
-    colour = np.linspace(-1, 1, bands)[None, :] * z[:, None]  # redder at high z
-    prof = np.exp(-r2[None] / (2 * sigma[:, None, None] ** 2))
-    images = flux[:, None, None, None] * np.exp(colour)[:, :, None, None] * prof[:, None]
-    images += rng.normal(0, 1.0, images.shape)
-    masks = (prof > 0.1).astype(np.uint8)
-    return images.astype(np.float32), masks
-
-
-def write_raw_folder(
-    folder: Path,
-    n: int = 120,
-    bands=("g", "r", "i", "z"),
-    cutout: int = 24,
-    seed: int = 0,
-    copies: int = 1,
-    z_range=(0.1, 1.5),
-) -> Path:
-    """A raw folder in the simulator's form; `copies` > 1 repeats each system (like rotated copies)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+def make_tiny_raw(raw_dir, n=240, bands=("g", "r", "i", "z"), cutout=45, seed=0, z_range=(0.1, 1.0)):
+    """Write a raw simulated folder whose pixels depend on z (blob size, flux and colour)."""
+    raw_dir = Path(raw_dir)
+    raw_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    n_sys = n // copies
-    z_sys = rng.uniform(*z_range, n_sys)
-    z = np.repeat(z_sys, copies)
-    images, masks = blob_images(z, len(bands), cutout, rng)
-    sys_ids = np.repeat([f"sys{i:05d}" for i in range(n_sys)], copies)
+    z = rng.uniform(*z_range, size=n)
+    yy, xx = np.mgrid[:cutout, :cutout] - (cutout - 1) / 2.0
+    nb = len(bands)
+    images = np.empty((n, nb, cutout, cutout), np.float32)
+    masks = np.empty((n, cutout, cutout), np.uint8)
+    for i in range(n):
+        sigma = 1.2 + 5.0 * (1.0 - z[i]) / (1.0 + z[i])  # nearer objects look bigger
+        dx, dy = rng.normal(0, 0.7, size=2)
+        r2 = (xx - dx) ** 2 + (yy - dy) ** 2
+        profile = np.exp(-0.5 * r2 / sigma**2)
+        flux = 400.0 / (1.0 + z[i]) ** 2
+        # colour: redder bands brighten with z (a crude 4000 A break moving through the bands)
+        colour = np.array([np.exp(0.8 * (b / max(nb - 1, 1) - 0.5) * (z[i] - 0.5) * 3) for b in range(nb)])
+        images[i] = (flux * colour[:, None, None] * profile[None] + rng.normal(0, 1.0, (nb, cutout, cutout))).astype(
+            np.float32
+        )
+        masks[i] = (r2 < (2 * sigma) ** 2).astype(np.uint8)
     truth = pd.DataFrame(
         {
-            "object_id": [f"obj{i:06d}" for i in range(len(z))],
-            "system_id": sys_ids,
-            "obj_class": np.where(np.arange(len(z)) % 2 == 0, "no_lens", "gg_lens"),
+            "object_id": [f"obj{i:05d}" for i in range(n)],
+            "system_id": [f"sys{i:05d}" for i in range(n)],
+            "obj_class": ["galaxy"] * n,
             "z_lens": z,
-            "z_source": np.nan,
-            "snr": rng.uniform(5, 100, len(z)),
-            "high_prob_lens": np.arange(len(z)) % 3 == 0,
+            "z_source": np.full(n, np.nan),
+            "snr": np.full(n, 50.0),
+            "high_prob_lens": rng.random(n) < 0.3,
         }
     )
-    np.save(folder / "images.npy", images)
-    np.save(folder / "masks.npy", masks)
-    truth.to_parquet(folder / "truth.parquet", index=False)
-    meta = {"bands": list(bands), "pixel_scale": 0.263, "survey": "TEST", "preset": "blobs", "seed": seed}
-    (folder / "meta.json").write_text(json.dumps(meta))
-    return folder
+    np.save(raw_dir / "images.npy", images)
+    np.save(raw_dir / "masks.npy", masks)
+    truth.to_parquet(raw_dir / "truth.parquet", index=False)
+    meta = {"bands": list(bands), "pixel_scale": 0.263, "survey": "tiny", "preset": "tiny", "seed": seed,
+            "units": "nanomaggies"}
+    (raw_dir / "meta.json").write_text(json.dumps(meta))
+    return raw_dir
 
 
-def dataset_cfg(**overrides) -> dict:
-    cfg = json.loads(json.dumps(DATASET_CFG))
-    cfg.update(overrides)
-    return cfg
+REPO = Path(__file__).resolve().parent.parent
+
+
+def tiny_config(datasets: dict[str, dict], results_dir="results", data_dir="data") -> dict:
+    """The repository's config.yaml with its datasets replaced by the given {name: {n, bands, cutout}}."""
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    cfg.update({"seed": 7, "data_dir": str(data_dir), "results_dir": str(results_dir), "datasets": {}, "test_sets": {}})
+    for name, d in datasets.items():
+        cfg["datasets"][name] = {
+            "source": {"kind": "simulate", "preset": "des_deep", "n_systems": int(d.get("n", 240))},
+            "bands": list(d.get("bands", ["g", "r", "i", "z"])),
+            "cutout": int(d.get("cutout", 45)),
+            "label_column": "z_lens",
+            "rows_per_shard": int(d.get("rows_per_shard", 64)),
+        }
+        cfg["test_sets"][name] = {"dataset": name, "table": name}
+    return validate_config(cfg)
+
+
+def make_tiny_dataset(root, name="tiny", n=240, bands=("g", "r", "i", "z"), cutout=45, seed=0) -> Path:
+    """Raw folder + normalization under root/{raw,processed}/name; returns the processed folder."""
+    root = Path(root)
+    cfg = tiny_config({name: {"n": n, "bands": bands, "cutout": cutout}}, data_dir=root)
+    raw = make_tiny_raw(root / "raw" / name, n=n, bands=bands, cutout=cutout, seed=seed)
+    out = root / "processed" / name
+    normalize(read_simulated(raw), name, cfg["datasets"][name], out, seed=cfg["seed"], config=cfg)
+    return out
 
 
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> Path:
-    """A normalized dataset (400 objects, 4 bands, 24x24) under data/processed/tiny; returns its folder."""
-    root = tmp_path_factory.mktemp("tiny")
-    raw = write_raw_folder(root / "raw" / "tiny", n=400, seed=1)
-    out = root / "processed" / "tiny"
-    normalize(read_simulated(raw), "tiny", dataset_cfg(), out, seed=7)
-    return out
+    """A normalized 4-band 45x45 dataset of 240 blobs (about 170 train / 35 val / 35 test)."""
+    return make_tiny_dataset(tmp_path_factory.mktemp("tiny_data"))
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset_64(tmp_path_factory) -> Path:
+    """A normalized 5-band 64x64 dataset (SDSS-like shape) of 120 blobs."""
+    return make_tiny_dataset(tmp_path_factory.mktemp("tiny_data64"), name="tiny64", n=120,
+                             bands=("u", "g", "r", "i", "z"), cutout=64, seed=1)
