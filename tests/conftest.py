@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from deepred.config import validate_config
@@ -21,12 +22,14 @@ from deepred.data.normalize import normalize
 from deepred.data.raw import read_simulated
 
 
-def make_tiny_raw(raw_dir, n=240, bands=("g", "r", "i", "z"), cutout=45, seed=0, z_range=(0.1, 1.0)):
-    """Write a raw simulated folder whose pixels depend on z (blob size, flux and colour)."""
+def make_tiny_raw(raw_dir, n=240, bands=("g", "r", "i", "z"), cutout=45, seed=0, z_range=(0.1, 1.0), copies=1):
+    """Write a raw simulated folder whose pixels depend on z (blob size, flux and colour).
+
+    `copies` > 1 makes every `copies` consecutive rows one system (like DeepGraviLens' rotated copies)."""
     raw_dir = Path(raw_dir)
     raw_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    z = rng.uniform(*z_range, size=n)
+    z = np.repeat(rng.uniform(*z_range, size=-(-n // copies)), copies)[:n]
     yy, xx = np.mgrid[:cutout, :cutout] - (cutout - 1) / 2.0
     nb = len(bands)
     images = np.empty((n, nb, cutout, cutout), np.float32)
@@ -46,7 +49,7 @@ def make_tiny_raw(raw_dir, n=240, bands=("g", "r", "i", "z"), cutout=45, seed=0,
     truth = pd.DataFrame(
         {
             "object_id": [f"obj{i:05d}" for i in range(n)],
-            "system_id": [f"sys{i:05d}" for i in range(n)],
+            "system_id": [f"sys{i // copies:05d}" for i in range(n)],
             "obj_class": ["galaxy"] * n,
             "z_lens": z,
             "z_source": np.full(n, np.nan),
@@ -62,6 +65,8 @@ def make_tiny_raw(raw_dir, n=240, bands=("g", "r", "i", "z"), cutout=45, seed=0,
     (raw_dir / "meta.json").write_text(json.dumps(meta))
     return raw_dir
 
+
+torch.set_num_threads(1)  # the test machine's cores are shared
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -103,3 +108,15 @@ def tiny_dataset_64(tmp_path_factory) -> Path:
     """A normalized 5-band 64x64 dataset (SDSS-like shape) of 120 blobs."""
     return make_tiny_dataset(tmp_path_factory.mktemp("tiny_data64"), name="tiny64", n=120,
                              bands=("u", "g", "r", "i", "z"), cutout=64, seed=1)
+
+
+def write_raw_folder(folder, n=120, bands=("g", "r", "i", "z"), cutout=24, seed=0, copies=1, z_range=(0.1, 1.5)):
+    """make_tiny_raw with the small defaults of the first fixture (kept for tests written against it)."""
+    return make_tiny_raw(folder, n=n, bands=bands, cutout=cutout, seed=seed, z_range=z_range, copies=copies)
+
+
+def dataset_cfg(**overrides) -> dict:
+    """A validated 4-band 24x24 dataset config entry, with overrides."""
+    cfg = tiny_config({"t": {"cutout": 24}})["datasets"]["t"]
+    cfg.update(overrides)
+    return cfg
