@@ -39,6 +39,21 @@ class RawSource:
 RAW_SIM_FILES = ("images.npy", "truth.parquet", "meta.json")
 
 
+def read_rows(mm: np.memmap, start: int, stop: int) -> np.ndarray:
+    """Rows [start, stop) of a memory-mapped NPY file, read with plain file I/O.
+
+    Slicing the memmap itself would keep every page touched resident in this process (RSS grows with the
+    file); a read into a fresh buffer keeps peak memory at one chunk.
+    """
+    row_items = int(np.prod(mm.shape[1:]))
+    with open(mm.filename, "rb") as fh:
+        fh.seek(mm.offset + start * row_items * mm.dtype.itemsize)
+        flat = np.fromfile(fh, dtype=mm.dtype, count=(stop - start) * row_items)
+    if flat.size != (stop - start) * row_items:
+        raise DataError(f"{mm.filename}: truncated (rows {start}-{stop} incomplete)")
+    return flat.reshape((stop - start, *mm.shape[1:]))
+
+
 def read_simulated(raw_dir: str | Path) -> RawSource:
     """The simulator's raw folder: images.npy (N,B,H,W) float32, masks.npy (N,H,W) uint8,
     truth.parquet (one row per object), meta.json (bands, pixel_scale, survey, ...)."""
@@ -66,8 +81,8 @@ def read_simulated(raw_dir: str | Path) -> RawSource:
             stop = min(start + rows, images.shape[0])
             yield RawChunk(
                 truth=truth.iloc[start:stop].reset_index(drop=True),
-                images=np.asarray(images[start:stop]),
-                masks=None if masks is None else np.asarray(masks[start:stop]),
+                images=read_rows(images, start, stop),
+                masks=None if masks is None else read_rows(masks, start, stop),
                 origin=str(raw_dir / "images.npy"),
             )
 
