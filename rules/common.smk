@@ -49,4 +49,6 @@ def raw_inputs(wildcards):
 
 def all_targets():
     targets = [processed(d) for d in DATASETS]
+    if config["baselines"]["hogsvr"]["enabled"]:  # HOG+SVR (rules/baselines.smk)
+        targets += expand(f"{RESULTS}/predictions/hogsvr/{{dataset}}.parquet", dataset=DATASETS)
     return targets

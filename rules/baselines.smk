@@ -1,0 +1,26 @@
+# HOG+SVR baseline (deepred/hogsvr.py). The neural baselines (photoz, netz, a1, a3) are trained and
+# predicted by the generic `train`/`predict` rules (rules/train.smk) through NEURAL_MODELS.
+
+
+rule hogsvr:
+    input:
+        catalog=processed("{dataset}"),
+        stats=processed("{dataset}", "stats.json"),
+        shards=processed("{dataset}", "shards"),
+    output:
+        model=f"{RESULTS}/models/hogsvr/{{dataset}}/model.npz",
+        meta=f"{RESULTS}/models/hogsvr/{{dataset}}/model.json",
+        provenance=f"{RESULTS}/models/hogsvr/{{dataset}}/provenance.json",
+        predictions=f"{RESULTS}/predictions/hogsvr/{{dataset}}.parquet",
+    log:
+        "logs/hogsvr/{dataset}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/hogsvr/{{dataset}}.tsv"
+    conda:
+        "../envs/deepred.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime="30m",
+    script:
+        "../workflow_scripts/hogsvr.py"
