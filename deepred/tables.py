@@ -1,0 +1,315 @@
+"""Prediction files -> metrics per test set -> the study's tables (CSV, byte-identical for identical inputs).
+
+Two steps, so that a change to one dataset's models reruns only that dataset's metrics:
+1. `test_set_metrics` (one job per test set) reads every model's prediction file for the test set, checks it
+   against the catalogue, and evaluates every metric with a paired bootstrap (one set of resample indices per
+   test set, shared by all models, so improvements and ratios get intervals too). It writes
+   results/metrics/{test_set}/{metrics,nmad,binned}.csv.
+2. `build_tables` stacks those into results/tables/: {table}_nmad.csv per `table` group, summary.csv (long form),
+   improvement.csv (the paper's headline R beside the published one) and binned_{z,snr}.csv.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from deepred import metrics as M
+from deepred.data.contract import DataError, ProcessedDataset, test_set_rows
+from deepred.io import write_csv
+
+log = logging.getLogger("deepred.tables")
+
+PRED_COLUMNS = ("object_id", "split", "z_true", "z_pred")
+PDF_GRID_KEY = b"deepred_pdf_grid"
+ENSEMBLES = ("ensemble_stacked", "ensemble_mean")
+FLOAT_FORMAT = "%.6g"  # fixed precision: the CSVs compare as text
+
+
+# ----------------------------------------------------------------------------------------------------
+# Which models the tables hold
+# ----------------------------------------------------------------------------------------------------
+
+
+def deepred_models(config: dict) -> list[str]:
+    """DeepRed's own models: the configured backbones and, when there are members, the two ensembles."""
+    archs = list(config.get("architectures", {}))
+    return archs + (list(ENSEMBLES) if archs and config.get("ensemble", {}).get("members") else [])
+
+
+def baseline_models(config: dict) -> list[str]:
+    return [b for b, c in config.get("baselines", {}).items() if c.get("enabled", True)]
+
+
+def model_family(config: dict, model: str) -> str:
+    if model in config.get("architectures", {}):
+        return "deepred_backbone"
+    if model in ENSEMBLES:
+        return "deepred_ensemble"
+    if model == "hogsvr":
+        return "baseline_features"
+    return "baseline_neural"
+
+
+def table_models(config: dict) -> list[str]:
+    return deepred_models(config) + baseline_models(config)
+
+
+def stable_seed(*parts) -> int:
+    """A seed from strings/ints that is the same in every process (Python's hash() is salted)."""
+    h = hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(h, "little") % 2**32
+
+
+# ----------------------------------------------------------------------------------------------------
+# Reading and checking prediction files
+# ----------------------------------------------------------------------------------------------------
+
+
+def pdf_grid(path: str | Path) -> np.ndarray | None:
+    meta = pq.read_schema(path).metadata or {}
+    if PDF_GRID_KEY not in meta:
+        return None
+    return np.asarray(json.loads(meta[PDF_GRID_KEY]), dtype=float)
+
+
+def read_predictions(path: str | Path, test_rows: pd.DataFrame, catalog: pd.DataFrame, label_column: str):
+    """The test-set rows of one prediction file, in test_rows' order, checked against the catalogue.
+
+    Returns (frame, grid): grid is the PDF grid, or None for point-estimate models."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: prediction file missing")
+    try:
+        df = pd.read_parquet(path)
+    except Exception as exc:  # a truncated or foreign file: name it
+        raise DataError(f"{path}: not a readable Parquet file ({exc})") from exc
+    missing = [c for c in PRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise DataError(f"{path}: missing columns {missing}; the prediction contract needs {list(PRED_COLUMNS)}")
+    if df["object_id"].duplicated().any():
+        dup = df.loc[df["object_id"].duplicated(), "object_id"].iloc[0]
+        raise DataError(f"{path}: object_id '{dup}' appears more than once")
+    unknown = ~df["object_id"].isin(catalog["object_id"])
+    if unknown.any():
+        ex = ", ".join(map(str, df.loc[unknown, "object_id"].head(3)))
+        raise DataError(f"{path}: {int(unknown.sum())} object ids absent from the catalogue (e.g. {ex})")
+    test = df[df["split"] == "test"].set_index("object_id")
+    absent = ~test_rows["object_id"].isin(test.index)
+    if absent.any():
+        ex = ", ".join(map(str, test_rows.loc[absent, "object_id"].head(3)))
+        raise DataError(f"{path}: {int(absent.sum())} test objects have no test prediction (e.g. {ex})")
+    sel = test.loc[test_rows["object_id"].to_numpy()].reset_index()
+    for col in ("z_pred", "z_true"):
+        bad = ~np.isfinite(sel[col].to_numpy(dtype=float))
+        if bad.any():
+            raise DataError(f"{path}: {int(bad.sum())} NaN/inf values in '{col}' (e.g. object {sel.loc[bad, 'object_id'].iloc[0]})")
+    truth = test_rows[label_column].to_numpy(dtype=float)
+    off = ~np.isclose(sel["z_true"].to_numpy(dtype=float), truth, rtol=0, atol=1e-6)
+    if off.any():
+        raise DataError(
+            f"{path}: z_true differs from the catalogue's '{label_column}' for {int(off.sum())} objects "
+            f"(e.g. {sel.loc[off, 'object_id'].iloc[0]}): predictions of another dataset or label?"
+        )
+    grid = pdf_grid(path) if "pdf" in sel.columns else None
+    if "pdf" in sel.columns and grid is None:
+        raise DataError(f"{path}: has a 'pdf' column but no '{PDF_GRID_KEY.decode()}' grid in its metadata")
+    return sel, grid
+
+
+def pdf_matrix(sel: pd.DataFrame, grid: np.ndarray, path) -> np.ndarray:
+    lengths = sel["pdf"].map(len).to_numpy()
+    if np.any(lengths != len(grid)):
+        raise DataError(f"{path}: pdf lists have {sorted(set(lengths.tolist()))} entries, the grid has {len(grid)}")
+    return np.stack(sel["pdf"].to_numpy()).astype(float)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Step 1: one test set
+# ----------------------------------------------------------------------------------------------------
+
+
+def quantile_edges(values: np.ndarray, n_bins: int) -> np.ndarray:
+    """Equal-count bin edges (rounded to 4 significant digits for readable tables), deduplicated."""
+    v = values[np.isfinite(values)]
+    if len(v) == 0:
+        return np.array([])
+    edges = np.quantile(v, np.linspace(0, 1, n_bins + 1))
+    edges = np.array([float(f"{e:.4g}") for e in edges])
+    edges[0], edges[-1] = min(edges[0], v.min()), max(edges[-1], v.max())
+    return np.unique(edges)
+
+
+def binned_rows(sel_by_model: dict, values: np.ndarray, edges: np.ndarray, by: str, base: dict, config: dict):
+    rows = []
+    thr = config["metrics"]["outlier_threshold"]
+    k = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, len(edges) - 2) if len(edges) > 1 else None
+    for model, (zp, zt) in sel_by_model.items():
+        for b in range(len(edges) - 1):
+            m = (k == b) & np.isfinite(values)
+            if not m.any():
+                continue
+            s = M.sample_arrays(zp[m], zt[m])
+            rows.append({**base, "model": model, "family": model_family(config, model), "binned_by": by, "bin": b,
+                         "lo": edges[b], "hi": edges[b + 1], "n": int(m.sum()),
+                         "nmad": M.metric_values("nmad", s, {}),
+                         "outlier_frac": M.metric_values("outlier_frac", s, {"outlier_threshold": thr})})
+    return rows
+
+
+def test_set_metrics(config: dict, test_set: str, pred_paths: dict[str, str | Path], processed_dir: str | Path):
+    """Evaluate every model on one test set. Returns (metrics_long, nmad, binned) DataFrames."""
+    ts = config["test_sets"][test_set]
+    mcfg = config["metrics"]
+    dataset = ts["dataset"]
+    label = config["datasets"][dataset]["label_column"]
+    catalog = ProcessedDataset(processed_dir).catalog
+    rows = test_set_rows(config, test_set, processed_dir)
+    models = table_models(config)
+    absent = [m for m in models if m not in pred_paths]
+    if absent:
+        raise DataError(f"test set '{test_set}': no prediction file given for models {absent}")
+    n = len(rows)
+    seed = stable_seed(config["seed"], "bootstrap", test_set)
+    idx = M.bootstrap_indices(n, mcfg["bootstrap_resamples"], seed) if mcfg["bootstrap_resamples"] else None
+    params = {"outlier_threshold": mcfg["outlier_threshold"]}
+    base = {"test_set": test_set, "dataset": dataset}
+    long_rows, nmad_boot, nmad_val, point = [], {}, {}, {}
+    for model in models:
+        path = pred_paths[model]
+        sel, grid = read_predictions(path, rows, catalog, label)
+        pdf = pdf_matrix(sel, grid, path) if grid is not None else None
+        zp, zt = sel["z_pred"].to_numpy(float), sel["z_true"].to_numpy(float)
+        try:
+            res = M.evaluate(zp, zt, pdf, grid, mcfg["metrics"], idx=idx, resamples=0,
+                             outlier_threshold=mcfg["outlier_threshold"], ci_level=mcfg["ci_level"])
+        except M.MetricError as exc:
+            raise DataError(f"{path}: {exc}") from exc
+        fam = model_family(config, model)
+        long_rows += [{**base, "model": model, "family": fam, **r} for r in res]
+        s = M.sample_arrays(zp, zt)
+        nmad_val[model] = M.metric_values("nmad", s, params)
+        nmad_boot[model] = M.metric_values("nmad", s, params, idx) if idx is not None else None
+        point[model] = (zp, zt)
+    metrics_long = pd.DataFrame(long_rows)
+
+    # NMAD with its interval and the paired-bootstrap improvement over the best baseline
+    alpha = 100 * (1 - mcfg["ci_level"]) / 2
+    bases = baseline_models(config)
+    best_base = min(bases, key=lambda m: (nmad_val[m], m)) if bases else None
+    nm = []
+    for model in models:
+        r = {**base, "table": ts["table"], "model": model, "family": model_family(config, model), "n": n,
+             "nmad": nmad_val[model], "nmad_ci_lo": np.nan, "nmad_ci_hi": np.nan, "best_baseline": best_base or "",
+             "improvement": np.nan, "improvement_ci_lo": np.nan, "improvement_ci_hi": np.nan}
+        if idx is not None:
+            r["nmad_ci_lo"], r["nmad_ci_hi"] = np.percentile(nmad_boot[model], [alpha, 100 - alpha])
+        if best_base:
+            r["improvement"] = M.improvement(nmad_val[best_base], nmad_val[model])
+            if idx is not None:
+                bb = nmad_boot[best_base]
+                imp = np.where(bb > 0, (bb - nmad_boot[model]) / np.where(bb > 0, bb, 1), np.nan)
+                r["improvement_ci_lo"], r["improvement_ci_hi"] = np.nanpercentile(imp, [alpha, 100 - alpha])
+        nm.append(r)
+    nmad = pd.DataFrame(nm)
+
+    # Binned: equal-count bins of true redshift and of the catalogue's signal-to-noise
+    binned = []
+    zt = rows[label].to_numpy(float)
+    binned += binned_rows(point, zt, quantile_edges(zt, mcfg["z_bins"]), "z_true", base, config)
+    if "snr" in rows.columns:
+        snr = rows["snr"].to_numpy(float)
+        binned += binned_rows(point, snr, quantile_edges(snr, mcfg["snr_bins"]), "snr", base, config)
+    else:
+        log.warning("test set %s: catalogue has no 'snr' column; no SNR-binned rows", test_set)
+    return metrics_long, nmad, pd.DataFrame(binned)
+
+
+def write_test_set_metrics(config, test_set, pred_paths, processed_dir, out_metrics, out_nmad, out_binned) -> None:
+    long_df, nmad, binned = test_set_metrics(config, test_set, pred_paths, processed_dir)
+    write_csv(out_metrics, long_df, float_format=FLOAT_FORMAT)
+    write_csv(out_nmad, nmad, float_format=FLOAT_FORMAT)
+    write_csv(out_binned, binned, float_format=FLOAT_FORMAT)
+    log.info("test set %s: %d models, %d objects", test_set, nmad["model"].nunique(), int(nmad["n"].iloc[0]))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Step 2: the study's tables
+# ----------------------------------------------------------------------------------------------------
+
+
+def _read_all(paths: dict[str, str | Path]) -> pd.DataFrame:
+    frames = []
+    for ts, p in paths.items():
+        df = pd.read_csv(p)
+        if df.empty:
+            continue
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def improvement_table(config: dict, nmad: pd.DataFrame) -> pd.DataFrame:
+    """Per test set: DeepRed's best model vs the best baseline, R = NMAD ratio, and the paper's R."""
+    mcfg = config["metrics"]
+    paper = mcfg.get("paper_R", {})
+    out = []
+    for ts in config["test_sets"]:
+        d = nmad[nmad["test_set"] == ts].set_index("model")
+        ours = d[d["family"].str.startswith("deepred")]
+        theirs = d[d["family"].str.startswith("baseline")]
+        if ours.empty or theirs.empty:
+            raise DataError(f"test set '{ts}': improvement needs DeepRed models and baselines; "
+                            f"have {sorted(d.index)}")
+        bo = min(ours.index, key=lambda m: (ours.loc[m, "nmad"], m))
+        bb = min(theirs.index, key=lambda m: (theirs.loc[m, "nmad"], m))
+        no, nb = ours.loc[bo, "nmad"], theirs.loc[bb, "nmad"]
+        imp = d.loc[bo, "improvement"] if d.loc[bo, "best_baseline"] == bb else M.improvement(nb, no)
+        out.append({
+            "test_set": ts, "dataset": config["test_sets"][ts]["dataset"], "n": int(d["n"].iloc[0]),
+            "best_deepred": bo, "best_deepred_nmad": no, "best_baseline": bb, "best_baseline_nmad": nb,
+            "improvement": imp, "improvement_ci_lo": d.loc[bo, "improvement_ci_lo"],
+            "improvement_ci_hi": d.loc[bo, "improvement_ci_hi"],
+            # R = 1 - improvement, so its interval is the mirrored improvement interval
+            "R": no / nb if nb else np.nan,
+            "R_ci_lo": 1 - d.loc[bo, "improvement_ci_hi"], "R_ci_hi": 1 - d.loc[bo, "improvement_ci_lo"],
+            "paper_R": paper.get(ts, np.nan),
+        })
+    return pd.DataFrame(out)
+
+
+def build_tables(config: dict, metrics_dir: str | Path, tables_dir: str | Path) -> dict[str, Path]:
+    """Stack the per-test-set CSVs into results/tables; returns {name: path} of what was written."""
+    metrics_dir, tables_dir = Path(metrics_dir), Path(tables_dir)
+    tsets = list(config["test_sets"])
+    files = {kind: {ts: metrics_dir / ts / f"{kind}.csv" for ts in tsets} for kind in ("metrics", "nmad", "binned")}
+    for kind in files:
+        for ts, p in files[kind].items():
+            if not p.exists():
+                raise DataError(f"{p}: per-test-set {kind} file missing (run the metrics rule for '{ts}')")
+    long_df = _read_all(files["metrics"])
+    nmad = _read_all(files["nmad"])
+    binned = _read_all(files["binned"])
+    written = {}
+    for table in dict.fromkeys(ts["table"] for ts in config["test_sets"].values()):
+        part = nmad[nmad["table"] == table].drop(columns=["table"])
+        written[f"{table}_nmad"] = tables_dir / f"{table}_nmad.csv"
+        write_csv(written[f"{table}_nmad"], part, float_format=FLOAT_FORMAT)
+    written["summary"] = tables_dir / "summary.csv"
+    write_csv(written["summary"], long_df, float_format=FLOAT_FORMAT)
+    written["improvement"] = tables_dir / "improvement.csv"
+    write_csv(written["improvement"], improvement_table(config, nmad), float_format=FLOAT_FORMAT)
+    for by, name in (("z_true", "binned_z"), ("snr", "binned_snr")):
+        part = binned[binned["binned_by"] == by] if not binned.empty else binned
+        written[name] = tables_dir / f"{name}.csv"
+        write_csv(written[name], part, float_format=FLOAT_FORMAT)
+    return written
+
+
+def nmad_table_names(config: dict) -> list[str]:
+    return list(dict.fromkeys(ts["table"] for ts in config["test_sets"].values()))
