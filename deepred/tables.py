@@ -143,7 +143,8 @@ def quantile_edges(values: np.ndarray, n_bins: int) -> np.ndarray:
     edges = np.quantile(v, np.linspace(0, 1, n_bins + 1))
     edges = np.array([float(f"{e:.4g}") for e in edges])
     edges[0], edges[-1] = min(edges[0], v.min()), max(edges[-1], v.max())
-    return np.unique(edges)
+    edges = np.unique(edges)
+    return edges if len(edges) > 1 else np.array([edges[0], edges[0]])  # a constant column is one bin
 
 
 def binned_rows(sel_by_model: dict, values: np.ndarray, edges: np.ndarray, by: str, base: dict, config: dict):

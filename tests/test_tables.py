@@ -1,0 +1,166 @@
+"""deepred.tables: real Parquet prediction files (synthesized here) -> per-test-set metrics -> study tables."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import tiny_config
+
+from deepred import tables as T
+from deepred.data.contract import DataError
+
+# Scatter per model: DeepRed's models are better than the baselines, the stacked ensemble best of all.
+SCATTER = {"resnet": 0.05, "efficientnet": 0.04, "swin": 0.06, "mixer": 0.07, "ensemble_stacked": 0.03,
+           "ensemble_mean": 0.035, "photoz": 0.08, "netz": 0.09, "a1": 0.12, "a3": 0.11, "hogsvr": 0.15}
+
+
+def write_pred(path, catalog, model, scatter, seed=0, pdf_grid=None):
+    """A prediction file in the contract (val + test rows), PDFs as Gaussians on pdf_grid."""
+    rows = catalog[catalog["split"].isin(["val", "test"])]
+    rng = np.random.default_rng(abs(hash((model, seed))) % 2**32)
+    zt = rows["z_lens"].to_numpy(float)
+    zp = zt + scatter * (1 + zt) * rng.standard_normal(len(zt))
+    df = pd.DataFrame({"object_id": rows["object_id"].astype(str).to_numpy(), "split": rows["split"].astype(str),
+                       "z_true": zt, "z_pred": zp})
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    if pdf_grid is not None:
+        sig = scatter * (1 + zt)[:, None]
+        p = np.exp(-0.5 * ((pdf_grid[None] - zp[:, None]) / sig) ** 2)
+        p /= p.sum(1, keepdims=True)
+        for name, v in (("z_mean", (p * pdf_grid).sum(1)), ("z_median", zp), ("z_mode", zp),
+                        ("z_lo68", zp - sig[:, 0]), ("z_hi68", zp + sig[:, 0])):
+            table = table.append_column(name, pa.array(v))
+        table = table.append_column("pdf", pa.array(list(p), type=pa.list_(pa.float64())))
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                               b"deepred_pdf_grid": json.dumps(pdf_grid.tolist()).encode()})
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path)
+    return path
+
+
+def study_config(tiny_dataset, results):
+    cfg = tiny_config({"tiny": {}}, results_dir=results, data_dir=tiny_dataset.parent.parent)
+    cfg["test_sets"] = {
+        "tiny_general": {"dataset": "tiny", "table": "tiny", "query": "not high_prob_lens"},
+        "tiny_hpl": {"dataset": "tiny", "table": "tiny", "query": "high_prob_lens"},
+    }
+    cfg["metrics"]["bootstrap_resamples"] = 50
+    cfg["metrics"]["paper_R"] = {"tiny_general": 0.84, "tiny_hpl": 0.73}
+    return cfg
+
+
+def write_all_preds(cfg, catalog, pred_dir, seed=0):
+    grid = np.linspace(0, 2, 81)
+    return {m: write_pred(Path(pred_dir) / m / "tiny.parquet", catalog, m, SCATTER[m], seed,
+                          grid if m == "photoz" else None) for m in T.table_models(cfg)}
+
+
+def run_study(cfg, processed, preds, out):
+    out = Path(out)
+    for ts in cfg["test_sets"]:
+        d = out / "metrics" / ts
+        T.write_test_set_metrics(cfg, ts, preds, processed, d / "metrics.csv", d / "nmad.csv", d / "binned.csv")
+    return T.build_tables(cfg, out / "metrics", out / "tables")
+
+
+def test_tables_end_to_end(tiny_dataset, tmp_path):
+    cfg = study_config(tiny_dataset, tmp_path / "results")
+    cat = pd.read_parquet(tiny_dataset / "catalog.parquet")
+    preds = write_all_preds(cfg, cat, tmp_path / "preds")
+    written = run_study(cfg, tiny_dataset, preds, tmp_path / "a")
+    assert set(written) == {"tiny_nmad", "summary", "improvement", "binned_z", "binned_snr"}
+
+    nm = pd.read_csv(written["tiny_nmad"])
+    assert sorted(nm["test_set"].unique()) == ["tiny_general", "tiny_hpl"]  # one table, both test sets
+    assert len(nm) == 2 * len(SCATTER)
+    assert (nm["nmad_ci_lo"] <= nm["nmad"]).all() and (nm["nmad"] <= nm["nmad_ci_hi"]).all()
+    n_hpl = int(cat.query("split == 'test' and high_prob_lens").shape[0])
+    assert (nm.loc[nm["test_set"] == "tiny_hpl", "n"] == n_hpl).all()
+    g = nm[nm["test_set"] == "tiny_general"].set_index("model")
+    bb = g.loc["photoz":"hogsvr", "nmad"].idxmin()
+    assert (g["best_baseline"] == bb).all()
+    assert g.loc[bb, "improvement"] == pytest.approx(0.0)
+    assert g.loc["resnet", "improvement"] == pytest.approx(1 - g.loc["resnet", "nmad"] / g.loc[bb, "nmad"], rel=1e-4)
+
+    summ = pd.read_csv(written["summary"])
+    assert list(summ.columns) == ["test_set", "dataset", "model", "family", "metric", "value", "ci_lo", "ci_hi", "n"]
+    assert set(summ.loc[summ["model"] == "photoz", "metric"]) >= {"crps", "pit_ks", "nmad"}
+    assert "crps" not in set(summ.loc[summ["model"] == "resnet", "metric"])
+
+    imp = pd.read_csv(written["improvement"]).set_index("test_set")
+    for ts in ("tiny_general", "tiny_hpl"):
+        d = nm[nm["test_set"] == ts].set_index("model")
+        ours = d[d["family"].str.startswith("deepred")]["nmad"]
+        assert imp.loc[ts, "best_deepred"] == ours.idxmin()
+        assert imp.loc[ts, "R"] == pytest.approx(ours.min() / imp.loc[ts, "best_baseline_nmad"], rel=1e-4)
+        assert imp.loc[ts, "R_ci_lo"] <= imp.loc[ts, "R"] <= imp.loc[ts, "R_ci_hi"]
+    assert imp.loc["tiny_hpl", "paper_R"] == 0.73
+
+    bz = pd.read_csv(written["binned_z"])
+    assert set(bz["model"]) == set(SCATTER) and bz["bin"].nunique() == cfg["metrics"]["z_bins"]
+    per = bz[(bz["test_set"] == "tiny_general") & (bz["model"] == "resnet")]
+    assert per["n"].sum() == int(nm.loc[(nm["test_set"] == "tiny_general"), "n"].iloc[0])
+    assert len(pd.read_csv(written["binned_snr"])) > 0
+
+    # same predictions -> byte-identical CSVs
+    again = run_study(cfg, tiny_dataset, preds, tmp_path / "b")
+    for name, p in written.items():
+        assert Path(p).read_bytes() == Path(again[name]).read_bytes(), name
+
+
+def _break(path, how):
+    df = pd.read_parquet(path)
+    if how == "drop_column":
+        df = df.drop(columns=["z_pred"])
+    elif how == "nan":
+        df.loc[df.index[df["split"] == "test"][0], "z_pred"] = np.nan
+    elif how == "foreign_id":
+        df.loc[df.index[0], "object_id"] = "not_in_catalog"
+    elif how == "missing_test_row":
+        df = df.drop(index=df.index[df["split"] == "test"][0])
+    elif how == "wrong_truth":
+        df["z_true"] = df["z_true"] + 0.1
+    df.to_parquet(path, index=False)
+
+
+@pytest.mark.parametrize(
+    "how, match",
+    [
+        ("drop_column", r"missing columns \['z_pred'\]"),
+        ("nan", "NaN/inf values in 'z_pred'"),
+        ("foreign_id", "absent from the catalogue"),
+        ("missing_test_row", "have no test prediction"),
+        ("wrong_truth", "z_true differs from the catalogue"),
+    ],
+)
+def test_bad_prediction_file_names_file(tiny_dataset, tmp_path, how, match):
+    cfg = study_config(tiny_dataset, tmp_path / "results")
+    cat = pd.read_parquet(tiny_dataset / "catalog.parquet")
+    preds = write_all_preds(cfg, cat, tmp_path / "preds")
+    _break(preds["netz"], how)
+    with pytest.raises(DataError, match=match) as err:
+        T.test_set_metrics(cfg, "tiny_general", preds, tiny_dataset)
+    assert str(preds["netz"]) in str(err.value)
+
+
+def test_missing_model_is_an_error(tiny_dataset, tmp_path):
+    cfg = study_config(tiny_dataset, tmp_path / "results")
+    cat = pd.read_parquet(tiny_dataset / "catalog.parquet")
+    preds = write_all_preds(cfg, cat, tmp_path / "preds")
+    preds["swin"].unlink()
+    with pytest.raises(DataError, match=r"swin/tiny.parquet: prediction file missing"):
+        T.test_set_metrics(cfg, "tiny_hpl", preds, tiny_dataset)
+    del preds["swin"]
+    with pytest.raises(DataError, match=r"no prediction file given for models \['swin'\]"):
+        T.test_set_metrics(cfg, "tiny_hpl", preds, tiny_dataset)
+    # a per-test-set metrics file missing stops the table step, naming it
+    with pytest.raises(DataError, match="tiny_general/metrics.csv: per-test-set metrics file missing"):
+        T.build_tables(cfg, tmp_path / "nowhere", tmp_path / "tables")
