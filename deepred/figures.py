@@ -1,0 +1,201 @@
+"""The study's figures (PNG for the report, PDF for papers), drawn with matplotlib's Agg backend.
+
+Per test set: predicted-vs-true density panels (one per model, with the |dz| = 0.15 outlier lines),
+NMAD versus true-redshift bins for every model on one axis, and PIT histograms of the distribution models.
+For the study: a bar chart of R = NMAD(best DeepRed) / NMAD(best baseline) with the paper's values marked.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.colors import LogNorm  # noqa: E402
+
+from deepred import metrics as M  # noqa: E402
+from deepred.data.contract import ProcessedDataset, test_set_rows  # noqa: E402
+from deepred.io import atomic_path  # noqa: E402
+from deepred.tables import model_family, pdf_matrix, read_predictions, table_models  # noqa: E402
+
+log = logging.getLogger("deepred.figures")
+
+# Fixed metadata so that the same inputs give the same PDF bytes (no creation date).
+_PDF_META = {"CreationDate": None, "Creator": "deepred", "Producer": None}
+_PNG_META = {"Software": "deepred"}
+
+LABELS = {"resnet": "ResNet", "efficientnet": "EfficientNet", "swin": "Swin", "mixer": "MLP-Mixer",
+          "ensemble_stacked": "Ensemble (stacked)", "ensemble_mean": "Ensemble (mean)", "photoz": "PhotoZ",
+          "netz": "NetZ", "a1": "A1", "a3": "A3", "hogsvr": "HOG+SVR"}
+
+
+def label(model: str) -> str:
+    return LABELS.get(model, model)
+
+
+def save(fig, png: str | Path, pdf: str | Path | None = None, dpi: int = 120) -> None:
+    """Write PNG (and PDF) atomically, then close the figure."""
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight", metadata=_PNG_META)
+    if pdf:
+        with atomic_path(pdf) as tmp:
+            fig.savefig(tmp, format="pdf", bbox_inches="tight", metadata=_PDF_META)
+    plt.close(fig)
+
+
+def _style(model: str, config: dict, i: int) -> dict:
+    ours = model_family(config, model).startswith("deepred")
+    return {"color": plt.get_cmap("tab20")(i % 20), "ls": "-" if ours else "--", "marker": "o" if ours else "s"}
+
+
+def load_test_set_predictions(config: dict, test_set: str, pred_paths: dict, processed_dir) -> dict:
+    """{model: (frame, grid)} of the test set's rows, checked like the metrics step checks them."""
+    ds = config["test_sets"][test_set]["dataset"]
+    label_col = config["datasets"][ds]["label_column"]
+    catalog = ProcessedDataset(processed_dir).catalog
+    rows = test_set_rows(config, test_set, processed_dir)
+    return {m: read_predictions(pred_paths[m], rows, catalog, label_col) for m in table_models(config)}
+
+
+def density_figure(config: dict, test_set: str, preds: dict, png, pdf) -> None:
+    """Predicted vs true redshift, one panel per model, log-density hexbins with the outlier lines."""
+    models = list(preds)
+    thr = config["metrics"]["outlier_threshold"]
+    ncol = min(4, len(models))
+    nrow = math.ceil(len(models) / ncol)
+    allz = np.concatenate([np.r_[f["z_true"].to_numpy(), f["z_pred"].to_numpy()] for f, _ in preds.values()])
+    lo, hi = np.percentile(allz, [0.5, 99.5])
+    pad = 0.05 * (hi - lo)
+    lim = (max(0.0, lo - pad), hi + pad)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.1 * ncol, 3.0 * nrow), squeeze=False, sharex=True, sharey=True)
+    x = np.linspace(*lim, 50)
+    for ax, m in zip(axes.flat, models):
+        f, _ = preds[m]
+        zt, zp = f["z_true"].to_numpy(float), f["z_pred"].to_numpy(float)
+        hb = ax.hexbin(zt, zp, gridsize=30, extent=(*lim, *lim), mincnt=1, cmap="viridis", norm=LogNorm(),
+                       linewidths=0)
+        ax.plot(x, x, color="k", lw=0.8)
+        for sgn in (1, -1):
+            ax.plot(x, x + sgn * thr * (1 + x), color="crimson", lw=0.8, ls="--")
+        s = M.sample_arrays(zp, zt)
+        nmad = M.metric_values("nmad", s, {})
+        out = M.metric_values("outlier_frac", s, {"outlier_threshold": thr})
+        ax.set_title(label(m), fontsize=10)
+        ax.text(0.04, 0.96, f"NMAD {nmad:.4f}\noutliers {100 * out:.1f}%\nn = {len(zt)}", transform=ax.transAxes,
+                va="top", fontsize=8, bbox={"facecolor": "white", "alpha": 0.7, "lw": 0})
+        ax.set_xlim(lim)
+        ax.set_ylim(lim)
+        ax.set_aspect("equal")
+    for ax in axes.flat[len(models):]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel("true z")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("predicted z")
+    fig.colorbar(hb, ax=axes, shrink=0.6, label="objects per cell")
+    fig.suptitle(f"{test_set}: predicted vs true redshift (dashed: |dz| = {thr})", y=1.0)
+    save(fig, png, pdf)
+
+
+def nmad_vs_z_figure(config: dict, test_set: str, binned: pd.DataFrame, png, pdf) -> None:
+    """NMAD in equal-count bins of true redshift, every model on one axis."""
+    b = binned[(binned["test_set"] == test_set) & (binned["binned_by"] == "z_true")]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for i, m in enumerate(table_models(config)):
+        d = b[b["model"] == m].sort_values("bin")
+        if d.empty:
+            continue
+        st = _style(m, config, i)
+        ax.plot(0.5 * (d["lo"] + d["hi"]), d["nmad"], label=label(m), color=st["color"], ls=st["ls"],
+                marker=st["marker"], ms=4, lw=1.4)
+    edges = np.unique(np.r_[b["lo"].to_numpy(), b["hi"].to_numpy()])
+    for e in edges:
+        ax.axvline(e, color="0.85", lw=0.6, zorder=0)
+    ax.set_xlabel("true z (equal-count bins; grey lines: bin edges)")
+    ax.set_ylabel("NMAD")
+    ax.set_yscale("log")
+    ax.set_title(f"{test_set}: NMAD versus redshift (solid: DeepRed, dashed: baselines)")
+    ax.legend(fontsize=8, ncol=2, frameon=False, bbox_to_anchor=(1.01, 1), loc="upper left")
+    save(fig, png, pdf)
+
+
+def pit_figure(config: dict, test_set: str, preds: dict, png, pdf, n_bins: int = 20) -> None:
+    """PIT histograms of the models with predictive distributions (flat = calibrated)."""
+    pdf_models = [m for m, (_, g) in preds.items() if g is not None]
+    ncol = max(1, min(3, len(pdf_models)))
+    nrow = max(1, math.ceil(len(pdf_models) / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 3.0 * nrow), squeeze=False)
+    if not pdf_models:
+        axes[0, 0].text(0.5, 0.5, "no model with a predictive\ndistribution on this test set", ha="center",
+                        va="center", transform=axes[0, 0].transAxes)
+        axes[0, 0].set_axis_off()
+    for ax, m in zip(axes.flat, pdf_models):
+        f, grid = preds[m]
+        u = M.pit(pdf_matrix(f, grid, m), grid, f["z_true"].to_numpy(float))
+        ax.hist(u, bins=n_bins, range=(0, 1), density=True, color="steelblue", edgecolor="white")
+        ax.axhline(1.0, color="k", lw=0.8, ls="--")
+        ks = float(M.ks_uniform(u))
+        crps = float(np.mean(M.crps(pdf_matrix(f, grid, m), grid, f["z_true"].to_numpy(float))))
+        ax.set_title(f"{label(m)}  KS {ks:.3f}  CRPS {crps:.4f}", fontsize=9)
+        ax.set_xlabel("PIT")
+        ax.set_ylabel("density")
+    for ax in axes.flat[max(1, len(pdf_models)):]:
+        ax.set_visible(False)
+    fig.suptitle(f"{test_set}: PIT (dashed: calibrated)")
+    save(fig, png, pdf)
+
+
+def improvement_figure(improvement: pd.DataFrame, png, pdf) -> None:
+    """R per test set with its bootstrap interval, the paper's published R as black markers."""
+    d = improvement.reset_index(drop=True)
+    x = np.arange(len(d))
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(d) + 2), 4.2))
+    err = np.vstack([d["R"] - d["R_ci_lo"], d["R_ci_hi"] - d["R"]]).clip(min=0)
+    err = np.where(np.isfinite(err), err, 0)
+    ax.bar(x, d["R"], width=0.6, color="tab:blue", alpha=0.8, label="this run (95% bootstrap CI)",
+           yerr=err, capsize=3, error_kw={"lw": 1})
+    has_paper = np.isfinite(d["paper_R"].to_numpy(float))
+    ax.scatter(x[has_paper], d.loc[has_paper, "paper_R"], marker="D", color="k", zorder=3, s=30,
+               label="paper (arXiv 2602.11281)")
+    ax.axhline(1.0, color="crimson", ls="--", lw=1, label="R = 1: no gain over the best baseline")
+    for xi, (_, r) in zip(x, d.iterrows()):
+        ax.text(xi, 0.02, f"{r['best_deepred']}\nvs {r['best_baseline']}", ha="center", va="bottom", fontsize=7,
+                rotation=90, color="white")
+    ax.set_xticks(x, d["test_set"], rotation=20)
+    ax.set_ylabel("R = NMAD(best DeepRed) / NMAD(best baseline)")
+    ax.set_ylim(0, max(1.2, float(np.nanmax(np.r_[d["R_ci_hi"], d["R"], d["paper_R"]])) * 1.1))
+    ax.set_title("DeepRed's gain over the best baseline (lower is better)")
+    ax.legend(fontsize=8, loc="upper left", frameon=False)
+    save(fig, png, pdf)
+
+
+def transfer_figure(transfer: pd.DataFrame, png, pdf) -> None:
+    """NMAD heat maps, one per model: rows the training dataset, columns the evaluation dataset."""
+    models = list(dict.fromkeys(transfer["model"]))
+    evals = [c for c in transfer.columns if c not in ("model", "train_dataset")]
+    fig, axes = plt.subplots(1, max(1, len(models)), figsize=(3.4 * max(1, len(models)) + 1, 3.4), squeeze=False)
+    vals = transfer[evals].to_numpy(float)
+    finite = vals[np.isfinite(vals)]
+    norm = LogNorm(vmin=finite.min(), vmax=finite.max()) if finite.size and finite.min() > 0 else None
+    for ax, m in zip(axes.flat, models):
+        d = transfer[transfer["model"] == m]
+        mat = d[evals].to_numpy(float)
+        im = ax.imshow(np.ma.masked_invalid(mat), cmap="magma_r", norm=norm)
+        for (i, j), v in np.ndenumerate(mat):
+            ax.text(j, i, "n/a" if not np.isfinite(v) else f"{v:.3f}", ha="center", va="center", fontsize=7,
+                    color="0.5" if not np.isfinite(v) else "k")
+        ax.set_xticks(range(len(evals)), evals, rotation=45, ha="right", fontsize=7)
+        ax.set_yticks(range(len(d)), d["train_dataset"], fontsize=7)
+        ax.set_title(label(m), fontsize=10)
+        ax.set_xlabel("evaluated on")
+    axes[0, 0].set_ylabel("trained on")
+    if models and norm is not None:
+        fig.colorbar(im, ax=axes, shrink=0.8, label="NMAD")
+    fig.suptitle("Cross-survey transfer: NMAD (n/a: bands or cutout do not match)")
+    save(fig, png, pdf)

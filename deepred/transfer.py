@@ -1,0 +1,146 @@
+"""Cross-survey transfer: a network trained on one dataset, applied to another dataset's test split.
+
+Which pairs: the evaluation dataset must carry every band the model was trained on (the model's bands are
+taken from it, in the model's order: a g,r,i,z model runs on SDSS u,g,r,i,z through its g,r,i,z planes), its
+cutouts must be at least as large (larger ones are centre-cropped to the model's size) and its per-image
+scaling must be the same. A model never gets a zero-filled or invented band: KiDS (u,g,r,i) lacks z, so a
+DES-like g,r,i,z model is not evaluated there and its cell in transfer_nmad.csv is empty ("n/a").
+The pixel scale is not matched (0.263"/px DES vs 0.396"/px SDSS): that difference is part of the domain shift
+the table measures.
+
+Outputs: results/transfer/{model}/{train}__{eval}.parquet in the prediction contract (test rows only), and
+results/tables/transfer_nmad.csv, a matrix: one row per (model, train dataset), one column per eval dataset.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from deepred import metrics as M
+from deepred.config import ConfigError
+from deepred.data.contract import DataError, ProcessedDataset
+from deepred.io import atomic_path, write_csv
+from deepred.tables import FLOAT_FORMAT, PDF_GRID_KEY
+
+log = logging.getLogger("deepred.transfer")
+
+PDF_SUMMARY = ("z_mean", "z_median", "z_mode", "z_lo68", "z_hi68")
+
+
+def compatibility(config: dict, train: str, evaluate: str) -> str | None:
+    """None when a model trained on `train` can run on `evaluate`, else the reason it cannot."""
+    a, b = config["datasets"][train], config["datasets"][evaluate]
+    missing = [x for x in a["bands"] if x not in b["bands"]]
+    if missing:
+        return f"{evaluate} lacks band(s) {','.join(missing)}"
+    if b["cutout"] < a["cutout"]:
+        return f"{evaluate} cutouts ({b['cutout']} px) are smaller than {train}'s ({a['cutout']} px)"
+    if a.get("scaling", "asinh") != b.get("scaling", "asinh"):
+        return f"pixel scaling differs ({a.get('scaling')} vs {b.get('scaling')})"
+    return None
+
+
+def transfer_models(config: dict) -> list[str]:
+    from deepred.models.registry import known_models  # the models area's list of networks
+
+    known = known_models(config)
+    bad = [m for m in config["metrics"]["transfer_models"] if m not in known]
+    if bad:
+        raise ConfigError(f"config key 'metrics.transfer_models': unknown network(s) {bad}; known: {', '.join(known)}")
+    return list(config["metrics"]["transfer_models"])
+
+
+def transfer_pairs(config: dict) -> list[tuple[str, str, str]]:
+    """(model, train dataset, eval dataset) for every off-diagonal compatible pair."""
+    ds = list(config["datasets"])
+    return [(m, a, b) for m in transfer_models(config) for a in ds for b in ds
+            if a != b and compatibility(config, a, b) is None]
+
+
+def adapt_images(images: np.ndarray, eval_bands: list[str], model_bands: list[str], cutout: int) -> np.ndarray:
+    """Select the model's bands (in its order) and centre-crop to its cutout."""
+    idx = [eval_bands.index(b) for b in model_bands]
+    h = images.shape[-1]
+    o = (h - cutout) // 2
+    return np.ascontiguousarray(images[:, idx, o:o + cutout, o:o + cutout], dtype=np.float32)
+
+
+def write_prediction_file(path, frame: pd.DataFrame, grid=None) -> None:
+    """A prediction-contract Parquet file (the PDF grid in the file's metadata)."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    if grid is not None:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                               PDF_GRID_KEY: json.dumps([float(g) for g in grid]).encode()})
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def transfer_predict(model_dir, eval_processed_dir, out_path, batch_size: int = 64) -> pd.DataFrame:
+    """Apply a trained network to another dataset's test split and write the prediction file."""
+    from deepred.models.checkpoint import load_trained  # the models area's loader
+
+    tm = load_trained(model_dir)
+    ds = ProcessedDataset(eval_processed_dir)
+    meta = tm.meta
+    mb, mc = list(meta["bands"]), int(meta["cutout"])
+    if any(b not in ds.bands for b in mb):
+        raise DataError(f"{eval_processed_dir}: bands {ds.bands} lack the model's {mb} ({model_dir})")
+    if int(ds.stats["cutout"]) < mc:
+        raise DataError(f"{eval_processed_dir}: cutout {ds.stats['cutout']} < the model's {mc} ({model_dir})")
+    if meta.get("scaling") and meta["scaling"] != ds.stats["scaling"]:
+        raise DataError(f"{eval_processed_dir}: scaling {ds.stats['scaling']} != the model's {meta['scaling']}")
+    rows = ds.split("test")
+    images = adapt_images(ds.images(rows), ds.bands, mb, mc)
+    out = tm.predict(images, batch_size=batch_size)
+    frame = pd.DataFrame({
+        "object_id": rows["object_id"].astype(str).to_numpy(),
+        "split": "test",
+        "z_true": rows[ds.stats["label_column"]].to_numpy(float),
+        "z_pred": np.asarray(out["z_pred"], dtype=float).reshape(-1),
+    })
+    grid = None
+    if "pdf" in out:
+        for k in PDF_SUMMARY:
+            frame[k] = np.asarray(out[k], dtype=float).reshape(-1)
+        frame["pdf"] = list(np.asarray(out["pdf"], dtype=float))
+        grid = meta.get("grid")
+    write_prediction_file(out_path, frame, grid)
+    log.info("%s on %s: %d test objects, bands %s, crop %d px", model_dir, eval_processed_dir, len(frame), mb, mc)
+    return frame
+
+
+def _test_nmad(path) -> float:
+    df = pd.read_parquet(path, columns=["split", "z_true", "z_pred"])
+    df = df[df["split"] == "test"]
+    zp, zt = df["z_pred"].to_numpy(float), df["z_true"].to_numpy(float)
+    if not np.all(np.isfinite(zp)):
+        raise DataError(f"{path}: {int((~np.isfinite(zp)).sum())} NaN/inf values in 'z_pred'")
+    try:
+        return M.metric_values("nmad", M.sample_arrays(zp, zt), {})
+    except M.MetricError as exc:
+        raise DataError(f"{path}: {exc}") from exc
+
+
+def transfer_table(config: dict, diagonal: dict, off: dict, out_csv) -> pd.DataFrame:
+    """Matrix of test NMAD: diagonal from the in-domain prediction files, off-diagonal from transfer files.
+
+    diagonal: {(model, dataset): path}; off: {(model, train, eval): path}."""
+    ds = list(config["datasets"])
+    rows = []
+    for m in transfer_models(config):
+        for a in ds:
+            r = {"model": m, "train_dataset": a}
+            for b in ds:
+                p = diagonal.get((m, a)) if a == b else off.get((m, a, b))
+                r[b] = _test_nmad(p) if p is not None else np.nan
+            rows.append(r)
+    table = pd.DataFrame(rows, columns=["model", "train_dataset", *ds])
+    write_csv(out_csv, table, float_format=FLOAT_FORMAT)
+    return table
