@@ -10,6 +10,8 @@ configfile: "config.yaml"
 
 include: "rules/common.smk"
 include: "rules/data.smk"
+include: "rules/download.smk"
+include: "rules/slurm.smk"
 include: "rules/baselines.smk"
 
 
