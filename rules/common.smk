@@ -44,6 +44,8 @@ def raw_inputs(wildcards):
             dataset=wildcards.dataset,
             name=["images.npy", "masks.npy", "truth.parquet", "meta.json"],
         )
+    if kind in ("deepgravilens", "kids", "sdss"):  # real surveys: the pinned files (rules/download.smk)
+        return real_raw_files(wildcards.dataset)
     raise WorkflowError(f"dataset '{wildcards.dataset}': no raw inputs known for source kind '{kind}'")
 
 

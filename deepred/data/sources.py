@@ -16,4 +16,14 @@ def open_source(config: dict, dataset: str) -> RawSource:
     kind = ds["source"]["kind"]
     if kind == "simulate":
         return read_simulated(raw_dir(config, dataset))
+    # Real survey formats (downloaded by rules/download.smk; deepred.data.readers verifies checksums).
+    from deepred.data import readers
+
+    src = ds["source"]
+    if kind == "deepgravilens":
+        return readers.read_deepgravilens(raw_dir(config, dataset), src, dataset, ds["label_column"])
+    if kind == "sdss":
+        return readers.read_sdss(raw_dir(config, dataset), src, dataset)
+    if kind == "kids":
+        return readers.read_kids(raw_dir(config, dataset), src, dataset, int(ds["cutout"]))
     raise NotImplementedError(f"dataset '{dataset}': source kind '{kind}' has no reader yet")

@@ -1,0 +1,80 @@
+"""Helpers the real-format readers share: the pinned file specs of a source, verified paths, tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from deepred.data.contract import DataError
+from deepred.download import DownloadError, FileSpec, read_manifest, verify_file
+
+MANIFEST_DONE = ".manifest.verified"  # stamp written once every file a manifest lists is verified
+
+
+def source_specs(raw_dir: Path, src: dict) -> dict[str, FileSpec]:
+    """name -> spec for the files a source lists, plus those of its manifest (when it has one)."""
+    specs = {f["name"]: FileSpec.from_config(f) for f in src.get("files", [])}
+    man = src.get("manifest")
+    if man:
+        mspec = FileSpec.from_config(man)
+        specs[mspec.name] = mspec
+        mpath = verified(raw_dir, mspec)
+        try:
+            listed = read_manifest(mpath)
+        except DownloadError as exc:
+            raise DataError(str(exc)) from exc
+        for s in listed:
+            specs[s.name] = s
+    return specs
+
+
+def verified(raw_dir: Path, spec: FileSpec) -> Path:
+    """The placed file of `spec`, checked against its pinned checksum; DataError naming it otherwise."""
+    path = Path(raw_dir) / spec.name
+    try:
+        verify_file(path, spec)
+    except DownloadError as exc:
+        raise DataError(str(exc)) from exc
+    return path
+
+
+def spec_for(specs: dict[str, FileSpec], name: str, what: str, dataset: str) -> FileSpec:
+    if name not in specs:
+        raise DataError(
+            f"dataset '{dataset}': {what} '{name}' is not among the source's pinned files "
+            f"({', '.join(sorted(specs)) or 'none'})"
+        )
+    return specs[name]
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """A label/catalogue table by extension: .csv, .parquet, .fits/.fit/.fits.gz (first table HDU)."""
+    name = path.name.lower()
+    try:
+        if name.endswith(".csv"):
+            return pd.read_csv(path)
+        if name.endswith(".parquet"):
+            return pd.read_parquet(path)
+        if name.endswith((".fits", ".fit", ".fits.gz")):
+            from astropy.table import Table
+
+            t = Table.read(path)
+            # FITS strings are bytes and big-endian columns upset pandas: convert column by column.
+            return pd.DataFrame({c: _native(np.asarray(t[c])) for c in t.colnames if t[c].ndim == 1})
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: unreadable table ({exc})") from exc
+    raise DataError(f"{path}: unknown table format (use .csv, .parquet or .fits)")
+
+
+def _native(a: np.ndarray) -> np.ndarray:
+    if a.dtype.kind == "S":
+        return np.char.decode(a, "ascii").astype(object)
+    return a.astype(a.dtype.newbyteorder("="), copy=False)
+
+
+def require_columns(df: pd.DataFrame, cols: list[str], path: Path) -> None:
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise DataError(f"{path}: column(s) {', '.join(missing)} missing; the table has {', '.join(map(str, df.columns))}")

@@ -1,0 +1,91 @@
+"""SDSS in the Pasquet et al. (2019) form: one image cube (N, 64, 64, 5) u,g,r,i,z, channels last, plus a
+label table (CSV, Parquet or FITS) with one row per cube row: spectroscopic redshift and E(B-V).
+
+The cube is read a chunk at a time with plain file reads (never a whole-cube array, never a growing
+memory map), so normalizing 600k galaxies needs the memory of a few shards.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+
+from deepred.data.contract import DataError
+from deepred.data.raw import RawChunk, RawSource, read_rows
+from deepred.data.readers._common import read_table, require_columns, source_specs, spec_for, verified
+
+log = logging.getLogger("deepred.readers.sdss")
+
+SDSS_BANDS = ["u", "g", "r", "i", "z"]
+
+
+def read_sdss(raw_dir: str | Path, src: dict, dataset: str = "sdss") -> RawSource:
+    raw_dir = Path(raw_dir)
+    specs = source_specs(raw_dir, src)
+    cube_path = verified(raw_dir, spec_for(specs, src["cube"], "cube", dataset))
+    label_path = verified(raw_dir, spec_for(specs, src["labels"], "label table", dataset))
+    bands = list(src.get("bands", SDSS_BANDS))
+
+    try:
+        cube = np.load(cube_path, mmap_mode="r", allow_pickle=False)
+    except ValueError as exc:
+        raise DataError(f"{cube_path}: not a plain NPY array ({exc})") from exc
+    shape = cube.shape
+    if cube.ndim != 4 or shape[1] != shape[2] or shape[3] != len(bands):
+        hint = " (channels first? the Pasquet form is channels last)" if cube.ndim == 4 and shape[1] == len(bands) else ""
+        raise DataError(f"{cube_path}: cube has shape {shape}, expected (N, H, H, {len(bands)}) for bands {bands}{hint}")
+    if cube.dtype.kind != "f":
+        raise DataError(f"{cube_path}: cube dtype {cube.dtype}, expected floating point")
+    if cube.flags.f_contiguous and not cube.flags.c_contiguous:
+        raise DataError(f"{cube_path}: Fortran-ordered cube; re-save it in C order")
+
+    labels = read_table(label_path)
+    id_col, z_col, ebv_col = src.get("id_column", "objID"), src.get("z_column", "z"), src.get("ebv_column", "EBV")
+    require_columns(labels, [id_col, z_col, ebv_col], label_path)
+    if len(labels) != shape[0]:
+        raise DataError(f"{label_path}: {len(labels)} label rows for {shape[0]} images in {cube_path}")
+    ids = labels[id_col].astype(str)
+    dup = ids[ids.duplicated()]
+    if len(dup):
+        raise DataError(f"{label_path}: duplicate {id_col} {dup.iloc[0]!r} ({len(dup)} duplicates)")
+    z = pd.to_numeric(labels[z_col], errors="coerce").to_numpy(float)
+    truth = pd.DataFrame(
+        {
+            "object_id": ids.to_numpy(),
+            "system_id": ids.to_numpy(),  # one galaxy, one image: no copies to keep together
+            "obj_class": "galaxy",
+            "z_lens": z,  # the galaxy's redshift (label_column z_lens, as for simulated SDSS)
+            "z_spec": z,
+            "ebv": pd.to_numeric(labels[ebv_col], errors="coerce").to_numpy(float),
+        }
+    )
+    bad_ebv = ~np.isfinite(truth["ebv"].to_numpy()) | (truth["ebv"].to_numpy() < 0)
+    if bad_ebv.any():
+        i = int(np.flatnonzero(bad_ebv)[0])
+        raise DataError(f"{label_path}: object {ids.iloc[i]}: E(B-V) {labels[ebv_col].iloc[i]!r} is not a finite value >= 0")
+
+    def chunks(rows: int) -> Iterator[RawChunk]:
+        for start in range(0, shape[0], rows):
+            stop = min(start + rows, shape[0])
+            block = read_rows(cube, start, stop)  # (n, H, W, bands)
+            yield RawChunk(
+                truth=truth.iloc[start:stop].reset_index(drop=True),
+                images=np.ascontiguousarray(block.transpose(0, 3, 1, 2), dtype=np.float32),
+                masks=None,
+                origin=str(cube_path),
+            )
+
+    log.info("%s: %d galaxies, cube %s", dataset, shape[0], shape)
+    return RawSource(
+        bands=bands,
+        pixel_scale=float(src.get("pixel_scale", 0.396)),
+        survey=str(src.get("survey", "SDSS")),
+        n_objects=int(shape[0]),
+        chunks=chunks,
+        inputs=[cube_path, label_path],
+        meta={"kind": "sdss", "cube": src["cube"], "labels": src["labels"], "cube_shape": list(shape)},
+    )

@@ -1,0 +1,407 @@
+"""Verified downloads of real survey files: stream, resume, retry, check, then rename into place.
+
+A file is described by a spec from the config (`name`, `url`, `size`, `sha256` and/or `md5`; Zenodo
+publishes MD5). `fetch()`:
+
+1. returns at once when the destination exists and matches its checksum;
+2. otherwise streams the URL into `<dest>.part`, asking the server for `Range: bytes=<have>-` when a
+   partial file is left from an interrupted transfer (a server that ignores Range restarts it);
+3. retries network failures and 5xx/429 answers with exponential backoff;
+4. checks size and checksum; a mismatch deletes the partial file and raises ChecksumError with both
+   sums; a match is fsynced and renamed onto the destination (never a half file under the real name).
+
+Offline mode (`download.offline: true` or DEEPRED_OFFLINE=1) never touches the network: files placed
+by hand under data/raw/{dataset}/ (fetched on a login node) are verified and used.
+
+Usage on a login node:  python -m deepred.download --configfile config/paper.yaml [--dataset kids] [--offline]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import http.client
+import json
+import logging
+import os
+import socket
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger("deepred.download")
+
+CHUNK = 1 << 20  # bytes per read: large enough for > 100 MB/s, small enough for steady progress lines
+USER_AGENT = "deepred-download/0.1 (+https://github.com/; research pipeline)"
+
+
+class DownloadError(ValueError):
+    """A file could not be fetched or verified; the message names the file and what to do."""
+
+
+class ChecksumError(DownloadError):
+    """The bytes on disk do not match the published checksum (the partial file has been deleted)."""
+
+
+@dataclass(frozen=True)
+class FileSpec:
+    name: str  # path under data/raw/{dataset}/
+    url: str | None = None
+    size: int | None = None
+    sha256: str | None = None
+    md5: str | None = None
+
+    @classmethod
+    def from_config(cls, d: dict) -> "FileSpec":
+        return cls(
+            name=str(d["name"]),
+            url=d.get("url"),
+            size=None if d.get("size") is None else int(d["size"]),
+            sha256=(d.get("sha256") or None) and str(d["sha256"]).lower(),
+            md5=(d.get("md5") or None) and str(d["md5"]).lower(),
+        )
+
+    @property
+    def pinned(self) -> bool:
+        return bool(self.sha256 or self.md5)
+
+
+@dataclass
+class DownloadSettings:
+    offline: bool = False
+    retries: int = 5
+    backoff_s: float = 2.0
+    timeout_s: float = 60.0
+    progress_min_mb: float = 50.0  # files at least this large get progress lines
+
+    @classmethod
+    def from_config(cls, config: dict) -> "DownloadSettings":
+        d = dict(config.get("download") or {})
+        s = cls(**{k: d[k] for k in ("offline", "retries", "backoff_s", "timeout_s", "progress_min_mb") if k in d})
+        if os.environ.get("DEEPRED_OFFLINE", "").strip().lower() in ("1", "true", "yes"):
+            s.offline = True
+        return s
+
+
+class _Hasher:
+    """SHA-256 and MD5 in one pass (only those the spec pins)."""
+
+    def __init__(self, spec: FileSpec):
+        self.h = {}
+        if spec.sha256 or not spec.md5:
+            self.h["sha256"] = hashlib.sha256()
+        if spec.md5:
+            self.h["md5"] = hashlib.md5(usedforsecurity=False)
+
+    def update(self, data) -> None:
+        for h in self.h.values():
+            h.update(data)
+
+    def digests(self) -> dict[str, str]:
+        return {k: h.hexdigest() for k, h in self.h.items()}
+
+
+def _hash_into(hasher: _Hasher, path: Path) -> int:
+    n = 0
+    with open(path, "rb") as fh:
+        while block := fh.read(CHUNK):
+            hasher.update(block)
+            n += len(block)
+    return n
+
+
+def _mismatch(spec: FileSpec, size: int, digests: dict[str, str]) -> str | None:
+    """None when size and every pinned sum match, else a message with expected and actual values."""
+    if spec.size is not None and size != spec.size:
+        return f"size {size} bytes, expected {spec.size}"
+    for algo in ("sha256", "md5"):
+        want = getattr(spec, algo)
+        if want and digests.get(algo) != want:
+            return f"{algo} {digests.get(algo)}, expected {want}"
+    return None
+
+
+def checksum_bytes(data: bytes, spec: FileSpec, origin: str) -> None:
+    """Verify bytes already in memory (used for pickles: hash exactly the bytes that will be unpickled)."""
+    if not spec.pinned:
+        raise DownloadError(f"{origin}: no sha256/md5 pinned in the config; refusing to trust it")
+    hasher = _Hasher(spec)
+    hasher.update(data)
+    problem = _mismatch(spec, len(data), hasher.digests())
+    if problem:
+        raise ChecksumError(f"{origin}: checksum mismatch: {problem}")
+
+
+def _stamp(path: Path) -> Path:
+    return path.with_name(f".{path.name}.verified.json")
+
+
+def verify_file(path: str | Path, spec: FileSpec, *, use_stamp: bool = True) -> dict[str, str]:
+    """Check a placed file against its spec; raise DownloadError/ChecksumError naming the file.
+
+    A successful check leaves a small stamp (size, mtime, sums) beside the file so that readers need not
+    re-hash tens of GB on every run; the stamp is ignored when size or mtime changed, or with use_stamp=False.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DownloadError(f"{path}: missing")
+    if not spec.pinned:
+        raise DownloadError(
+            f"{path}: no sha256/md5 pinned for '{spec.name}' in the config; pin it (python -m deepred.download "
+            f"pin {path.parent}) after checking the file against the archive's published checksum"
+        )
+    st = path.stat()
+    stamp = _stamp(path)
+    if use_stamp and stamp.exists():
+        try:
+            rec = json.loads(stamp.read_text())
+            if rec["size"] == st.st_size and rec["mtime_ns"] == st.st_mtime_ns and _mismatch(spec, st.st_size, rec["sums"]) is None:
+                return rec["sums"]
+        except (ValueError, KeyError, TypeError):
+            pass
+    hasher = _Hasher(spec)
+    size = _hash_into(hasher, path)
+    sums = hasher.digests()
+    problem = _mismatch(spec, size, sums)
+    if problem:
+        raise ChecksumError(f"{path}: checksum mismatch: {problem} (the file does not match the published one)")
+    try:
+        stamp.write_text(json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sums": sums}))
+    except OSError:  # a read-only data folder still verifies, it just re-hashes next time
+        pass
+    return sums
+
+
+class _Retryable(Exception):
+    pass
+
+
+def _open(url: str, start: int, timeout: float):
+    req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
+    if start:
+        req.add_header("Range", f"bytes={start}-")
+    try:
+        return urllib.request.urlopen(req, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and start:  # our partial file is already complete (or larger): re-check it
+            return None
+        if exc.code >= 500 or exc.code in (408, 429):
+            raise _Retryable(f"HTTP {exc.code} {exc.reason}") from exc
+        raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}") from exc
+    except (urllib.error.URLError, socket.timeout, ConnectionError, http.client.HTTPException) as exc:
+        raise _Retryable(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _content_range_start(resp) -> int | None:
+    cr = resp.headers.get("Content-Range", "")
+    try:
+        return int(cr.split()[1].split("-")[0])
+    except (IndexError, ValueError):
+        return None
+
+
+class _Progress:
+    def __init__(self, name: str, total: int | None, start: int, enabled: bool):
+        self.name, self.total, self.enabled = name, total, enabled
+        self.t0 = self.last = time.monotonic()
+        self.start = start
+
+    def update(self, have: int, final: bool = False) -> None:
+        now = time.monotonic()
+        if not self.enabled or (not final and now - self.last < 5.0):
+            return
+        self.last = now
+        rate = (have - self.start) / max(now - self.t0, 1e-9) / 1e6
+        pct = f"{100.0 * have / self.total:5.1f}% of {self.total / 1e6:.1f} MB" if self.total else f"{have / 1e6:.1f} MB"
+        log.info("%s: %s, %.1f MB/s", self.name, pct, rate)
+
+
+def fetch(spec: FileSpec, dest: str | Path, settings: DownloadSettings | None = None) -> Path:
+    """Make `dest` a verified copy of `spec` (see module docstring); return it."""
+    settings = settings or DownloadSettings()
+    dest = Path(dest)
+    if dest.exists():
+        verify_file(dest, spec)
+        log.info("%s: present and verified", dest)
+        return dest
+    if settings.offline:
+        raise DownloadError(
+            f"{dest}: missing and offline mode is on; fetch it where the network is reachable "
+            f"(python -m deepred.download --configfile <config> on a login node) or place it there by hand"
+        )
+    if not spec.url:
+        raise DownloadError(f"{dest}: missing and the config gives no url for '{spec.name}'")
+    if not spec.pinned:
+        raise DownloadError(f"{dest}: the config pins no sha256/md5 for '{spec.name}'; refusing an unverifiable download")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    attempt = 0
+    while True:
+        try:
+            _transfer(spec, part, settings)
+            break
+        except _Retryable as exc:
+            attempt += 1
+            if attempt > settings.retries:
+                raise DownloadError(
+                    f"{spec.url}: failed after {settings.retries} retries ({exc}); the partial file {part} "
+                    "is kept and the next run resumes it"
+                ) from None
+            wait = min(settings.backoff_s * 2 ** (attempt - 1), 300.0)
+            log.warning("%s: %s; retry %d/%d in %.1f s", spec.name, exc, attempt, settings.retries, wait)
+            time.sleep(wait)
+    hasher = _Hasher(spec)
+    size = _hash_into(hasher, part)
+    problem = _mismatch(spec, size, hasher.digests())
+    if problem:
+        part.unlink(missing_ok=True)
+        raise ChecksumError(f"{dest}: downloaded from {spec.url}: checksum mismatch: {problem}; partial file deleted")
+    with open(part, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(part, dest)
+    st = dest.stat()
+    _stamp(dest).write_text(json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sums": hasher.digests()}))
+    log.info("%s: downloaded and verified (%d bytes)", dest, size)
+    return dest
+
+
+def _transfer(spec: FileSpec, part: Path, settings: DownloadSettings) -> None:
+    """Append to `part` until the server's body ends; raise _Retryable on transient failures."""
+    have = part.stat().st_size if part.exists() else 0
+    if spec.size is not None and have > spec.size:
+        part.unlink()
+        have = 0
+    if spec.size is not None and have == spec.size:
+        return  # complete from an earlier attempt: the caller verifies it
+    resp = _open(spec.url, have, settings.timeout_s)
+    if resp is None:
+        return
+    with resp:
+        if have and resp.status == 206 and _content_range_start(resp) == have:
+            mode = "ab"
+            log.info("%s: resuming at byte %d", spec.name, have)
+        else:
+            if have:
+                log.info("%s: server ignored the Range request; restarting", spec.name)
+            mode, have = "wb", 0
+        length = resp.headers.get("Content-Length")
+        expected_end = have + int(length) if length is not None else spec.size
+        progress = _Progress(
+            spec.name, spec.size or expected_end, have, (spec.size or expected_end or 0) >= settings.progress_min_mb * 1e6
+        )
+        with open(part, mode) as fh:
+            try:
+                while block := resp.read(CHUNK):
+                    fh.write(block)
+                    have += len(block)
+                    progress.update(have)
+            except (socket.timeout, ConnectionError, http.client.HTTPException, OSError) as exc:
+                raise _Retryable(f"transfer interrupted at byte {have}: {exc}") from exc
+        progress.update(have, final=True)
+        if expected_end is not None and have < expected_end:
+            raise _Retryable(f"connection closed at byte {have} of {expected_end}")
+
+
+def read_manifest(path: str | Path) -> list[FileSpec]:
+    """A manifest CSV: columns name, url, size, sha256 (and/or md5); one row per file."""
+    import csv
+
+    path = Path(path)
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows or "name" not in rows[0] or not ({"sha256", "md5"} & set(rows[0])):
+        raise DownloadError(f"{path}: a manifest needs columns name, url, size and sha256 (or md5)")
+    out = []
+    for i, r in enumerate(rows, start=2):
+        name = r.get("name") or ""
+        if not name or ".." in Path(name).parts or Path(name).is_absolute():
+            raise DownloadError(f"{path}: line {i}: bad file name {name!r}")
+        out.append(FileSpec.from_config({k: (v or None) for k, v in r.items() if k}))
+    return out
+
+
+def fetch_manifest(manifest: str | Path, done: str | Path, settings: DownloadSettings | None = None) -> list[Path]:
+    """Fetch every file a (verified) manifest lists into the manifest's folder, then write the `done` stamp."""
+    from deepred.io import write_json
+
+    manifest = Path(manifest)
+    specs = read_manifest(manifest)
+    paths = [fetch(s, manifest.parent / s.name, settings) for s in specs]
+    write_json(done, {"manifest": manifest.name, "files": [s.name for s in specs]})
+    return paths
+
+
+def source_files(config: dict, dataset: str) -> list[FileSpec]:
+    """Every file a real dataset's source lists (empty for simulated datasets); the manifest last."""
+    src = config["datasets"][dataset]["source"]
+    specs = [FileSpec.from_config(f) for f in src.get("files", [])]
+    if src.get("manifest"):
+        specs.append(FileSpec.from_config(src["manifest"]))
+    return specs
+
+
+def file_spec(config: dict, dataset: str, name: str) -> FileSpec:
+    for spec in source_files(config, dataset):
+        if spec.name == name:
+            return spec
+    raise DownloadError(f"dataset '{dataset}': no file '{name}' in its source.files")
+
+
+def fetch_dataset(config: dict, dataset: str, raw_root: str | Path, settings: DownloadSettings | None = None) -> list[Path]:
+    settings = settings or DownloadSettings.from_config(config)
+    paths = [fetch(spec, Path(raw_root) / spec.name, settings) for spec in source_files(config, dataset)]
+    man = config["datasets"][dataset]["source"].get("manifest")
+    if man:
+        paths += fetch_manifest(Path(raw_root) / man["name"], Path(raw_root) / ".manifest.verified", settings)
+    return paths
+
+
+def pin_folder(folder: str | Path) -> list[dict]:
+    """File specs (name, size, sha256) for every file under `folder`, for pasting into source.files."""
+    folder = Path(folder)
+    out = []
+    for f in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".") and not p.name.endswith(".part")):
+        h = hashlib.sha256()
+        with open(f, "rb") as fh:
+            while block := fh.read(CHUNK):
+                h.update(block)
+        out.append({"name": f.relative_to(folder).as_posix(), "size": f.stat().st_size, "sha256": h.hexdigest()})
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    import yaml
+
+    from deepred.config import load_config
+
+    p = argparse.ArgumentParser(prog="python -m deepred.download", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd")
+    pin = sub.add_parser("pin", help="print file specs (name, size, sha256) for files placed in a folder")
+    pin.add_argument("folder")
+    p.add_argument("--configfile", default="config.yaml")
+    p.add_argument("--dataset", action="append", help="only these datasets (default: every real one)")
+    p.add_argument("--offline", action="store_true", help="verify placed files only, no network")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    if args.cmd == "pin":
+        yaml.safe_dump(pin_folder(args.folder), sys.stdout, sort_keys=False)
+        return 0
+    config = load_config(args.configfile)
+    settings = DownloadSettings.from_config(config)
+    settings.offline = settings.offline or args.offline
+    datasets = args.dataset or [d for d, ds in config["datasets"].items() if ds["source"]["kind"] != "simulate"]
+    failed = 0
+    for d in datasets:
+        try:
+            fetch_dataset(config, d, Path(config["data_dir"]) / "raw" / d, settings)
+        except DownloadError as exc:
+            log.error("%s", exc)
+            failed += 1
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

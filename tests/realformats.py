@@ -1,0 +1,266 @@
+"""Small files in the exact real formats (DeepGraviLens, SDSS Pasquet form, KiDS FITS cutouts) and a real
+loopback HTTP server with Range support, for the download and reader tests and benchmarks/bench_download.py.
+
+Nothing here is mocked: the files are what the archives hold (same layouts, dtypes, pickles and FITS headers,
+at small N) and the server is a real http.server on 127.0.0.1 that the code under test talks HTTP to.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import numpy as np
+import pandas as pd
+
+from deepred.download import pin_folder
+
+DGL_KEYS = ("PLANE_1-REDSHIFT-g", "PLANE_2-REDSHIFT-g")
+
+
+# --------------------------------------------------------------------------------------------- HTTP server
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):  # keep pytest output clean
+        pass
+
+    def do_GET(self):
+        srv = self.server
+        rel = unquote(urlparse(self.path).path).lstrip("/")
+        path = (srv.root / rel).resolve()
+        rng = self.headers.get("Range")
+        entry = {"path": rel, "range": rng, "start": 0, "sent": 0, "status": None}
+        srv.requests.append(entry)
+        if srv.root not in path.parents or not path.is_file():
+            entry["status"] = 404
+            self.send_error(404)
+            return
+        size = path.stat().st_size
+        start = 0
+        if rng and srv.honor_range and rng.startswith("bytes=") and rng.endswith("-"):
+            start = int(rng[6:-1])
+            if start >= size:
+                entry["status"] = 416
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{size}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+        entry["start"] = start
+        entry["status"] = 206 if start else 200
+        self.send_response(entry["status"])
+        if start:
+            self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Content-Length", str(size - start))
+        self.send_header("Content-Type", "application/octet-stream")
+        self.end_headers()
+        cut = srv.cut_after.pop(rel, None)  # simulate a dropped connection after this many body bytes
+        with open(path, "rb") as fh:
+            fh.seek(start)
+            while block := fh.read(1 << 20):
+                if cut is not None and entry["sent"] + len(block) >= cut:
+                    block = block[: cut - entry["sent"]]
+                    self.wfile.write(block)
+                    entry["sent"] += len(block)
+                    self.close_connection = True
+                    self.wfile.flush()
+                    self.connection.shutdown(2)
+                    return
+                self.wfile.write(block)
+                entry["sent"] += len(block)
+
+
+class RangeServer:
+    """`with RangeServer(folder) as srv:` serves folder at srv.url; srv.requests logs every GET."""
+
+    def __init__(self, root: str | Path, honor_range: bool = True):
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.httpd.root = Path(root).resolve()
+        self.httpd.requests = []
+        self.httpd.cut_after = {}
+        self.httpd.honor_range = honor_range
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def requests(self) -> list[dict]:
+        return self.httpd.requests
+
+    def cut(self, name: str, after_bytes: int) -> None:
+        """The next GET of `name` sends only `after_bytes` body bytes, then drops the connection."""
+        self.httpd.cut_after[name] = after_bytes
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=5)
+
+
+def file_specs(folder: str | Path, base_url: str | None) -> list[dict]:
+    """source.files entries (name, url, size, sha256) for every file under folder, served at base_url."""
+    specs = pin_folder(folder)
+    for s in specs:
+        s["url"] = f"{base_url}/{s['name']}" if base_url else None
+    return specs
+
+
+# ------------------------------------------------------------------------------------- DeepGraviLens
+class _OldInt64Index:
+    """Stand-in written into the pickle under pandas<2's name pandas.core.indexes.numeric.Int64Index."""
+
+
+class _OldPandasPickler(pickle.Pickler):
+    """Pickles integer indexes the way pandas 1.x did: _new_Index(Int64Index, {'data': ..., 'name': ...})."""
+
+    def reducer_override(self, obj):
+        if isinstance(obj, pd.Index) and not isinstance(obj, pd.RangeIndex) and obj.dtype.kind == "i":
+            from pandas.core.indexes.base import _new_Index
+
+            return _new_Index, (_OldInt64Index, {"data": np.asarray(obj, dtype=np.int64), "name": obj.name})
+        return NotImplemented
+
+
+def old_pandas_pickle(obj) -> bytes:
+    """Protocol-2 pickle bytes that reference pandas 1.x / numpy 1.x class paths (as the archive's files do).
+
+    Protocol 2 names globals as text lines ("c<module>\\n<name>\\n"), so the old locations can be written in."""
+    buf = io.BytesIO()
+    _OldPandasPickler(buf, protocol=2).dump(obj)
+    data = buf.getvalue()
+    data = data.replace(
+        f"c{_OldInt64Index.__module__}\n_OldInt64Index\n".encode(), b"cpandas.core.indexes.numeric\nInt64Index\n"
+    )
+    return data.replace(b"cnumpy._core.", b"cnumpy.core.")
+
+
+def write_old_pickle_npy(path: Path, obj) -> None:
+    """An .npy file holding a 0-d object array, as np.save(path, dict) wrote with numpy 1.x."""
+    arr = np.empty((), dtype=object)
+    arr[()] = obj
+    with open(path, "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, {"descr": "|O", "fortran_order": False, "shape": ()})
+        fh.write(old_pandas_pickle(arr))
+
+
+def _blob(rng, z, cutout=45, nb=4):
+    yy, xx = np.mgrid[:cutout, :cutout] - (cutout - 1) / 2.0
+    sigma = 1.5 + 4.0 * (1 - z) / (1 + z)
+    prof = np.exp(-0.5 * (xx**2 + yy**2) / sigma**2) * 300 / (1 + z) ** 2
+    return (prof[None] * np.linspace(0.7, 1.3, nb)[:, None, None] + rng.normal(0, 1, (nb, cutout, cutout))).astype(
+        np.float32
+    )
+
+
+def write_deepgravilens(folder: str | Path, systems_per_group: int = 6, groups=(1, 2), T: int = 14, seed: int = 0):
+    """GROUP_{k}_{ims|lcs|mds}_{T}.npy for the given groups; every system stored 8 times as whole blocks
+    (rotations 0/90/180/270, each followed by its mirror). Group 1 (no lens) carries placeholders: source
+    plane 2.0, star-only lens plane 0.001-0.01 and empty sky 0.1. Returns a truth frame per row."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for k in groups:
+        n0 = systems_per_group
+        z1 = rng.uniform(0.15, 0.75, n0)
+        z2 = np.where(k == 1, 2.0, z1 + rng.uniform(0.2, 0.9, n0))
+        if k == 1:
+            z1[0] = rng.uniform(0.001, 0.01)  # a star-only system
+            z1[1] = 0.1  # empty sky
+        base = np.stack([_blob(rng, z) for z in z1])  # (n0, 4, 45, 45)
+        blocks = []
+        for r in range(4):
+            rot = np.rot90(base, r, axes=(2, 3))
+            blocks += [rot, rot[..., ::-1]]
+        ims = np.concatenate(blocks)  # (8 n0, 4, 45, 45), whole blocks
+        np.save(folder / f"GROUP_{k}_ims_{T}.npy", ims.reshape(len(ims), -1))  # stored flat, reshaped by readers
+        np.save(folder / f"GROUP_{k}_lcs_{T}.npy", rng.normal(20, 1, (len(ims), T, 4)).astype(np.float32))
+        # Metadata: one frame per system (T epochs), sliced from a larger frame (so its index is Int64).
+        big = pd.DataFrame(
+            {
+                "MJD": np.tile(np.arange(T, dtype=float), n0),
+                DGL_KEYS[0]: np.repeat(z1, T),
+                DGL_KEYS[1]: np.repeat(z2, T),
+                "PLANE_1-OBJECT_1-MAG_APPARENT-g": np.repeat(rng.uniform(18, 23, n0), T),
+                "SEED": np.repeat(rng.integers(0, 2**31, n0), T),
+            }
+        )
+        big.columns = pd.Index(list(big.columns), dtype=object)
+        big.index = pd.Index(np.arange(1000 * k, 1000 * k + len(big)), dtype=np.int64)
+        slices = [big.iloc[i * T : (i + 1) * T] for i in range(n0)]
+        meta = {row: slices[row % n0] for row in range(len(ims))}
+        write_old_pickle_npy(folder / f"GROUP_{k}_mds_{T}.npy", meta)
+        for row in range(len(ims)):
+            rows.append({"group": k, "row": row, "system": row % n0, "z_lens": z1[row % n0], "z_source": z2[row % n0]})
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------------- SDSS (Pasquet form)
+def write_sdss(folder: str | Path, n: int, seed: int = 0, chunk: int = 2000, labels: str = "labels.csv"):
+    """cube.npy (n, 64, 64, 5) float32 u,g,r,i,z channels last, written in chunks (n may be large), and a
+    label table with objID, z (spectroscopic) and EBV."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    z = rng.uniform(0.01, 0.35, n)
+    cube = np.lib.format.open_memmap(folder / "cube.npy", mode="w+", dtype=np.float32, shape=(n, 64, 64, 5))
+    yy, xx = np.mgrid[:64, :64] - 31.5
+    for s in range(0, n, chunk):
+        e = min(s + chunk, n)
+        sig = 2.0 + 6.0 * (0.4 - z[s:e])
+        prof = np.exp(-0.5 * (xx**2 + yy**2)[None] / sig[:, None, None] ** 2) * 50
+        block = prof[..., None] * np.linspace(0.5, 1.5, 5) + rng.normal(0, 0.5, (e - s, 64, 64, 5))
+        cube[s:e] = block.astype(np.float32)
+    cube.flush()
+    del cube
+    table = pd.DataFrame({"objID": 1237650000000000000 + np.arange(n), "z": z, "EBV": rng.uniform(0.0, 0.1, n)})
+    if labels.endswith(".csv"):
+        table.to_csv(folder / labels, index=False)
+    else:
+        table.to_parquet(folder / labels, index=False)
+    return table
+
+
+# ------------------------------------------------------------------------------------- KiDS
+def write_kids(folder: str | Path, n: int, bands=("u", "g", "r", "i"), cutout: int = 45, seed: int = 0,
+               catalog: str = "candidates.fits"):
+    """cutouts/{ID}_{band}.fits (FILTER keyword like KiDS' 'r_SDSS', WCS scale 0.2"/px) and a catalogue
+    (FITS table or CSV) with ID, RA, DEC, z and grade (A/B/C)."""
+    from astropy.io import fits
+    from astropy.table import Table
+
+    folder = Path(folder)
+    (folder / "cutouts").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    ids = [f"KIDS_J{1000 + i:04d}" for i in range(n)]
+    z = rng.uniform(0.1, 0.8, n)
+    for oid, zi in zip(ids, z):
+        img = _blob(rng, zi, cutout, len(bands))
+        for b, plane in zip(bands, img):
+            hdu = fits.PrimaryHDU(plane)
+            hdu.header["FILTER"] = f"{b}_SDSS"
+            hdu.header["CD1_1"] = -0.2 / 3600
+            hdu.header["CD2_2"] = 0.2 / 3600
+            hdu.header["OBJECT"] = oid
+            hdu.writeto(folder / "cutouts" / f"{oid}_{b}.fits", overwrite=True)
+    grades = np.array(["A", "B", "C"])[np.arange(n) % 3]
+    table = pd.DataFrame({"ID": ids, "RA": rng.uniform(150, 160, n), "DEC": rng.uniform(-3, 3, n), "z": z, "grade": grades})
+    if catalog.endswith(".fits"):
+        Table.from_pandas(table).write(folder / catalog, overwrite=True)
+    else:
+        table.to_csv(folder / catalog, index=False)
+    return table
