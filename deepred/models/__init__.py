@@ -1,0 +1,1 @@
+"""Networks: timm backbones, neural baselines, the redshift heads, the registry and checkpoints."""

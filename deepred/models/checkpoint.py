@@ -1,0 +1,139 @@
+"""Checkpoints as safetensors (never pickle) and the trained-model loader every later stage uses.
+
+- Resume state (`last.safetensors`): one file holding weights, best weights and optimizer tensors, with
+  the JSON state (epoch, history, early-stopping counters, optimizer hyper-parameters) and a SHA-256 of
+  the tensor bytes in the safetensors header, so the file is self-verifying and written in one atomic rename.
+- Final model (`model.safetensors` + `model.json`): model.json holds the resolved config, architecture,
+  head, grid, normalization, metrics, provenance and the SHA-256 of model.safetensors, checked on load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+
+from deepred.io import atomic_path, sha256_file
+from deepred.models.heads import PointModule, RedshiftNet, pdf_summary
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is unreadable, corrupt or does not match; the message names the file."""
+
+
+def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for k in sorted(tensors):
+        t = tensors[k].detach().cpu().contiguous()
+        h.update(k.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    """Atomically write tensors plus a JSON `meta` and the tensor digest into one safetensors file."""
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
+    header = {"deepred_meta": json.dumps(meta, sort_keys=True, default=str), "tensors_sha256": tensors_digest(tensors)}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=header)
+
+
+def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """(tensors, meta) of a file written by save_checkpoint; CheckpointError naming the file otherwise."""
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            header = fh.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: unreadable checkpoint ({exc})") from exc
+    if "deepred_meta" not in header or "tensors_sha256" not in header:
+        raise CheckpointError(f"{path}: not a DeepRed checkpoint (no deepred_meta/tensors_sha256 in its header)")
+    if tensors_digest(tensors) != header["tensors_sha256"]:
+        raise CheckpointError(f"{path}: corrupt checkpoint (tensor SHA-256 does not match its header)")
+    return tensors, json.loads(header["deepred_meta"])
+
+
+def write_model(model_dir: str | Path, net: RedshiftNet, meta: dict) -> dict:
+    """model.safetensors (weights + buffers) then model.json (meta + the weights' SHA-256)."""
+    model_dir = Path(model_dir)
+    weights = model_dir / "model.safetensors"
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in net.state_dict().items()}
+    with atomic_path(weights) as tmp:
+        save_file(state, str(tmp), metadata={"format": "deepred-redshiftnet"})
+    meta = dict(meta, sha256=sha256_file(weights), weights_file=weights.name)
+    from deepred.io import write_json
+
+    write_json(model_dir / "model.json", meta)
+    return meta
+
+
+@dataclass
+class TrainedModel:
+    meta: dict
+    net: RedshiftNet
+    model_dir: Path
+
+    @property
+    def head(self) -> str:
+        return self.net.head
+
+    @property
+    def grid(self) -> np.ndarray | None:
+        return self.net.grid.cpu().numpy().astype(float) if self.net.head == "pdf" else None
+
+    def point_module(self) -> PointModule:
+        """nn.Module (B, C, H, W) -> (B, 1): the redshift point estimate (the PDF mean for pdf heads)."""
+        return PointModule(self.net).eval()
+
+    @torch.no_grad()
+    def predict(self, images: np.ndarray, batch_size: int = 256) -> dict[str, np.ndarray]:
+        """z_pred for float32 (N, C, H, W) images (+ z_mean, z_median, z_mode, z_lo68, z_hi68, pdf for pdf heads)."""
+        images = np.asarray(images, dtype=np.float32)
+        shape = (self.net.in_chans, self.net.cutout, self.net.cutout)
+        if images.ndim != 4 or images.shape[1:] != shape:
+            raise ValueError(
+                f"{self.model_dir}: images of shape {images.shape}; the model takes (N, {shape[0]}, {shape[1]}, "
+                f"{shape[2]}) ({shape[0]} bands {self.meta.get('bands')}, {shape[1]}x{shape[2]} cutouts)"
+            )
+        device = next(self.net.parameters()).device
+        outs = []
+        for s in range(0, len(images), batch_size):
+            outs.append(self.net(torch.from_numpy(images[s : s + batch_size]).to(device)).float().cpu())
+        out = torch.cat(outs) if outs else torch.zeros((0, self.net.num_outputs))
+        if self.net.head == "point":
+            return {"z_pred": self.net.point(out).numpy().astype(float)}
+        pdf = torch.softmax(out, dim=1).numpy().astype(float)
+        res = pdf_summary(pdf, self.grid)
+        res["z_pred"] = res["z_mean"]  # point estimate of a pdf head: its mean (as point_module)
+        res["pdf"] = pdf
+        return res
+
+
+def load_trained(model_dir: str | Path) -> TrainedModel:
+    """The trained network of results/models/{model}/{dataset}/, its weights verified against model.json."""
+    from deepred.models.registry import build_model
+
+    model_dir = Path(model_dir)
+    meta_path, weights = model_dir / "model.json", model_dir / "model.safetensors"
+    for p in (meta_path, weights):
+        if not p.is_file():
+            raise CheckpointError(f"{p}: missing (train the model first)")
+    meta = json.loads(meta_path.read_text())
+    digest = sha256_file(weights)
+    if digest != meta.get("sha256"):
+        raise CheckpointError(f"{weights}: SHA-256 {digest[:12]}... does not match model.json ({str(meta.get('sha256'))[:12]}...)")
+    net = build_model(meta["model"], meta["config"], int(meta["in_chans"]), int(meta["cutout"]))
+    try:
+        net.load_state_dict(load_file(str(weights)), strict=True)
+    except (SafetensorError, RuntimeError) as exc:
+        raise CheckpointError(f"{weights}: does not fit model '{meta['model']}' ({exc})") from exc
+    return TrainedModel(meta=meta, net=net.eval(), model_dir=model_dir)

@@ -1,0 +1,55 @@
+"""build_model: the one place that turns a model name into a RedshiftNet (backbone or neural baseline).
+
+A model name is an architecture key of config["architectures"] (a timm backbone) or a neural baseline
+key ("photoz", "netz", "a1", "a3"; deepred.models.baselines.build_baseline, imported lazily).
+"""
+
+from __future__ import annotations
+
+from deepred.config import ConfigError
+from deepred.models.backbones import create_backbone, input_size
+from deepred.models.heads import RedshiftNet
+
+NEURAL_BASELINES = ("photoz", "netz", "a1", "a3")
+DEFAULT_BINS = 100  # pdf heads of architectures without n_bins
+
+
+def known_models(config: dict) -> list[str]:
+    return list(config.get("architectures", {})) + list(NEURAL_BASELINES)
+
+
+def model_section(model_name: str, config: dict) -> tuple[str, dict]:
+    """("architecture" | "baseline", its config section); unknown names list the known ones."""
+    if model_name in config.get("architectures", {}):
+        return "architecture", config["architectures"][model_name]
+    if model_name in NEURAL_BASELINES:
+        return "baseline", config.get("baselines", {}).get(model_name, {})
+    raise ConfigError(
+        f"unknown architecture or neural baseline '{model_name}'; known: {', '.join(known_models(config))}"
+    )
+
+
+def head_of(model_name: str, config: dict) -> tuple[str, int | None]:
+    """(head, n_bins) of a model: its section's `head` and `n_bins` (PhotoZ defaults to a 180-bin pdf)."""
+    kind, section = model_section(model_name, config)
+    default_head = "pdf" if model_name == "photoz" else "point"
+    head = section.get("head", default_head)
+    n_bins = int(section.get("n_bins", 180 if kind == "baseline" else DEFAULT_BINS)) if head == "pdf" else None
+    return head, n_bins
+
+
+def build_model(model_name: str, config: dict, in_chans: int, img_size: int) -> RedshiftNet:
+    """A fresh RedshiftNet for `model_name` taking (B, in_chans, img_size, img_size) cutouts."""
+    kind, section = model_section(model_name, config)
+    head, n_bins = head_of(model_name, config)
+    num_outputs = n_bins if head == "pdf" else 1
+    loss = config.get("training", {}).get("loss", "huber")
+    if kind == "architecture":
+        size = input_size(img_size, int(section.get("pad_multiple", 1)))
+        body = create_backbone(model_name, section, in_chans, size, num_outputs)
+    else:
+        from deepred.models.baselines import build_baseline  # the baselines area's module
+
+        size = img_size
+        body = build_baseline(model_name, in_chans, img_size, num_outputs, **section)
+    return RedshiftNet(body, head=head, in_chans=in_chans, cutout=img_size, input_size=size, n_bins=n_bins, loss=loss)
