@@ -1,0 +1,214 @@
+"""Per-object physical parameters: classes, redshifts, luminosities, sizes, lens masses, supernovae.
+
+All draws are vectorized numpy on one Generator. Sizes are physical (kpc) turned into arcsec through the
+angular-diameter distance; luminosities are rest-frame SDSS-r absolute magnitudes (Schechter-like, with
+passive brightening Q per unit redshift) turned into fluxes by the SED tables of deepred.simulate.sed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from deepred.simulate import lensing, sed
+
+DGL_CLASSES = ("no_lens", "gg_lens", "lensed_sn_ia", "lensed_sn_cc")
+KIDS_CLASSES = ("galaxy", "lens_candidate")
+SDSS_CLASSES = ("galaxy",)
+DEFAULT_FRACTIONS = {
+    "deepgravilens": dict.fromkeys(DGL_CLASSES, 0.25),
+    "kids": {"galaxy": 0.5, "lens_candidate": 0.5},
+    "sdss": {"galaxy": 1.0},
+}
+LENSED = ("gg_lens", "lensed_sn_ia", "lensed_sn_cc")
+
+# Field-galaxy luminosity functions in rest SDSS r (H0 = 70): weight, M*, alpha, log10 Re at M* (kpc),
+# size-luminosity slope (d log Re / d M), Sersic n range. Early types follow R ~ L^0.65, late ~ L^0.3
+# (Shen et al. 2003); the type weights are tuned so SDSS colours match (tests/test_simulate_physics.py).
+FIELD_TYPES = {
+    "E": (0.42, -21.35, -0.6, np.log10(4.0), -0.26, (3.0, 5.0)),
+    "Sbc": (0.33, -21.25, -1.0, np.log10(4.5), -0.12, (1.5, 3.0)),
+    "Scd": (0.17, -20.95, -1.2, np.log10(4.0), -0.12, (0.8, 1.5)),
+    "Im": (0.08, -20.45, -1.4, np.log10(3.0), -0.12, (0.6, 1.2)),
+}
+Q_EVOLUTION = 1.0  # mag of passive brightening per unit redshift
+
+
+def _beta_range(rng, n, lo, hi, a, b):
+    return lo + (hi - lo) * rng.beta(a, b, n)
+
+
+def _phys_size(rng, abs_mag, z, log_re0, slope, scatter, size_evol=0.0):
+    """Circularized half-light radius in arcsec from a size-luminosity relation at redshift z."""
+    m_corr = abs_mag + Q_EVOLUTION * z  # evolution-corrected magnitude
+    log_re = log_re0 + slope * (m_corr + 21.5) + rng.normal(0.0, scatter, len(z))
+    re_kpc = 10.0**log_re * (1.0 + z) ** (-size_evol)
+    return sed.kpc_to_arcsec(re_kpc, z), re_kpc
+
+
+def lens_galaxies(rng, n, z) -> dict:
+    """Massive early-type galaxies (the central object of DeepGraviLens-like systems and KiDS candidates)."""
+    template = np.where(rng.random(n) < 0.85, "E", "Sbc")
+    abs_mag = rng.normal(-22.1, 0.4, n) - Q_EVOLUTION * (z - 0.3)  # lensing favours massive hosts
+    re, _ = _phys_size(rng, abs_mag, z, np.log10(4.5), -0.26, 0.12)
+    m_corr = abs_mag + Q_EVOLUTION * z
+    # Faber-Jackson L ~ sigma^4 (sigma* = 220 km/s at M_r = -21.5), 0.04 dex scatter
+    sigma_v = 220.0 * 10.0 ** (-0.1 * (m_corr + 21.5 - Q_EVOLUTION * 0.3) + rng.normal(0.0, 0.04, n))
+    q = rng.uniform(0.6, 1.0, n)
+    phi = rng.uniform(0.0, np.pi, n)
+    return {
+        "template_lens": template, "abs_mag_lens": abs_mag, "re_lens": re,
+        "n_lens": rng.uniform(3.0, 5.0, n), "q_lens": q, "phi_lens": phi, "sigma_v": sigma_v,
+        "q_mass": np.clip(q + rng.normal(0.0, 0.05, n), 0.5, 0.99),
+        "phi_mass": phi + rng.normal(0.0, np.radians(10.0), n),
+    }
+
+
+def source_galaxies(rng, n, z, mean_mag=-21.0) -> dict:
+    """Star-forming background galaxies (lensed sources and supernova hosts)."""
+    template = rng.choice(np.array(["Sbc", "Scd", "Im"]), n, p=[0.3, 0.45, 0.25])
+    abs_mag = rng.normal(mean_mag, 0.7, n) - Q_EVOLUTION * (z - 0.3)
+    re, _ = _phys_size(rng, abs_mag, z, np.log10(3.5), -0.12, 0.18, size_evol=0.7)
+    return {
+        "template_src": template, "abs_mag_src": abs_mag, "re_src": np.maximum(re, 0.03),
+        "n_src": rng.uniform(0.7, 1.5, n), "q_src": rng.uniform(0.3, 1.0, n), "phi_src": rng.uniform(0, np.pi, n),
+    }
+
+
+def _schechter_sample(rng, n, m_star, alpha, m_bright, m_faint):
+    grid = np.linspace(m_bright, m_faint, 600)
+    x = 10.0 ** (-0.4 * (grid - m_star))
+    pdf = x ** (alpha + 1.0) * np.exp(-x)
+    cdf = np.cumsum(pdf)
+    cdf /= cdf[-1]
+    return np.interp(rng.random(n), cdf, grid)
+
+
+def field_galaxies(rng, n, z_max, mag_limit, limit_filter, m_faint=-15.0, z_min=0.01) -> dict:
+    """A flux-limited field sample (SDSS main-sample-like, KiDS-bright-like): types by luminosity function
+    weight, redshift by comoving volume, kept when m(limit band) <= mag_limit and z < z_max."""
+    zg = np.linspace(z_min, z_max, 800)
+    dvdz = sed.comoving_distance(zg) ** 2 / np.sqrt(0.3 * (1 + zg) ** 3 + 0.7)
+    cdf = np.cumsum(dvdz)
+    cdf /= cdf[-1]
+    names = list(FIELD_TYPES)
+    # type weights: relative space densities of the volume-limited population (flux limit applied below)
+    w = np.array([FIELD_TYPES[t][0] for t in names], dtype=float)
+    w /= w.sum()
+    out = {k: [] for k in ("template", "z", "abs_mag")}
+    have = 0
+    while have < n:
+        m = 200_000
+        t = rng.choice(len(names), m, p=w)
+        z = np.interp(rng.random(m), cdf, zg)
+        mag = np.empty(m)
+        for k, name in enumerate(names):
+            sel = t == k
+            _, m_star, alpha = FIELD_TYPES[name][:3]
+            mag[sel] = _schechter_sample(rng, int(sel.sum()), m_star, alpha, m_star - 3.0, m_faint)
+        mag -= Q_EVOLUTION * z
+        tmpl = np.array(names)[t]
+        keep = sed.apparent_mag(tmpl, z, mag, limit_filter) <= mag_limit
+        take = np.nonzero(keep)[0][: n - have]
+        out["template"].append(tmpl[take])
+        out["z"].append(z[take])
+        out["abs_mag"].append(mag[take])
+        have += len(take)
+    template = np.concatenate(out["template"])
+    z = np.concatenate(out["z"])
+    abs_mag = np.concatenate(out["abs_mag"])
+    re = np.empty(n)
+    nser = np.empty(n)
+    q = np.empty(n)
+    for name, (_, _, _, log_re0, slope, (n_lo, n_hi)) in FIELD_TYPES.items():
+        sel = template == name
+        k = int(sel.sum())
+        re[sel] = _phys_size(rng, abs_mag[sel], z[sel], log_re0, slope, 0.15)[0]
+        nser[sel] = rng.uniform(n_lo, n_hi, k)
+        q[sel] = rng.uniform(0.6, 1.0, k) if name == "E" else rng.uniform(0.25, 1.0, k)
+    return {
+        "z_lens": z, "template_lens": template, "abs_mag_lens": abs_mag, "re_lens": re, "n_lens": nser,
+        "q_lens": q, "phi_lens": rng.uniform(0.0, np.pi, n),
+    }
+
+
+def _lens_z(rng, n, population):
+    if population == "kids":  # KiDS lens candidates: LRGs, median z ~ 0.35
+        return _beta_range(rng, n, 0.1, 0.75, 2.0, 3.0)
+    return _beta_range(rng, n, 0.1, 0.75, 3.0, 2.0)  # DeepGraviLens lens plane: 0.10-0.75, median ~0.5
+
+
+def draw_systems(rng, n: int, population: str, fractions: dict, preset) -> dict:
+    """All per-object parameters of one dataset, as a dict of arrays of length n."""
+    names = list(fractions)
+    probs = np.array([fractions[k] for k in names], dtype=float)
+    counts = np.floor(probs / probs.sum() * n).astype(int)
+    counts[np.argmax(probs)] += n - counts.sum()  # exact class counts, remainder to the largest class
+    obj_class = rng.permutation(np.repeat(np.array(names), counts))
+    p: dict = {"obj_class": obj_class}
+    nan = np.full(n, np.nan)
+
+    if population == "sdss":
+        p.update(field_galaxies(rng, n, z_max=0.4, mag_limit=17.8, limit_filter="sdss2010-r"))
+    else:
+        z_lens = _lens_z(rng, n, population)
+        p["z_lens"] = z_lens
+        p.update(lens_galaxies(rng, n, z_lens))
+        if population == "kids":  # ordinary galaxies: a KiDS-bright-like flux-limited field sample
+            gal = obj_class == "galaxy"
+            field = field_galaxies(rng, int(gal.sum()), z_max=1.0, mag_limit=20.5, limit_filter="sdss2010-r")
+            for k, v in field.items():
+                p[k][gal] = v
+
+    # lensing configuration (lensed classes; KiDS candidates are lenses 70% of the time)
+    if population == "kids":
+        is_lens = (obj_class == "lens_candidate") & (rng.random(n) < 0.7)
+    else:
+        is_lens = np.isin(obj_class, LENSED)
+    is_sn = np.isin(obj_class, ("lensed_sn_ia", "lensed_sn_cc"))
+    z_src = np.where(is_lens, rng.uniform(0.27, 1.61, n), np.nan)
+    z_src = np.where(is_sn, rng.uniform(0.3, 1.2, n), z_src)
+    # the source must sit well behind the lens: redraw the lens-plane redshift below it
+    bad = is_lens & (p["z_lens"] > z_src - 0.1)
+    while bad.any():
+        p["z_lens"][bad] = _lens_z(rng, int(bad.sum()), population)
+        bad = is_lens & (p["z_lens"] > z_src - 0.1)
+    # lens-galaxy quantities depend on z_lens: redraw them for the lensed systems at their final redshift
+    if is_lens.any():
+        lg = lens_galaxies(rng, n, p["z_lens"])
+        for k, v in lg.items():
+            p[k] = np.where(is_lens, v, p[k]) if k in p else v
+    p["z_source"] = z_src
+    p["is_lens"] = is_lens
+    src = source_galaxies(rng, n, np.where(is_lens, z_src, 1.0), mean_mag=-21.0)
+    host_mag = rng.normal(-20.3, 0.8, n) - Q_EVOLUTION * (np.where(is_lens, z_src, 1.0) - 0.3)
+    src["abs_mag_src"] = np.where(is_sn, host_mag, src["abs_mag_src"])
+    p.update(src)
+    p.setdefault("sigma_v", np.full(n, np.nan))
+    p.setdefault("q_mass", np.full(n, 0.9))
+    p.setdefault("phi_mass", np.zeros(n))
+    theta_e = np.where(is_lens, lensing.einstein_radius(p["sigma_v"], p["z_lens"], np.where(is_lens, z_src, 2.0)), 0.0)
+    p["theta_e"] = theta_e
+    # source inside ~0.7 theta_E (uniform in area) so that arcs / multiple images form
+    rad = 0.7 * theta_e * np.sqrt(rng.random(n))
+    ang = rng.uniform(0, 2 * np.pi, n)
+    p["beta_x"], p["beta_y"] = rad * np.cos(ang), rad * np.sin(ang)
+    gam = rng.uniform(0.0, 0.05, n)
+    gang = rng.uniform(0, np.pi, n)
+    p["g1"], p["g2"] = gam * np.cos(2 * gang), gam * np.sin(2 * gang)
+    # supernova: offset from its host within ~1 Re, peak magnitude and peak time in the observing window
+    off = 0.5 * p["re_src"] * np.sqrt(rng.random(n))
+    ang = rng.uniform(0, 2 * np.pi, n)
+    p["sn_x"] = np.where(is_sn, p["beta_x"] + off * np.cos(ang), np.nan)
+    p["sn_y"] = np.where(is_sn, p["beta_y"] + off * np.sin(ang), np.nan)
+    p["sn_abs_mag"] = np.where(
+        obj_class == "lensed_sn_ia", rng.normal(-19.3, 0.15, n),
+        np.where(obj_class == "lensed_sn_cc", rng.normal(-17.2, 0.9, n), np.nan),
+    )
+    window = preset.epochs * preset.cadence_days
+    p["sn_t_peak"] = np.where(is_sn, rng.uniform(-15.0, window + 5.0, n), np.nan)
+    # centring jitter (pixels -> arcsec) and per-system seeing of the co-add
+    p["x0"] = rng.uniform(-0.3, 0.3, n) * preset.pixel_scale
+    p["y0"] = rng.uniform(-0.3, 0.3, n) * preset.pixel_scale
+    p["psf_scale"] = np.exp(rng.normal(0.0, preset.seeing_scatter, n))
+    for k in ("z_source", "sn_x", "sn_y", "sn_abs_mag", "sn_t_peak"):
+        p.setdefault(k, nan)
+    return p
