@@ -13,6 +13,8 @@ include: "rules/data.smk"
 include: "rules/download.smk"
 include: "rules/slurm.smk"
 include: "rules/baselines.smk"
+include: "rules/train.smk"
+include: "rules/metrics.smk"
 
 
 rule all:

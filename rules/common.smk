@@ -23,6 +23,11 @@ RESULTS = config["results_dir"]
 DATASETS = list(config["datasets"])
 SIMULATED = [d for d in DATASETS if config["datasets"][d]["source"]["kind"] == "simulate"]
 TEST_SETS = list(config["test_sets"])
+# Networks trained by rules/train.smk: enabled backbones + enabled neural baselines.
+ARCHITECTURES = [a for a, c in config["architectures"].items() if c["enabled"]]
+NEURAL_BASELINES = [b for b in ("photoz", "netz", "a1", "a3") if config["baselines"][b]["enabled"]]
+NEURAL_MODELS = ARCHITECTURES + NEURAL_BASELINES
+ENSEMBLE_MEMBERS = [m for m in config["ensemble"]["members"] if m in ARCHITECTURES]
 
 
 wildcard_constraints:
@@ -53,4 +58,12 @@ def all_targets():
     targets = [processed(d) for d in DATASETS]
     if config["baselines"]["hogsvr"]["enabled"]:  # HOG+SVR (rules/baselines.smk)
         targets += expand(f"{RESULTS}/predictions/hogsvr/{{dataset}}.parquet", dataset=DATASETS)
+    # networks and ensembles (rules/train.smk)
+    targets += expand(f"{RESULTS}/predictions/{{model}}/{{dataset}}.parquet", model=NEURAL_MODELS, dataset=DATASETS)
+    if ENSEMBLE_MEMBERS:
+        targets += expand(
+            f"{RESULTS}/predictions/ensemble_{{method}}/{{dataset}}.parquet",
+            method=["stacked", "mean"],
+            dataset=DATASETS,
+        )
     return targets

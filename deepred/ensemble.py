@@ -1,0 +1,169 @@
+"""Ensembles of the DeepRed backbones: a stacked linear regression and a plain mean, per dataset.
+
+The stacked ensemble is z = intercept + sum_m w_m * z_m over the members' point estimates, fit by least
+squares on the validation split only (test rows never enter the fit; `fit_split` in model.json says so).
+`ensemble.positive` constrains the weights to be >= 0 (non-negative least squares), which keeps a
+collinear set of members from trading huge positive and negative weights. The mean ensemble averages
+the members. Each writes predictions in the file contract and results/models/ensemble_{stacked,mean}/
+{dataset}/model.json with the members, their weights and folders, so `load_ensemble` can predict new cutouts.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LinearRegression
+
+from deepred.io import write_json
+from deepred.metrics import get_metric
+from deepred.predict import read_predictions, write_predictions
+from deepred.provenance import provenance
+
+log = logging.getLogger("deepred.ensemble")
+
+FIT_SPLIT = "val"
+METHODS = ("stacked", "mean")
+
+
+class EnsembleError(ValueError):
+    """Member predictions missing, misaligned or unusable; the message names the file."""
+
+
+def _nmad(z_pred, z_true) -> float:
+    return float(get_metric("nmad").func({"z_pred": np.asarray(z_pred, float), "z_true": np.asarray(z_true, float)}, {}))
+
+
+def member_table(pred_paths: dict[str, str | Path]) -> pd.DataFrame:
+    """One row per object: object_id, split, z_true and one z_pred column per member (z_<member>)."""
+    table = None
+    for member, path in pred_paths.items():
+        df, _ = read_predictions(path)
+        for col in ("object_id", "split", "z_true", "z_pred"):
+            if col not in df:
+                raise EnsembleError(f"{path}: no column '{col}' (not a prediction file)")
+        if df["object_id"].duplicated().any():
+            raise EnsembleError(f"{path}: duplicated object_id values")
+        if not np.isfinite(df["z_pred"].to_numpy(float)).all():
+            raise EnsembleError(f"{path}: non-finite z_pred values")
+        part = df[["object_id", "split", "z_true", "z_pred"]].rename(columns={"z_pred": f"z_{member}"})
+        if table is None:
+            table = part
+            continue
+        merged = table.merge(part, on="object_id", how="outer", suffixes=("", "_new"), indicator=True)
+        if (merged["_merge"] != "both").any():
+            n = int((merged["_merge"] != "both").sum())
+            raise EnsembleError(f"{path}: {n} objects not shared with the other members' prediction files")
+        if not np.allclose(merged["z_true"], merged["z_true_new"], equal_nan=True):
+            raise EnsembleError(f"{path}: z_true differs from the other members' (different datasets?)")
+        table = merged.drop(columns=["split_new", "z_true_new", "_merge"])
+    return table.sort_values("object_id").reset_index(drop=True)
+
+
+def fit_stacked(z_members: np.ndarray, z_true: np.ndarray, positive: bool = True) -> tuple[np.ndarray, float]:
+    """(weights, intercept) of the least-squares stack of member predictions (n, m) onto z_true."""
+    reg = LinearRegression(positive=positive).fit(z_members, z_true)
+    return reg.coef_.astype(float), float(reg.intercept_)
+
+
+@dataclass
+class EnsembleModel:
+    members: list[str]
+    weights: np.ndarray
+    intercept: float
+    meta: dict
+    model_dir: Path | None = None
+
+    def combine(self, z_members: np.ndarray) -> np.ndarray:
+        return self.intercept + z_members @ self.weights
+
+    def predict(self, images: np.ndarray, batch_size: int = 256) -> dict[str, np.ndarray]:
+        """z_pred for float32 (N, C, H, W) images: each member's point estimate, combined."""
+        from deepred.models.checkpoint import load_trained
+
+        if self.model_dir is None:
+            raise EnsembleError("this ensemble was not loaded from a folder; its members are unknown")
+        cols = []
+        for m in self.members:
+            trained = load_trained((self.model_dir / self.meta["member_dirs"][m]).resolve())
+            cols.append(trained.predict(images, batch_size=batch_size)["z_pred"])
+        return {"z_pred": self.combine(np.stack(cols, axis=1))}
+
+
+def load_ensemble(model_dir) -> EnsembleModel:
+    import json
+
+    model_dir = Path(model_dir)
+    path = model_dir / "model.json"
+    if not path.is_file():
+        raise EnsembleError(f"{path}: missing (run the ensemble rule first)")
+    meta = json.loads(path.read_text())
+    members = list(meta["members"])
+    return EnsembleModel(members, np.array([meta["weights"][m] for m in members], float), float(meta["intercept"]),
+                         meta, model_dir)
+
+
+def fit_ensembles(dataset: str, config: dict, pred_paths: dict[str, str | Path], model_root, pred_root) -> dict:
+    """Fit both ensembles of one dataset; write their predictions and model.json; return the summaries."""
+    members = list(pred_paths)
+    table = member_table(pred_paths)
+    fit = table[table["split"] == FIT_SPLIT]
+    if len(fit) < len(members) + 2:
+        raise EnsembleError(f"{dataset}: only {len(fit)} '{FIT_SPLIT}' rows to fit {len(members)} member weights")
+    zm = table[[f"z_{m}" for m in members]].to_numpy(float)
+    fit_mask = (table["split"] == FIT_SPLIT).to_numpy()
+    z_true = table["z_true"].to_numpy(float)
+    positive = bool(config.get("ensemble", {}).get("positive", True))
+    w, b = fit_stacked(zm[fit_mask], z_true[fit_mask], positive=positive)
+    weights = {"stacked": (w, b), "mean": (np.full(len(members), 1.0 / len(members)), 0.0)}
+
+    first_meta = _member_meta(model_root, members[0], dataset)
+    member_val = {m: _nmad(zm[fit_mask, i], z_true[fit_mask]) for i, m in enumerate(members)}
+    out = {}
+    for method, (w_m, b_m) in weights.items():
+        name = f"ensemble_{method}"
+        model_dir = Path(model_root) / name / dataset
+        z_pred = b_m + zm @ w_m
+        pred = table[["object_id", "split", "z_true"]].copy()
+        pred["z_pred"] = z_pred
+        pred_path = Path(pred_root) / name / f"{dataset}.parquet"
+        write_predictions(pred_path, pred, meta={"model": name, "dataset": dataset})
+        meta = {
+            "model": name,
+            "kind": "ensemble",
+            "method": method,
+            "dataset": dataset,
+            "members": members,
+            "weights": {m: float(v) for m, v in zip(members, w_m)},
+            "intercept": float(b_m),
+            "positive_weights": positive if method == "stacked" else None,
+            "fit_split": FIT_SPLIT if method == "stacked" else None,
+            "n_fit": int(fit_mask.sum()),
+            "fit_object_ids_sha256": _ids_digest(table.loc[fit_mask, "object_id"]),
+            "metrics": {"val_nmad": _nmad(z_pred[fit_mask], z_true[fit_mask]), "member_val_nmad": member_val},
+            "member_dirs": {m: f"../../{m}/{dataset}" for m in members},
+            **{k: first_meta.get(k) for k in ("bands", "in_chans", "cutout", "pixel_scale", "scaling", "label_column")},
+            "provenance": provenance(config, list(pred_paths.values())),
+        }
+        write_json(model_dir / "model.json", meta)
+        log.info("%s on %s: weights %s, intercept %.4f, val NMAD %.4f (members %s)", name, dataset,
+                 {m: round(v, 4) for m, v in meta["weights"].items()}, b_m, meta["metrics"]["val_nmad"],
+                 {m: round(v, 4) for m, v in member_val.items()})
+        out[name] = meta
+    return out
+
+
+def _member_meta(model_root, member: str, dataset: str) -> dict:
+    import json
+
+    path = Path(model_root) / member / dataset / "model.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _ids_digest(ids) -> str:
+    import hashlib
+
+    return hashlib.sha256("\n".join(sorted(map(str, ids))).encode()).hexdigest()

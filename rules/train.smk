@@ -1,0 +1,82 @@
+# DeepRed networks (backbones and neural baselines): one training job per (model, dataset), its
+# predictions on the val and test splits, and the two ensembles over the backbones (deepred/ensemble.py).
+
+
+rule train:
+    input:
+        catalog=processed("{dataset}"),
+        stats=processed("{dataset}", "stats.json"),
+        shards=processed("{dataset}", "shards"),
+    output:
+        weights=f"{RESULTS}/models/{{model}}/{{dataset}}/model.safetensors",
+        meta=f"{RESULTS}/models/{{model}}/{{dataset}}/model.json",
+        history=f"{RESULTS}/models/{{model}}/{{dataset}}/history.csv",
+    log:
+        "logs/train/{model}/{dataset}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train/{{model}}/{{dataset}}.tsv"
+    wildcard_constraints:
+        model="|".join(NEURAL_MODELS),
+    conda:
+        "../envs/deepred.yaml"
+    threads: config["training"]["threads"]
+    resources:
+        mem_mb=4000,
+        runtime="4h",
+        gpu=1,
+    script:
+        "../workflow_scripts/train.py"
+
+
+rule predict:
+    input:
+        weights=f"{RESULTS}/models/{{model}}/{{dataset}}/model.safetensors",
+        meta=f"{RESULTS}/models/{{model}}/{{dataset}}/model.json",
+        catalog=processed("{dataset}"),
+        stats=processed("{dataset}", "stats.json"),
+        shards=processed("{dataset}", "shards"),
+    output:
+        predictions=f"{RESULTS}/predictions/{{model}}/{{dataset}}.parquet",
+    log:
+        "logs/predict/{model}/{dataset}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/predict/{{model}}/{{dataset}}.tsv"
+    wildcard_constraints:
+        model="|".join(NEURAL_MODELS),
+    conda:
+        "../envs/deepred.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime="1h",
+    script:
+        "../workflow_scripts/predict.py"
+
+
+rule ensemble:
+    input:
+        predictions=expand(
+            f"{RESULTS}/predictions/{{member}}/{{{{dataset}}}}.parquet",
+            member=ENSEMBLE_MEMBERS,
+        ),
+        models=expand(
+            f"{RESULTS}/models/{{member}}/{{{{dataset}}}}/model.json",
+            member=ENSEMBLE_MEMBERS,
+        ),
+    output:
+        stacked=f"{RESULTS}/predictions/ensemble_stacked/{{dataset}}.parquet",
+        mean=f"{RESULTS}/predictions/ensemble_mean/{{dataset}}.parquet",
+        stacked_model=f"{RESULTS}/models/ensemble_stacked/{{dataset}}/model.json",
+        mean_model=f"{RESULTS}/models/ensemble_mean/{{dataset}}/model.json",
+    log:
+        "logs/ensemble/{dataset}.log",
+    conda:
+        "../envs/deepred.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime="15m",
+    params:
+        members=ENSEMBLE_MEMBERS,
+    script:
+        "../workflow_scripts/ensemble.py"

@@ -1,0 +1,18 @@
+"""Snakemake script: stacked and mean ensembles of the backbones for one dataset (fit on val only)."""
+
+from deepred.logs import setup_logging, snakemake_log
+
+setup_logging(snakemake_log(snakemake))  # noqa: F821 (snakemake is injected)
+
+from pathlib import Path  # noqa: E402
+
+from deepred.ensemble import fit_ensembles  # noqa: E402
+
+members = snakemake.params.members  # noqa: F821
+fit_ensembles(
+    snakemake.wildcards.dataset,  # noqa: F821
+    snakemake.config,  # noqa: F821
+    dict(zip(members, snakemake.input.predictions)),  # noqa: F821
+    model_root=Path(snakemake.output.stacked_model).parent.parent.parent,  # noqa: F821
+    pred_root=Path(snakemake.output.stacked).parent.parent,  # noqa: F821
+)
