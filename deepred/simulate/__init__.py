@@ -77,9 +77,9 @@ def draw_catalog(preset: str, n_systems: int, seed: int, bands=None, class_fract
     cat = population.draw_systems(rng, n_systems, p.population, fr, p)
     for b in bands:
         filt = p.bands[b].filter_name
-        cat[f"mag_{b}"] = sed.apparent_mag(cat["template_lens"], cat["z_lens"], cat["abs_mag_lens"], filt)
+        cat[f"mag_{b}"] = sed.galaxy_mag(cat["sed_lens"], cat["z_lens"], cat["abs_mag_lens"], filt)
         zs = np.where(cat["is_lens"], cat["z_source"], 1.0)
-        m_src = sed.apparent_mag(cat["template_src"], zs, cat["abs_mag_src"], filt)
+        m_src = sed.galaxy_mag(cat["sed_src"], zs, cat["abs_mag_src"], filt)
         cat[f"mag_source_{b}"] = np.where(cat["is_lens"], m_src, np.nan)
         sn_t = np.where(cat["obj_class"] == "lensed_sn_ia", "SN_Ia", "SN_CC")
         m_sn = sed.apparent_mag(sn_t, zs, np.nan_to_num(cat["sn_abs_mag"]), filt)
@@ -109,6 +109,7 @@ def _truth_table(cat: dict, bands, preset: str, extra: dict) -> pd.DataFrame:
     df["theta_e"] = np.where(cat["is_lens"], cat["theta_e"], np.nan)
     df["sigma_v"] = np.where(cat["is_lens"], cat.get("sigma_v", np.nan), np.nan)
     df["template"] = cat["template_lens"].astype(str)
+    df["sed_type"] = cat["sed_lens"]
     df["abs_mag_r"] = cat["abs_mag_lens"]
     df["r_eff_arcsec"] = cat["re_lens"]
     df["sersic_n"] = cat["n_lens"]

@@ -21,13 +21,13 @@ DEFAULT_FRACTIONS = {
 LENSED = ("gg_lens", "lensed_sn_ia", "lensed_sn_cc")
 
 # Field-galaxy luminosity functions in rest SDSS r (H0 = 70): weight, M*, alpha, log10 Re at M* (kpc),
-# size-luminosity slope (d log Re / d M), Sersic n range. Early types follow R ~ L^0.65, late ~ L^0.3
+# size-luminosity slope (d log Re / d M), Sersic n range, continuous SED-type range (sed.galaxy_mag). Early types follow R ~ L^0.65, late ~ L^0.3
 # (Shen et al. 2003); the type weights are tuned so SDSS colours match (tests/test_simulate_physics.py).
 FIELD_TYPES = {
-    "E": (0.42, -21.35, -0.6, np.log10(4.0), -0.26, (3.0, 5.0)),
-    "Sbc": (0.33, -21.25, -1.0, np.log10(4.5), -0.12, (1.5, 3.0)),
-    "Scd": (0.17, -20.95, -1.2, np.log10(4.0), -0.12, (0.8, 1.5)),
-    "Im": (0.08, -20.45, -1.4, np.log10(3.0), -0.12, (0.6, 1.2)),
+    "E": (0.55, -20.9, -0.9, np.log10(4.0), -0.26, (3.0, 5.0), (0.0, 0.6)),
+    "Sbc": (0.27, -21.0, -1.0, np.log10(4.5), -0.12, (1.5, 3.0), (0.6, 1.5)),
+    "Scd": (0.13, -20.8, -1.2, np.log10(4.0), -0.12, (0.8, 1.5), (1.5, 2.5)),
+    "Im": (0.05, -20.45, -1.4, np.log10(3.0), -0.12, (0.6, 1.2), (2.5, 3.0)),
 }
 Q_EVOLUTION = 1.0  # mag of passive brightening per unit redshift
 
@@ -46,7 +46,9 @@ def _phys_size(rng, abs_mag, z, log_re0, slope, scatter, size_evol=0.0):
 
 def lens_galaxies(rng, n, z) -> dict:
     """Massive early-type galaxies (the central object of DeepGraviLens-like systems and KiDS candidates)."""
-    template = np.where(rng.random(n) < 0.85, "E", "Sbc")
+    early = rng.random(n) < 0.85
+    template = np.where(early, "E", "Sbc")
+    sed_type = np.where(early, rng.uniform(0.0, 0.3, n), rng.uniform(0.6, 1.2, n))
     abs_mag = rng.normal(-22.1, 0.4, n) - Q_EVOLUTION * (z - 0.3)  # lensing favours massive hosts
     re, _ = _phys_size(rng, abs_mag, z, np.log10(4.5), -0.26, 0.12)
     m_corr = abs_mag + Q_EVOLUTION * z
@@ -55,7 +57,7 @@ def lens_galaxies(rng, n, z) -> dict:
     q = rng.uniform(0.6, 1.0, n)
     phi = rng.uniform(0.0, np.pi, n)
     return {
-        "template_lens": template, "abs_mag_lens": abs_mag, "re_lens": re,
+        "template_lens": template, "sed_lens": sed_type, "abs_mag_lens": abs_mag, "re_lens": re,
         "n_lens": rng.uniform(3.0, 5.0, n), "q_lens": q, "phi_lens": phi, "sigma_v": sigma_v,
         "q_mass": np.clip(q + rng.normal(0.0, 0.05, n), 0.5, 0.99),
         "phi_mass": phi + rng.normal(0.0, np.radians(10.0), n),
@@ -64,68 +66,62 @@ def lens_galaxies(rng, n, z) -> dict:
 
 def source_galaxies(rng, n, z, mean_mag=-21.0) -> dict:
     """Star-forming background galaxies (lensed sources and supernova hosts)."""
-    template = rng.choice(np.array(["Sbc", "Scd", "Im"]), n, p=[0.3, 0.45, 0.25])
+    sed_type = rng.uniform(1.0, 3.0, n)
+    template = sed.template_name(sed_type)
     abs_mag = rng.normal(mean_mag, 0.7, n) - Q_EVOLUTION * (z - 0.3)
     re, _ = _phys_size(rng, abs_mag, z, np.log10(3.5), -0.12, 0.18, size_evol=0.7)
     return {
-        "template_src": template, "abs_mag_src": abs_mag, "re_src": np.maximum(re, 0.03),
+        "template_src": template, "sed_src": sed_type, "abs_mag_src": abs_mag, "re_src": np.maximum(re, 0.03),
         "n_src": rng.uniform(0.7, 1.5, n), "q_src": rng.uniform(0.3, 1.0, n), "phi_src": rng.uniform(0, np.pi, n),
     }
 
 
-def _schechter_sample(rng, n, m_star, alpha, m_bright, m_faint):
-    grid = np.linspace(m_bright, m_faint, 600)
-    x = 10.0 ** (-0.4 * (grid - m_star))
-    pdf = x ** (alpha + 1.0) * np.exp(-x)
-    cdf = np.cumsum(pdf)
-    cdf /= cdf[-1]
-    return np.interp(rng.random(n), cdf, grid)
-
-
 def field_galaxies(rng, n, z_max, mag_limit, limit_filter, m_faint=-15.0, z_min=0.01) -> dict:
-    """A flux-limited field sample (SDSS main-sample-like, KiDS-bright-like): types by luminosity function
-    weight, redshift by comoving volume, kept when m(limit band) <= mag_limit and z < z_max."""
-    zg = np.linspace(z_min, z_max, 800)
+    """A flux-limited field sample (SDSS main-sample-like, KiDS-bright-like) drawn exactly, without rejection:
+    (type, z) from type weight x dV/dz x the luminosity-function integral brighter than the flux limit at z,
+    then M from that type's luminosity function truncated at the limit."""
+    zg = np.linspace(z_min, z_max, 400)
     dvdz = sed.comoving_distance(zg) ** 2 / np.sqrt(0.3 * (1 + zg) ** 3 + 0.7)
-    cdf = np.cumsum(dvdz)
-    cdf /= cdf[-1]
     names = list(FIELD_TYPES)
-    # type weights: relative space densities of the volume-limited population (flux limit applied below)
-    w = np.array([FIELD_TYPES[t][0] for t in names], dtype=float)
-    w /= w.sum()
-    out = {k: [] for k in ("template", "z", "abs_mag")}
-    have = 0
-    while have < n:
-        m = 200_000
-        t = rng.choice(len(names), m, p=w)
-        z = np.interp(rng.random(m), cdf, zg)
-        mag = np.empty(m)
-        for k, name in enumerate(names):
-            sel = t == k
-            _, m_star, alpha = FIELD_TYPES[name][:3]
-            mag[sel] = _schechter_sample(rng, int(sel.sum()), m_star, alpha, m_star - 3.0, m_faint)
-        mag -= Q_EVOLUTION * z
-        tmpl = np.array(names)[t]
-        keep = sed.apparent_mag(tmpl, z, mag, limit_filter) <= mag_limit
-        take = np.nonzero(keep)[0][: n - have]
-        out["template"].append(tmpl[take])
-        out["z"].append(z[take])
-        out["abs_mag"].append(mag[take])
-        have += len(take)
-    template = np.concatenate(out["template"])
-    z = np.concatenate(out["z"])
-    abs_mag = np.concatenate(out["abs_mag"])
+    mgrid = np.linspace(-26.0, m_faint, 1200)
+    weights, cdfs, mlims = [], [], []
+    for t in names:
+        phi_w, m_star, alpha = FIELD_TYPES[t][:3]
+        x = 10.0 ** (-0.4 * (mgrid - m_star))
+        cdf = np.cumsum(x ** (alpha + 1.0) * np.exp(-x))  # Schechter in magnitudes, cumulative from bright
+        # brightest M that still misses the limit at z, in evolution-corrected magnitude (M + Q z)
+        lo_t, hi_t = FIELD_TYPES[t][6]
+        m_lim = mag_limit - sed.galaxy_mag(np.full(zg.shape, 0.5 * (lo_t + hi_t)), zg, 0.0, limit_filter) + Q_EVOLUTION * zg
+        n_lim = np.interp(np.minimum(m_lim, m_faint), mgrid, cdf)
+        weights.append(phi_w * dvdz * n_lim)
+        cdfs.append(cdf)
+        mlims.append(m_lim)
+    w = np.stack(weights).ravel()
+    pick = rng.choice(w.size, n, p=w / w.sum())
+    t_idx, z_idx = np.divmod(pick, zg.size)
+    dz = zg[1] - zg[0]
+    z = np.clip(zg[z_idx] + rng.uniform(-0.5, 0.5, n) * dz, z_min, z_max - 1e-6)
+    abs_mag = np.empty(n)
+    for k, t in enumerate(names):
+        sel = t_idx == k
+        cdf = cdfs[k]
+        top = np.interp(np.minimum(np.interp(z[sel], zg, mlims[k]), m_faint), mgrid, cdf)
+        abs_mag[sel] = np.interp(rng.random(int(sel.sum())) * top, cdf, mgrid)
+    abs_mag -= Q_EVOLUTION * z
+    template = np.array(names)[t_idx]
     re = np.empty(n)
     nser = np.empty(n)
     q = np.empty(n)
-    for name, (_, _, _, log_re0, slope, (n_lo, n_hi)) in FIELD_TYPES.items():
+    sed_type = np.empty(n)
+    for name, (_, _, _, log_re0, slope, (n_lo, n_hi), (t_lo, t_hi)) in FIELD_TYPES.items():
         sel = template == name
         k = int(sel.sum())
+        sed_type[sel] = rng.uniform(t_lo, t_hi, k)
         re[sel] = _phys_size(rng, abs_mag[sel], z[sel], log_re0, slope, 0.15)[0]
         nser[sel] = rng.uniform(n_lo, n_hi, k)
         q[sel] = rng.uniform(0.6, 1.0, k) if name == "E" else rng.uniform(0.25, 1.0, k)
     return {
-        "z_lens": z, "template_lens": template, "abs_mag_lens": abs_mag, "re_lens": re, "n_lens": nser,
+        "z_lens": z, "template_lens": template, "sed_lens": sed_type, "abs_mag_lens": abs_mag, "re_lens": re, "n_lens": nser,
         "q_lens": q, "phi_lens": rng.uniform(0.0, np.pi, n),
     }
 

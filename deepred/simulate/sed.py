@@ -20,10 +20,10 @@ COSMO = FlatLambdaCDM(H0=70.0, Om0=0.3)
 GALAXY_TEMPLATES = ("E", "Sbc", "Scd", "Im")
 SN_TEMPLATES = ("SN_Ia", "SN_CC")
 TEMPLATES = GALAXY_TEMPLATES + SN_TEMPLATES
-Z_GRID = np.round(np.arange(0.005, 3.5001, 0.005), 6)  # tabulation grid; lookups interpolate linearly
+Z_GRID = np.round(np.arange(0.0, 3.0001, 0.01), 6)  # tabulation grid; lookups interpolate linearly
 REST_REFERENCE = "sdss2010-r"  # absolute magnitudes are rest-frame SDSS r
 _C_ANGSTROM = 2.99792458e18  # speed of light in Angstrom / s
-_WAVE = np.geomspace(800.0, 60000.0, 6000)  # Angstrom: rest and observed integration grid
+_WAVE = np.geomspace(600.0, 40000.0, 2500)  # Angstrom (0.17% steps): rest and observed integration grid
 
 
 @lru_cache(maxsize=None)
@@ -110,9 +110,12 @@ def magnitude_table(template: str, filter_name: str) -> np.ndarray:
     rest = rest * 10.0 ** (-0.4 * (0.0 - m_ref))
     w = _filter_weights(filter_name)
     # observed f_lambda(lambda) = f_rest(lambda / (1+z)) / (1+z) * (10 pc / D_L)^2
-    shifted = np.stack([np.interp(_WAVE / (1.0 + z), _WAVE, rest, left=0.0, right=0.0) / (1.0 + z) for z in Z_GRID])
-    m = -2.5 * np.log10(np.maximum(shifted @ w, 1e-300)) - 48.6
-    return m + distance_modulus(Z_GRID)
+    nz = np.nonzero(w)[0]  # only wavelengths inside the filter matter
+    lo, hi = nz[0], nz[-1] + 1
+    shifted = np.stack([np.interp(_WAVE[lo:hi] / (1.0 + z), _WAVE, rest, left=0.0, right=0.0) for z in Z_GRID])
+    m = -2.5 * np.log10(np.maximum(shifted @ w[lo:hi] / (1.0 + Z_GRID), 1e-300)) - 48.6
+    # z = 0 has no distance modulus; start the table at 10 pc-equivalent (never used below z = 0.005)
+    return m + distance_modulus(np.maximum(Z_GRID, 1e-3))
 
 
 def apparent_mag(template: np.ndarray, z: np.ndarray, abs_mag_r: np.ndarray, filter_name: str) -> np.ndarray:
@@ -124,3 +127,25 @@ def apparent_mag(template: np.ndarray, z: np.ndarray, abs_mag_r: np.ndarray, fil
         sel = template == t
         out[sel] = np.interp(z[sel], Z_GRID, magnitude_table(str(t), filter_name))
     return out + np.asarray(abs_mag_r, dtype=float)
+
+
+def galaxy_mag(sed_type, z, abs_mag_r, filter_name: str) -> np.ndarray:
+    """m_b for a continuous SED type t in [0, 3] (0 E, 1 Sbc, 2 Scd, 3 Im): the composite of the two
+    neighbouring CWW templates, mixed in flux at fixed rest-frame r (a continuum of colours, not four)."""
+    t = np.clip(np.asarray(sed_type, dtype=float), 0.0, 3.0)
+    i = np.minimum(np.floor(t).astype(int), 2)
+    w = t - i
+    z = np.asarray(z, dtype=float)
+    m_a = np.empty(z.shape)
+    m_b = np.empty(z.shape)
+    for k in range(3):
+        sel = i == k
+        m_a[sel] = np.interp(z[sel], Z_GRID, magnitude_table(GALAXY_TEMPLATES[k], filter_name))
+        m_b[sel] = np.interp(z[sel], Z_GRID, magnitude_table(GALAXY_TEMPLATES[k + 1], filter_name))
+    flux = (1.0 - w) * 10.0 ** (-0.4 * m_a) + w * 10.0 ** (-0.4 * m_b)
+    return -2.5 * np.log10(flux) + np.asarray(abs_mag_r, dtype=float)
+
+
+def template_name(sed_type) -> np.ndarray:
+    """Nearest CWW template name of continuous SED types."""
+    return np.array(GALAXY_TEMPLATES)[np.clip(np.rint(np.asarray(sed_type)), 0, 3).astype(int)]
