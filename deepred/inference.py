@@ -524,7 +524,9 @@ def npy_count(path: Path) -> int:
 
 def iter_npy(path: Path, bands: list[str], band_order: list[str] | None, band_map: dict,
              ids: Iterator[str] | None = None, chunk: int = 256) -> Iterator[Item]:
-    """Rows of an NPY cube (N, bands, H, W), read `chunk` rows at a time with plain file I/O."""
+    """Rows of an NPY cube (N, bands, H, W), read `chunk` rows at a time with plain file I/O.
+
+    The cube's shape and bands are checked now (InferenceError), the rows are read as the items are."""
     try:
         mm = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as exc:
@@ -545,7 +547,10 @@ def iter_npy(path: Path, bands: list[str], band_order: list[str] | None, band_ma
     missing = [b for b in bands if b not in idx]
     if missing:
         raise InferenceError(f"{path}: band(s) {', '.join(missing)} missing (cube bands: {', '.join(order)})")
-    take = [idx[b] for b in bands]
+    return _npy_items(path, mm, [idx[b] for b in bands], ids, chunk)
+
+
+def _npy_items(path: Path, mm: np.ndarray, take: list[int], ids: Iterator[str] | None, chunk: int) -> Iterator[Item]:
     for start in range(0, mm.shape[0], chunk):
         stop = min(start + chunk, mm.shape[0])
         block = read_rows(mm, start, stop)[:, take].astype(np.float32, copy=False)
@@ -636,15 +641,41 @@ def _catalog_layout(columns, bands, band_map, id_column, path) -> tuple[str, str
     return idc, filec, per_band
 
 
+def _catalog_columns(path: Path) -> list[str]:
+    low = path.name.lower()
+    try:
+        if low.endswith(".csv"):
+            return list(pd.read_csv(path, nrows=0).columns)
+        if low.endswith((".parquet", ".pq")):
+            return list(pq.ParquetFile(path).schema_arrow.names)
+        from astropy.io import fits
+
+        with fits.open(path, memmap=True) as hdul:
+            tables = [h for h in hdul if isinstance(h, (fits.BinTableHDU, fits.TableHDU))]
+            if not tables:
+                raise InferenceError(f"{path}: no table HDU (a FITS catalogue needs a binary table)")
+            return list(tables[0].columns.names)
+    except (OSError, ValueError, pd.errors.ParserError, pa.ArrowException) as exc:
+        if isinstance(exc, InferenceError):
+            raise
+        raise InferenceError(f"{path}: unreadable catalogue ({exc})") from exc
+
+
 def iter_catalog(path: Path, bands: list[str], band_order: list[str] | None, band_map: dict,
                  id_column: str | None = None, chunk: int = 1024) -> Iterator[Item]:
-    """Objects of a catalogue pointing at FITS cutouts, read `chunk` rows at a time."""
+    """Objects of a catalogue pointing at FITS cutouts, read `chunk` rows at a time.
+
+    The columns are checked now (InferenceError naming the missing band column), the rows as items are read."""
+    layout = _catalog_layout(_catalog_columns(path), bands, band_map, id_column, path)
+    return _catalog_items(path, layout, bands, band_order, band_map, chunk)
+
+
+def _catalog_items(path, layout, bands, band_order, band_map, chunk) -> Iterator[Item]:
     base = path.parent
-    layout = None
+    idc, filec, per_band = layout
+    n = 0
     for df in _catalog_chunks(path, chunk):
-        if layout is None:
-            layout = _catalog_layout(list(df.columns), bands, band_map, id_column, path)
-        idc, filec, per_band = layout
+        n += len(df)
         for rec in df.to_dict("records"):
             oid = str(rec[idc])
             if filec is not None:
@@ -662,8 +693,8 @@ def iter_catalog(path: Path, bands: list[str], band_order: list[str] | None, ban
                     continue
                 files = {b: _resolve(base, rec[per_band[b]]) for b in bands}
                 yield _per_band_item(oid, files, bands, band_map, path)
-    if layout is None:
-        raise InferenceError(f"{path}: the catalogue has no rows")
+    if n == 0:
+        log.warning("%s: the catalogue has no rows", path)
 
 
 def _resolve(base: Path, value) -> Path | None:
