@@ -314,3 +314,46 @@ def build_tables(config: dict, metrics_dir: str | Path, tables_dir: str | Path) 
 
 def nmad_table_names(config: dict) -> list[str]:
     return list(dict.fromkeys(ts["table"] for ts in config["test_sets"].values()))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Paths the workflow (rules/metrics.smk) asks for
+# ----------------------------------------------------------------------------------------------------
+
+
+def prediction_file(config: dict, model: str, dataset: str) -> str:
+    return f"{config['results_dir']}/predictions/{model}/{dataset}.parquet"
+
+
+def test_set_inputs(config: dict, test_set: str) -> dict[str, str]:
+    """Every table model's prediction file for the test set's dataset (pred_<model>) and its catalogue."""
+    ds = config["test_sets"][test_set]["dataset"]
+    out = {f"pred_{m}": prediction_file(config, m, ds) for m in table_models(config)}
+    out["catalog"] = f"{config['data_dir']}/processed/{ds}/catalog.parquet"
+    return out
+
+
+def table_files(config: dict) -> dict[str, str]:
+    names = [f"{t}_nmad" for t in nmad_table_names(config)] + ["summary", "improvement", "binned_z", "binned_snr"]
+    return {n: f"{config['results_dir']}/tables/{n}.csv" for n in names}
+
+
+def figure_files(config: dict, with_transfer: bool) -> list[str]:
+    figs = f"{config['results_dir']}/figures"
+    out = [f"{figs}/improvement.png"]
+    out += [f"{figs}/{kind}/{ts}.png" for kind in ("density", "nmad_vs_z", "pit") for ts in config["test_sets"]]
+    return out + ([f"{figs}/transfer_nmad.png"] if with_transfer else [])
+
+
+def metrics_targets(config: dict, with_transfer: bool) -> list[str]:
+    """Every table and figure of the metrics stage (the archive is built on request)."""
+    out = list(table_files(config).values()) + figure_files(config, with_transfer)
+    return out + ([f"{config['results_dir']}/tables/transfer_nmad.csv"] if with_transfer else [])
+
+
+def transfer_inputs(config: dict, models: list[str], pairs: list[tuple[str, str, str]]) -> dict[str, str]:
+    """In-domain prediction files (diag__model__dataset) and transfer files (off__model__train__eval)."""
+    out = {f"diag__{m}__{d}": prediction_file(config, m, d) for m in models for d in config["datasets"]}
+    out.update({f"off__{m}__{a}__{b}": f"{config['results_dir']}/transfer/{m}/{a}__{b}.parquet"
+                for m, a, b in pairs})
+    return out

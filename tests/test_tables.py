@@ -164,3 +164,33 @@ def test_missing_model_is_an_error(tiny_dataset, tmp_path):
     # a per-test-set metrics file missing stops the table step, naming it
     with pytest.raises(DataError, match="tiny_general/metrics.csv: per-test-set metrics file missing"):
         T.build_tables(cfg, tmp_path / "nowhere", tmp_path / "tables")
+
+
+def test_figures(tiny_dataset, tmp_path):
+    from deepred import figures as F
+
+    cfg = study_config(tiny_dataset, tmp_path / "results")
+    cat = pd.read_parquet(tiny_dataset / "catalog.parquet")
+    preds = write_all_preds(cfg, cat, tmp_path / "preds")
+    written = run_study(cfg, tiny_dataset, preds, tmp_path / "r")
+    out = tmp_path / "fig"
+    ts = "tiny_general"
+    loaded = F.load_test_set_predictions(cfg, ts, preds, tiny_dataset)
+    assert loaded["photoz"][1] is not None and loaded["resnet"][1] is None
+    F.density_figure(cfg, ts, loaded, out / "density.png", out / "density.pdf")
+    F.nmad_vs_z_figure(cfg, ts, pd.read_csv(written["binned_z"]), out / "nmad_z.png", out / "nmad_z.pdf")
+    F.pit_figure(cfg, ts, loaded, out / "pit.png", out / "pit.pdf")
+    F.pit_figure(cfg, ts, {m: v for m, v in loaded.items() if v[1] is None}, out / "nopit.png", None)
+    F.improvement_figure(pd.read_csv(written["improvement"]), out / "imp.png", out / "imp.pdf")
+    for name in ("density", "nmad_z", "pit", "imp"):
+        png, pdf = (out / f"{name}.png").read_bytes(), (out / f"{name}.pdf").read_bytes()
+        assert png.startswith(b"\x89PNG") and len(png) > 10_000, name
+        assert pdf.startswith(b"%PDF"), name
+    # the PDF carries no creation time: redrawing gives the same bytes
+    F.improvement_figure(pd.read_csv(written["improvement"]), out / "imp2.png", out / "imp2.pdf")
+    assert (out / "imp.pdf").read_bytes() == (out / "imp2.pdf").read_bytes()
+    # transfer heat map with an n/a cell
+    tr = pd.DataFrame({"model": ["resnet", "resnet"], "train_dataset": ["a", "b"], "a": [0.03, np.nan],
+                       "b": [0.05, 0.04]})
+    F.transfer_figure(tr, out / "transfer.png", out / "transfer.pdf")
+    assert (out / "transfer.png").stat().st_size > 5_000

@@ -1,0 +1,19 @@
+"""Snakemake script: apply a network trained on one dataset to another dataset's test split."""
+
+from deepred.logs import setup_logging, snakemake_log
+
+setup_logging(snakemake_log(snakemake))  # noqa: F821 (snakemake is injected)
+
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+
+from deepred.transfer import transfer_predict  # noqa: E402
+
+torch.set_num_threads(snakemake.threads)  # noqa: F821
+torch.manual_seed(snakemake.config["seed"])  # noqa: F821
+transfer_predict(
+    Path(snakemake.input.meta).parent,  # noqa: F821
+    Path(snakemake.input.catalog).parent,  # noqa: F821
+    snakemake.output[0],  # noqa: F821
+)

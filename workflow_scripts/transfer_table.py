@@ -1,0 +1,14 @@
+"""Snakemake script: the cross-survey transfer NMAD matrix and its heat map."""
+
+from deepred.logs import setup_logging, snakemake_log
+
+setup_logging(snakemake_log(snakemake))  # noqa: F821 (snakemake is injected)
+
+from deepred.figures import transfer_figure  # noqa: E402
+from deepred.transfer import transfer_table  # noqa: E402
+
+inp, out = snakemake.input, snakemake.output  # noqa: F821
+diag = {tuple(k.split("__")[1:]): v for k, v in inp.items() if k.startswith("diag__")}
+off = {tuple(k.split("__")[1:]): v for k, v in inp.items() if k.startswith("off__")}
+table = transfer_table(snakemake.config, diag, off, out.table)  # noqa: F821
+transfer_figure(table, out.png, out.pdf)
