@@ -15,6 +15,7 @@ include: "rules/slurm.smk"
 include: "rules/baselines.smk"
 include: "rules/train.smk"
 include: "rules/metrics.smk"
+include: "rules/shap.smk"
 
 
 rule all:
