@@ -14,25 +14,19 @@ results/tables/transfer_nmad.csv, a matrix: one row per (model, train dataset), 
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from deepred import metrics as M
 from deepred.config import ConfigError
 from deepred.data.contract import DataError, ProcessedDataset
-from deepred.io import atomic_path, write_csv
-from deepred.tables import FLOAT_FORMAT, PDF_GRID_KEY
+from deepred.io import write_csv
+from deepred.tables import FLOAT_FORMAT
 
 log = logging.getLogger("deepred.transfer")
-
-PDF_SUMMARY = ("z_mean", "z_median", "z_mode", "z_lo68", "z_hi68")
-
 
 def compatibility(config: dict, train: str, evaluate: str) -> str | None:
     """None when a model trained on `train` can run on `evaluate`, else the reason it cannot."""
@@ -72,19 +66,10 @@ def adapt_images(images: np.ndarray, eval_bands: list[str], model_bands: list[st
     return np.ascontiguousarray(images[:, idx, o:o + cutout, o:o + cutout], dtype=np.float32)
 
 
-def write_prediction_file(path, frame: pd.DataFrame, grid=None) -> None:
-    """A prediction-contract Parquet file (the PDF grid in the file's metadata)."""
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    if grid is not None:
-        table = table.replace_schema_metadata({**(table.schema.metadata or {}),
-                                               PDF_GRID_KEY: json.dumps([float(g) for g in grid]).encode()})
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
-
-
 def transfer_predict(model_dir, eval_processed_dir, out_path, batch_size: int = 64) -> pd.DataFrame:
     """Apply a trained network to another dataset's test split and write the prediction file."""
-    from deepred.models.checkpoint import load_trained  # the models area's loader
+    from deepred.models.checkpoint import load_trained  # the models area's loader and writer
+    from deepred.predict import PDF_SUMMARY, predict_rows, write_predictions
 
     tm = load_trained(model_dir)
     ds = ProcessedDataset(eval_processed_dir)
@@ -97,21 +82,24 @@ def transfer_predict(model_dir, eval_processed_dir, out_path, batch_size: int = 
     if meta.get("scaling") and meta["scaling"] != ds.stats["scaling"]:
         raise DataError(f"{eval_processed_dir}: scaling {ds.stats['scaling']} != the model's {meta['scaling']}")
     rows = ds.split("test")
-    images = adapt_images(ds.images(rows), ds.bands, mb, mc)
-    out = tm.predict(images, batch_size=batch_size)
-    frame = pd.DataFrame({
-        "object_id": rows["object_id"].astype(str).to_numpy(),
-        "split": "test",
-        "z_true": rows[ds.stats["label_column"]].to_numpy(float),
-        "z_pred": np.asarray(out["z_pred"], dtype=float).reshape(-1),
-    })
-    grid = None
-    if "pdf" in out:
-        for k in PDF_SUMMARY:
-            frame[k] = np.asarray(out[k], dtype=float).reshape(-1)
-        frame["pdf"] = list(np.asarray(out["pdf"], dtype=float))
-        grid = meta.get("grid")
-    write_prediction_file(out_path, frame, grid)
+    if ds.bands == mb and int(ds.stats["cutout"]) == mc:
+        frame = predict_rows(model_dir, eval_processed_dir, rows, trained=tm, batch_size=batch_size)
+        grid = frame.attrs.get("pdf_grid")
+    else:  # band subset and/or centre crop: predict_rows takes exact matches only
+        out = tm.predict(adapt_images(ds.images(rows), ds.bands, mb, mc), batch_size=batch_size)
+        frame = pd.DataFrame({
+            "object_id": rows["object_id"].astype("string").to_numpy(),
+            "split": rows["split"].astype("string").to_numpy(),
+            "z_true": rows[ds.stats["label_column"]].to_numpy(float),
+            "z_pred": np.asarray(out["z_pred"], dtype=float).reshape(-1),
+        })
+        grid = tm.grid
+        if tm.head == "pdf":
+            for k in PDF_SUMMARY:
+                frame[k] = np.asarray(out[k], dtype=float)
+            frame["pdf"] = list(np.asarray(out["pdf"], dtype=np.float32))
+    write_predictions(out_path, frame, grid=grid, meta={"model_dir": str(model_dir), "bands_used": mb,
+                                                         "crop": mc, "eval_dataset": ds.stats.get("dataset")})
     log.info("%s on %s: %d test objects, bands %s, crop %d px", model_dir, eval_processed_dir, len(frame), mb, mc)
     return frame
 
