@@ -26,7 +26,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from deepred.config import load_config  # noqa: E402
+from deepred.config import load_config, validate_config  # noqa: E402
 from deepred.data.contract import ProcessedDataset  # noqa: E402
 from deepred.hogsvr import HogParams, HogSVRModel, fit_hogsvr, hog_features  # noqa: E402
 from deepred.io import write_json  # noqa: E402
@@ -56,17 +56,18 @@ def epoch_time(name: str, config: dict, images: np.ndarray, batch: int) -> dict:
 
 
 def train_with_pipeline(name: str, dataset: str, config: dict, processed: Path, workdir: Path) -> dict:
-    """Train through deepred.train.train_model and score the test split with deepred.predict.predict_rows."""
-    from deepred.predict import predict_rows
+    """Train through deepred.train.train_model and score the test split with the trained checkpoint."""
+    from deepred.models.checkpoint import load_trained
     from deepred.train import train_model
 
     out_dir = workdir / "models" / name / dataset
     t0 = time.perf_counter()
     train_model(name, dataset, config, processed, out_dir)
     fit_s = time.perf_counter() - t0
-    test = ProcessedDataset(processed).split("test")
-    pred = predict_rows(out_dir, processed, test)
-    return {"fit_s": round(fit_s, 2), "test_nmad": nmad(pred["z_pred"], pred["z_true"])}
+    ds = ProcessedDataset(processed)
+    test = ds.split("test")
+    z = load_trained(out_dir).predict(ds.images(test).astype(np.float32))["z_pred"]
+    return {"fit_s": round(fit_s, 2), "test_nmad": nmad(z, test[ds.stats["label_column"]])}
 
 
 def bench_hogsvr(config: dict, dataset: str, processed: Path) -> dict:
@@ -137,7 +138,13 @@ def main(argv=None) -> int:
     for folder in folders:
         dataset = folder.name
         ds = ProcessedDataset(folder)
-        label = config["datasets"].get(dataset, {}).get("label_column", "z_lens")
+        if dataset not in config["datasets"]:  # an ad-hoc folder: describe it from its stats.json
+            config["datasets"][dataset] = {
+                "source": {"kind": "simulate", "preset": "des_deep", "n_systems": len(ds.catalog)},
+                "bands": ds.bands, "cutout": int(ds.stats["cutout"]), "label_column": ds.stats["label_column"],
+            }
+            config = validate_config(config)
+        label = config["datasets"][dataset]["label_column"]
         train, test = ds.split("train"), ds.split("test")
         base = nmad(np.full(len(test), np.median(train[label])), test[label])
         print(f"{dataset}: {len(train)} train, {len(test)} test rows; training-median NMAD {base:.4f}", flush=True)

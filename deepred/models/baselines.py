@@ -207,7 +207,8 @@ _BUILDERS = {
     "a1": (A1LeNet, {"channels", "fc"}),
     "a3": (A3VGG, {"channels", "fc", "dropout"}),
 }
-NON_NETWORK_KEYS = {"enabled", "head", "n_bins", "z_range"}
+# (training overrides: deepred.train.OVERRIDABLE)
+NON_NETWORK_KEYS = {"enabled", "head", "n_bins", "z_range", "epochs", "lr", "batch_size", "weight_decay", "patience"}
 
 
 def build_baseline(name: str, in_chans: int, img_size: int, num_outputs: int, **cfg) -> nn.Module:
