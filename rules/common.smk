@@ -66,4 +66,5 @@ def all_targets():
             method=["stacked", "mean"],
             dataset=DATASETS,
         )
+    targets += metrics_targets(config, bool(TRANSFER_MODELS))  # tables and figures (rules/metrics.smk)
     return targets
