@@ -181,15 +181,28 @@ def _load_hogsvr(model_dir: Path):
 
 
 def _load_ensemble(model_dir: Path, device: str, batch_size: int):
-    try:
-        from deepred.ensemble import load_ensemble
-    except ImportError as exc:
-        raise InferenceError(f"{model_dir}: this installation cannot load ensembles ({exc})") from exc
+    """deepred.ensemble's model; its members are loaded once here (EnsembleModel.predict reloads them per call)."""
+    from deepred.ensemble import load_ensemble
+    from deepred.models.checkpoint import load_trained
+
     try:
         ens = load_ensemble(model_dir)
+        members = [load_trained((model_dir / ens.meta["member_dirs"][m]).resolve()) for m in ens.members]
     except (OSError, ValueError, KeyError) as exc:
         raise InferenceError(f"{model_dir}: cannot load the ensemble: {exc}") from exc
-    return ens.meta, (lambda x: ens.predict(x, batch_size=batch_size))
+    for t in members:
+        if device != "cpu":
+            t.net.to(device)
+        if [t.meta.get("bands"), t.meta.get("cutout")] != [ens.meta.get("bands"), ens.meta.get("cutout")]:
+            raise InferenceError(f"{model_dir}: member {t.model_dir} takes bands {t.meta.get('bands')} and "
+                                 f"{t.meta.get('cutout')} px, the ensemble {ens.meta.get('bands')} and "
+                                 f"{ens.meta.get('cutout')} px")
+
+    def predict(x):
+        z = np.stack([t.predict(x, batch_size=batch_size)["z_pred"] for t in members], axis=1)
+        return {"z_pred": ens.combine(z)}
+
+    return ens.meta, predict
 
 
 def load_predictor(spec: str | Path, results_dir: str | Path = "results", device: str | None = "auto",

@@ -31,6 +31,7 @@ from deepred.inference import (
     resolve_model_dir,
 )
 from deepred.models.checkpoint import load_trained
+from deepred.predict import predict_rows
 from deepred.train import train_model
 
 BANDS = ["g", "r", "i", "z"]
@@ -85,8 +86,12 @@ def test_rows(tiny_dataset) -> pd.DataFrame:
 
 
 def pipeline_predictions(model_dir: Path, processed: Path, rows: pd.DataFrame) -> dict:
-    """The pipeline's path: normalized shards -> the trained model."""
-    return load_trained(model_dir).predict(ProcessedDataset(processed).images(rows))
+    """The pipeline's path: normalized shards -> deepred.predict.predict_rows."""
+    df = predict_rows(model_dir, processed, rows)
+    out = {c: df[c].to_numpy() for c in df.columns if c.startswith("z_")}
+    if "pdf" in df:
+        out["pdf"] = np.stack(df["pdf"].to_numpy())
+    return out
 
 
 def test_fits_folder_per_band_matches_pipeline(results, tiny_dataset, test_rows, tmp_path):
@@ -271,3 +276,35 @@ def test_band_matching_and_header_pixel_scale():
     assert header_pixel_scale(fits.Header({"CDELT1": -0.2 / 3600, "CDELT2": 0.2 / 3600})) == pytest.approx(0.2)
     assert header_pixel_scale(fits.Header({"PIXSCALE": 0.396})) == pytest.approx(0.396)
     assert header_pixel_scale(fits.Header({"NAXIS": 2})) is None
+
+
+def test_ensemble_model_works_too(results, tiny_dataset, test_rows, tmp_path):
+    """A stacked ensemble of two tiny point networks (deepred.ensemble's format) predicts raw cutouts too.
+
+    (Point members only: a barely trained PDF member is near-constant and gets a weight ~1e4, which
+    magnifies float32 batch-size noise beyond any fixed tolerance.)"""
+    from deepred.ensemble import fit_ensembles
+    from deepred.predict import predict_model, read_predictions
+
+    shared = results
+    results = tmp_path / "results"
+    shutil.copytree(shared / "models" / "netz" / "tiny", results / "models" / "netz" / "tiny")
+    train_tiny(results, tiny_dataset, models=("a1",))
+    cfg = tiny_config({"tiny": {"n": 240}}, data_dir=tiny_dataset.parent.parent, results_dir=results)
+    models = results / "models"
+    paths = {m: tmp_path / "pred" / m / "tiny.parquet" for m in ("netz", "a1")}
+    for m, p in paths.items():
+        predict_model(models / m / "tiny", tiny_dataset, p)
+    fit_ensembles("tiny", cfg, paths, models, tmp_path / "pred")
+    images, truth = raw_of(tiny_dataset)
+    idx = truth.reset_index().set_index("object_id").loc[test_rows["object_id"], "index"].to_numpy()
+    np.save(tmp_path / "c.npy", np.asarray(images[idx], np.float32))
+    (tmp_path / "ids.txt").write_text("\n".join(test_rows["object_id"]) + "\n")
+    pred = load_predictor("ensemble_stacked/tiny", results, device="cpu")
+    assert pred.kind == "ensemble" and pred.head == "point"
+    items, total, _ = open_input(tmp_path / "c.npy", pred.bands, ids_file=tmp_path / "ids.txt")
+    predict_cutouts(pred, items, tmp_path / "o.parquet", total=total, progress=False)
+    got = pd.read_parquet(tmp_path / "o.parquet").set_index("object_id")["z_pred"]
+    ref = read_predictions(tmp_path / "pred" / "ensemble_stacked" / "tiny.parquet")[0].set_index("object_id")
+    ids = list(test_rows["object_id"])
+    np.testing.assert_allclose(got.loc[ids].to_numpy(), ref.loc[ids, "z_pred"].to_numpy(), rtol=1e-5, atol=1e-6)
