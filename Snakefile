@@ -8,6 +8,9 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
+report: "report/workflow.rst"  # `snakemake --report results/report.html`
+
+
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/download.smk"

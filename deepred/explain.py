@@ -94,8 +94,9 @@ def background_sample(train_rows: pd.DataFrame, n: int, seed: int) -> pd.DataFra
 
 
 def shap_attributions(module: torch.nn.Module, background: np.ndarray, images: np.ndarray, nsamples: int,
-                      seed: int, batch_size: int = 64) -> np.ndarray:
-    """Expected-gradient SHAP values (n, C, H, W) float32 of a (B, C, H, W) -> (B, 1) module."""
+                      seed: int, batch_size: int = 64, device: str = "cpu") -> np.ndarray:
+    """Expected-gradient SHAP values (n, C, H, W) float32 of a (B, C, H, W) -> (B, 1) module.
+    Bit-identical for a fixed seed on CPU; on a GPU only up to floating-point reduction order."""
     import shap  # heavy import, only where attributions are made
 
     background = np.asarray(background, dtype=np.float32)
@@ -103,16 +104,16 @@ def shap_attributions(module: torch.nn.Module, background: np.ndarray, images: n
     if background.ndim != 4 or images.ndim != 4 or background.shape[1:] != images.shape[1:]:
         raise ExplainError(f"background {background.shape} and images {images.shape} must both be (n, C, H, W)"
                            " with the same C, H, W")
-    module = module.eval()
+    module = module.eval().to(device)
     with torch.no_grad():
-        out = module(torch.from_numpy(images[:1]))
+        out = module(torch.from_numpy(images[:1]).to(device))
     if out.ndim != 2 or out.shape[1] != 1:
         raise ExplainError(f"the explained module must return (B, 1), got {tuple(out.shape)}")
-    explainer = shap.GradientExplainer(module, torch.from_numpy(background), batch_size=batch_size)
+    explainer = shap.GradientExplainer(module, torch.from_numpy(background).to(device), batch_size=batch_size)
     # GradientExplainer seeds numpy's global generator: keep the caller's state untouched.
     state = np.random.get_state()
     try:
-        values = explainer.shap_values(torch.from_numpy(images), nsamples=nsamples, rseed=seed)
+        values = explainer.shap_values(torch.from_numpy(images).to(device), nsamples=nsamples, rseed=seed)
     finally:
         np.random.set_state(state)
     values = np.asarray(values[0] if isinstance(values, list) else values, dtype=np.float32)
@@ -142,8 +143,8 @@ def sample_rows(ds: ProcessedDataset, n_explain: int, seed: int, snr_bins: int, 
     return stratified_sample(test, n_explain, seed, snr_bins)
 
 
-def explain_and_score(module: torch.nn.Module, ds: ProcessedDataset, shap_cfg: dict, seed: int
-                      ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+def explain_and_score(module: torch.nn.Module, ds: ProcessedDataset, shap_cfg: dict, seed: int,
+                      device: str = "cpu") -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """Explain a stratified test sample of `ds` with `module`; return (per-image table, attributions, regions)."""
     scaling = ds.stats.get("scaling", {}).get("method", "none")
     rows = sample_rows(ds, shap_cfg["n_explain"], derive_seed(seed, "explain"), shap_cfg["snr_bins"], scaling,
@@ -151,11 +152,11 @@ def explain_and_score(module: torch.nn.Module, ds: ProcessedDataset, shap_cfg: d
     bg_rows = background_sample(ds.split("train"), shap_cfg["n_background"], derive_seed(seed, "background"))
     images = ds.images(rows)
     attr = shap_attributions(module, ds.images(bg_rows), images, shap_cfg["nsamples"], derive_seed(seed, "shap"),
-                             shap_cfg["batch_size"])
+                             shap_cfg["batch_size"], device)
     regions, sources = object_regions(images, ds.masks(rows), scaling, thresh=shap_cfg["segmentation_thresh"])
     scores = score_attributions(attr, regions)
     with torch.no_grad():
-        z_pred = module(torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)))[:, 0].numpy()
+        z_pred = module(torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).to(device))[:, 0].cpu().numpy()
     label = ds.stats.get("label_column", "z_lens")
     per_image = pd.DataFrame({
         "object_id": rows["object_id"].astype(str),
@@ -188,7 +189,8 @@ def explain_model(model_dir: str | Path, processed_dir: str | Path, config: dict
     if cutout != int(ds.stats["cutout"]):
         raise ExplainError(f"{model_dir}: model cutout {cutout} differs from {processed_dir} cutout {ds.stats['cutout']}")
     seed = derive_seed(config["seed"], "shap", model, dataset)
-    per_image, attr, regions = explain_and_score(trained.point_module(), ds, shap_cfg, seed)
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # a GPU where the scheduler gave one (gpu=1)
+    per_image, attr, regions = explain_and_score(trained.point_module(), ds, shap_cfg, seed, device)
     out_dir = Path(out_dir)
     per_image.insert(0, "dataset", dataset)
     per_image.insert(0, "model", model)
@@ -197,7 +199,7 @@ def explain_model(model_dir: str | Path, processed_dir: str | Path, config: dict
     write_npy(out_dir / "regions.npy", regions.astype(np.uint8))
     seconds = time.perf_counter() - t0
     write_json(out_dir / "explain.json", {
-        "model": model, "dataset": dataset, "seed": seed, "explainer": "shap.GradientExplainer",
+        "model": model, "dataset": dataset, "seed": seed, "explainer": "shap.GradientExplainer", "device": device,
         "shap": shap_cfg, "n_images": int(len(per_image)), "seconds": round(seconds, 2),
         "pointing_acc": float(per_image["hit"].mean()), "mass_inside": float(per_image["mass_inside"].mean()),
         "provenance": provenance(config, [Path(model_dir) / "model.json", Path(processed_dir) / "catalog.parquet"]),

@@ -17,13 +17,14 @@ nearest the centre), and as the last resort a small central disc (flagged in `re
 
 from __future__ import annotations
 
-import hashlib
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import sep
 
 from deepred.metrics import bootstrap_indices
+from deepred.tables import stable_seed as derive_seed  # one seed helper for the project
 
 # Catalogue classes -> the three groups the scores are reported for.
 CLASS_GROUPS = {
@@ -42,10 +43,19 @@ class LocalizationError(ValueError):
     """Bad input to the localization scores (shapes, empty regions, unknown classes)."""
 
 
-def derive_seed(seed: int, *keys) -> int:
-    """A stable 32-bit seed from the master seed and any keys (same on every machine and run)."""
-    text = ":".join(str(k) for k in (seed, *keys))
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=4).digest(), "little")
+def explained_models(config: dict) -> list[str]:
+    """shap.models, checked: each must be a configured architecture or an enabled neural baseline
+    (kept free of torch imports: the Snakefile calls it while parsing)."""
+    from deepred.config import ConfigError
+
+    archs = [a for a, c in config.get("architectures", {}).items() if c.get("enabled", True)]
+    neural = [b for b, c in config.get("baselines", {}).items() if b != "hogsvr" and c.get("enabled", True)]
+    known = archs + neural
+    bad = [m for m in config["shap"]["models"] if m not in known]
+    if bad:
+        raise ConfigError(f"config key 'shap.models': {', '.join(bad)} not an architecture or enabled neural "
+                          f"baseline; known: {', '.join(known) or '(none)'}")
+    return list(config["shap"]["models"])
 
 
 def class_group(obj_class: str) -> str:
@@ -246,3 +256,63 @@ def accuracy_vs_snr(per_image: pd.DataFrame, edges: np.ndarray, n_resamples: int
         rows.append({"snr_lo": edges[k], "snr_hi": edges[k + 1], "snr_mid": float(np.median(snr[sel])) if sel.any()
                      else float("nan"), "n": int(sel.sum()), "pointing_acc": acc, "pointing_lo": lo, "pointing_hi": hi})
     return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------------------------
+# The study table: results/tables/shap_localization.csv
+
+TABLE_COLUMNS = ["test_set", "dataset", "model", *SUMMARY_COLUMNS, "hq_snr", "region_source"]
+
+
+def test_set_scores(per_image: pd.DataFrame, test_rows: pd.DataFrame) -> pd.DataFrame:
+    """The explained images that belong to a test set (its query narrows the dataset's test split)."""
+    return per_image[per_image["object_id"].isin(set(test_rows["object_id"].astype(str)))].reset_index(drop=True)
+
+
+def localization_table(config: dict, per_image_paths: dict[tuple[str, str], str | Path],
+                       processed_dirs: dict[str, str | Path]) -> pd.DataFrame:
+    """One row per (test set, model, subset): pointing accuracy and mass inside with bootstrap intervals.
+
+    per_image_paths maps (model, dataset) to an explain job's per_image.parquet; processed_dirs maps a
+    dataset to its processed folder (for the test sets' queries)."""
+    from deepred.data.contract import test_set_rows
+
+    shap_cfg = config["shap"]
+    resamples = int(config.get("metrics", {}).get("bootstrap_resamples", 200))
+    level = float(config.get("metrics", {}).get("ci_level", 0.95))
+    parts = []
+    for ts_name, ts in config["test_sets"].items():
+        ds = ts["dataset"]
+        models = [m for m, d in per_image_paths if d == ds]
+        if not models:
+            continue
+        rows = test_set_rows(config, ts_name, processed_dirs[ds])
+        for model in models:
+            per_image = pd.read_parquet(per_image_paths[(model, ds)])
+            sel = test_set_scores(per_image, rows)
+            if sel.empty:
+                continue  # the explain sample holds none of this test set's rows
+            summary = summarize(sel, float(shap_cfg["hq_snr"]), resamples,
+                                derive_seed(config["seed"], "shap_table", ts_name, model), level)
+            summary.insert(0, "model", model)
+            summary.insert(0, "dataset", ds)
+            summary.insert(0, "test_set", ts_name)
+            summary["hq_snr"] = float(shap_cfg["hq_snr"])
+            summary["region_source"] = "+".join(sorted(set(sel["region_source"])))
+            parts.append(summary)
+    if not parts:
+        return pd.DataFrame(columns=TABLE_COLUMNS)
+    return pd.concat(parts, ignore_index=True)[TABLE_COLUMNS]
+
+
+def write_localization_table(config: dict, per_image: list, processed_dirs: dict, out_csv, out_provenance) -> None:
+    """Write the table (fixed float format, so identical inputs give identical bytes) and its provenance.
+    per_image: [model, dataset, path] entries; processed_dirs: dataset -> processed folder."""
+    from deepred.io import write_csv, write_json
+    from deepred.provenance import provenance
+    from deepred.tables import FLOAT_FORMAT
+
+    paths = {(m, d): p for m, d, p in per_image}
+    table = localization_table(config, paths, processed_dirs)
+    write_csv(out_csv, table, float_format=FLOAT_FORMAT)
+    write_json(out_provenance, provenance(config, [p for _, _, p in per_image]))

@@ -66,5 +66,30 @@ def all_targets():
             method=["stacked", "mean"],
             dataset=DATASETS,
         )
+    targets += shap_targets()  # SHAP localization table and figures (rules/shap.smk)
     targets += metrics_targets(config, bool(TRANSFER_MODELS))  # tables and figures (rules/metrics.smk)
     return targets
+
+
+# SHAP localization (rules/shap.smk): the networks explained and the paths of their outputs.
+from deepred.localization import explained_models
+
+try:
+    SHAP_MODELS = explained_models(config)
+except ConfigError as exc:
+    raise WorkflowError(str(exc)) from None
+SHAP_DATASETS = sorted({ts["dataset"] for ts in config["test_sets"].values()})
+SHAP_FILES = ["per_image.parquet", "attributions.npy", "regions.npy", "explain.json"]
+
+
+def shap_dir(model, dataset):
+    return f"{RESULTS}/shap/{model}/{dataset}"
+
+
+def shap_targets():
+    """The table and every test set's figures (empty when no model is explained)."""
+    if not SHAP_MODELS:
+        return []
+    return [f"{RESULTS}/tables/shap_localization.csv"] + [
+        f"{RESULTS}/figures/shap/{ts}/accuracy_vs_snr.png" for ts in TEST_SETS
+    ]

@@ -1,0 +1,112 @@
+# SHAP localization (deepred/explain.py, deepred/localization.py, deepred/shap_plots.py): where each
+# network looks (shap.GradientExplainer), scored against the object's footprint.
+rule shap_explain:
+    input:
+        weights=f"{RESULTS}/models/{{model}}/{{dataset}}/model.safetensors",
+        meta=f"{RESULTS}/models/{{model}}/{{dataset}}/model.json",
+        catalog=processed("{dataset}"),
+        stats=processed("{dataset}", "stats.json"),
+        shards=processed("{dataset}", "shards"),
+    output:
+        per_image=f"{RESULTS}/shap/{{model}}/{{dataset}}/per_image.parquet",
+        attributions=f"{RESULTS}/shap/{{model}}/{{dataset}}/attributions.npy",
+        regions=f"{RESULTS}/shap/{{model}}/{{dataset}}/regions.npy",
+        meta=f"{RESULTS}/shap/{{model}}/{{dataset}}/explain.json",
+    log:
+        "logs/shap/{model}/{dataset}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/shap/{{model}}/{{dataset}}.tsv"
+    wildcard_constraints:
+        model="|".join(SHAP_MODELS) or "(?!)",
+    conda:
+        "../envs/deepred.yaml"
+    threads: config["shap"]["threads"]
+    resources:
+        mem_mb=4000,
+        runtime="30m",
+        gpu=1,
+    script:
+        "../workflow_scripts/shap_explain.py"
+
+
+rule shap_table:
+    input:
+        per_image=expand(
+            f"{RESULTS}/shap/{{model}}/{{dataset}}/per_image.parquet",
+            model=SHAP_MODELS,
+            dataset=SHAP_DATASETS,
+        ),
+        catalogs=[processed(d) for d in SHAP_DATASETS],
+    output:
+        table=report(
+            f"{RESULTS}/tables/shap_localization.csv",
+            category="SHAP localization",
+            labels={"table": "localization per model and test set"},
+        ),
+        provenance=f"{RESULTS}/tables/shap_localization.provenance.json",
+    log:
+        "logs/shap/table.log",
+    conda:
+        "../envs/deepred.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime="10m",
+    params:
+        per_image=[
+            [m, d, f"{shap_dir(m, d)}/per_image.parquet"]
+            for m in SHAP_MODELS
+            for d in SHAP_DATASETS
+        ],
+        processed={d: f"{DATA}/processed/{d}" for d in SHAP_DATASETS},
+    script:
+        "../workflow_scripts/shap_table.py"
+
+
+rule shap_figures:
+    input:
+        explained=lambda wc: [
+            f"{shap_dir(m, config['test_sets'][wc.test_set]['dataset'])}/{f}"
+            for m in SHAP_MODELS
+            for f in SHAP_FILES
+        ],
+        catalog=lambda wc: processed(config["test_sets"][wc.test_set]["dataset"]),
+        shards=lambda wc: processed(
+            config["test_sets"][wc.test_set]["dataset"], "shards"
+        ),
+    output:
+        snr=report(
+            f"{RESULTS}/figures/shap/{{test_set}}/accuracy_vs_snr.png",
+            category="SHAP localization",
+            subcategory="{test_set}",
+            labels={"test set": "{test_set}", "figure": "accuracy vs S/N"},
+        ),
+        examples=[
+            report(
+                f"{RESULTS}/figures/shap/{{test_set}}/examples_{m}.png",
+                category="SHAP localization",
+                subcategory="{test_set}",
+                labels={"test set": "{test_set}", "figure": f"examples {m}"},
+            )
+            for m in SHAP_MODELS
+        ],
+    log:
+        "logs/shap/figures_{test_set}.log",
+    conda:
+        "../envs/deepred.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime="10m",
+    params:
+        shap_dirs=lambda wc: {
+            m: shap_dir(m, config["test_sets"][wc.test_set]["dataset"])
+            for m in SHAP_MODELS
+        },
+        processed=lambda wc: f"{DATA}/processed/{config['test_sets'][wc.test_set]['dataset']}",
+        example_pngs=lambda wc: {
+            m: f"{RESULTS}/figures/shap/{wc.test_set}/examples_{m}.png"
+            for m in SHAP_MODELS
+        },
+    script:
+        "../workflow_scripts/shap_figures.py"

@@ -1,0 +1,16 @@
+"""Snakemake script: one test set's SHAP figures (example grids per model, accuracy vs S/N)."""
+
+from deepred.logs import setup_logging, snakemake_log
+
+setup_logging(snakemake_log(snakemake))  # noqa: F821 (snakemake is injected)
+
+from deepred.shap_plots import shap_figures  # noqa: E402
+
+shap_figures(
+    snakemake.config,  # noqa: F821
+    snakemake.wildcards.test_set,  # noqa: F821
+    snakemake.params.shap_dirs,  # noqa: F821
+    snakemake.params.processed,  # noqa: F821
+    snakemake.params.example_pngs,  # noqa: F821
+    snakemake.output.snr,  # noqa: F821
+)

@@ -1,0 +1,15 @@
+"""Snakemake script: results/tables/shap_localization.csv from every explain job's per-image scores."""
+
+from deepred.logs import setup_logging, snakemake_log
+
+setup_logging(snakemake_log(snakemake))  # noqa: F821 (snakemake is injected)
+
+from deepred.localization import write_localization_table  # noqa: E402
+
+write_localization_table(
+    snakemake.config,  # noqa: F821
+    snakemake.params.per_image,  # noqa: F821
+    snakemake.params.processed,  # noqa: F821
+    snakemake.output.table,  # noqa: F821
+    snakemake.output.provenance,  # noqa: F821
+)
