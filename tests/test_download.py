@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -167,3 +168,29 @@ def test_manifest_fetches_every_listed_file(tmp_path):
     assert [p.read_bytes() for p in paths] == [(src / r["name"]).read_bytes() for r in rows]
     assert json.loads(done.read_text())["files"] == [r["name"] for r in rows]
     assert [s["name"] for s in pin_folder(tmp_path / "raw")] == ["manifest.csv"] + [r["name"] for r in rows]
+
+
+def test_cli_fetches_nothing_offline_and_reports_missing_files(tmp_path, capsys):
+    """`python -m deepred.download --offline` on a login-node-prepared folder: verifies, exit 0; missing: exit 1."""
+    import yaml
+
+    from deepred.download import main
+
+    raw = tmp_path / "data" / "raw" / "sdss"
+    raw.mkdir(parents=True)
+    (raw / "cube.npy").write_bytes(b"a" * 100)
+    (raw / "labels.csv").write_bytes(b"objID,z,EBV\n")
+    assert main(["pin", str(raw)]) == 0
+    pinned = yaml.safe_load(capsys.readouterr().out)
+    assert [p["name"] for p in pinned] == ["cube.npy", "labels.csv"]
+    cfg = yaml.safe_load((Path(__file__).resolve().parent.parent / "config.yaml").read_text())
+    cfg["data_dir"] = str(tmp_path / "data")
+    cfg["datasets"] = {
+        "sdss": {"source": {"kind": "sdss", "cube": "cube.npy", "labels": "labels.csv", "files": pinned},
+                 "bands": ["u", "g", "r", "i", "z"], "cutout": 64, "label_column": "z_lens"}
+    }
+    cfg["test_sets"] = {"sdss": {"dataset": "sdss", "table": "sdss"}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["--configfile", str(tmp_path / "c.yaml"), "--offline"]) == 0
+    (raw / "labels.csv").unlink()
+    assert main(["--configfile", str(tmp_path / "c.yaml"), "--offline"]) == 1
