@@ -1,0 +1,124 @@
+"""Simulator outputs: file contract, determinism, per-dataset seeds, bad arguments, reader compatibility."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from deepred.data.raw import read_simulated
+from deepred.simulate import SimulationError, dataset_seed, presets, simulate_dataset
+
+N = 24
+
+
+@pytest.fixture(scope="module")
+def des_wide(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sim") / "des_wide"
+    simulate_dataset("des_wide", N, 11, out, ["g", "r", "i", "z"], 45)
+    return out
+
+
+def test_output_contract(des_wide):
+    images = np.load(des_wide / "images.npy", mmap_mode="r")
+    masks = np.load(des_wide / "masks.npy", mmap_mode="r")
+    truth = pd.read_parquet(des_wide / "truth.parquet")
+    meta = json.loads((des_wide / "meta.json").read_text())
+    assert images.dtype == np.float32 and images.shape == (N, 4, 45, 45)
+    assert masks.dtype == np.uint8 and masks.shape == (N, 45, 45)
+    assert np.isfinite(images).all()
+    assert set(np.unique(masks)) <= {0, 1} and masks[:, 22, 22].all()  # centre always in the footprint
+    for col in ("object_id", "system_id", "obj_class", "z_lens", "z_source", "mag_g", "mag_r", "mag_i", "mag_z", "snr"):
+        assert col in truth.columns, col
+    assert truth["object_id"].is_unique and len(truth) == N
+    assert set(truth["obj_class"]) == {"no_lens", "gg_lens", "lensed_sn_ia", "lensed_sn_cc"}
+    lensed = truth["obj_class"] != "no_lens"
+    assert truth.loc[lensed, "z_source"].gt(truth.loc[lensed, "z_lens"]).all()
+    assert truth.loc[~lensed, "z_source"].isna().all()
+    assert truth["z_lens"].between(0.1, 0.75).all()
+    assert (truth["snr"] > 0).all()
+    assert meta["bands"] == ["g", "r", "i", "z"] and meta["pixel_scale"] == pytest.approx(0.2637)
+    assert meta["preset"] == "des_wide" and meta["seed"] == 11 and "nanomaggies" in meta["units"]
+    assert not [p for p in des_wide.parent.iterdir() if p.name.startswith(".")]  # no temp folder left
+
+
+def test_calibration_matches_catalogue_magnitudes(des_wide):
+    """Summed pixel flux of bright isolated galaxies reproduces their catalogue magnitude (nanomaggies, ZP 22.5)."""
+    images = np.load(des_wide / "images.npy")
+    truth = pd.read_parquet(des_wide / "truth.parquet")
+    sel = (truth["obj_class"] == "no_lens").to_numpy()
+    flux = images[sel, 1].sum(axis=(1, 2))
+    expected = 10 ** (-0.4 * (truth.loc[sel, "mag_r"].to_numpy() - 22.5))
+    assert np.median(flux / expected) == pytest.approx(1.0, abs=0.1)
+
+
+def test_readable_by_normalization_reader(des_wide):
+    src = read_simulated(des_wide)
+    assert src.bands == ["g", "r", "i", "z"] and src.n_objects == N
+    chunk = next(src.chunks(10))
+    assert chunk.images.shape == (10, 4, 45, 45) and chunk.masks.shape == (10, 45, 45)
+
+
+def test_deterministic_bytes(tmp_path, des_wide):
+    again = tmp_path / "again"
+    simulate_dataset("des_wide", N, 11, again, ["g", "r", "i", "z"], 45)
+    for name in ("images.npy", "masks.npy", "truth.parquet"):
+        assert (again / name).read_bytes() == (des_wide / name).read_bytes(), name
+
+
+def test_seed_and_preset_change_the_data(tmp_path, des_wide):
+    other = tmp_path / "other"
+    simulate_dataset("des_wide", N, 12, other, ["g", "r", "i", "z"], 45)
+    a = pd.read_parquet(des_wide / "truth.parquet")["z_lens"].to_numpy()
+    b = pd.read_parquet(other / "truth.parquet")["z_lens"].to_numpy()
+    assert not np.allclose(a, b)
+    assert dataset_seed(11, "des_wide") != dataset_seed(11, "des_deep")
+
+
+@pytest.mark.parametrize("preset,bands,cutout", [("kids", ["u", "g", "r", "i"], 33), ("sdss", list("ugriz"), 64)])
+def test_kids_and_sdss_presets(tmp_path, preset, bands, cutout):
+    out = simulate_dataset(preset, 16, 3, tmp_path / preset, bands, cutout)
+    truth = pd.read_parquet(out / "truth.parquet")
+    images = np.load(out / "images.npy")
+    assert images.shape == (16, len(bands), cutout, cutout)
+    if preset == "kids":
+        assert set(truth["obj_class"]) <= {"galaxy", "lens_candidate"}
+        assert truth["high_prob_lens"].dtype == bool
+        assert not truth.loc[truth["obj_class"] == "galaxy", "high_prob_lens"].any()
+    else:
+        assert (truth["obj_class"] == "galaxy").all()
+        assert (truth["mag_r"] <= 17.8 + 1e-9).all() and (truth["z_lens"] < 0.4).all()
+
+
+def test_all_presets_known():
+    assert set(presets()) == {"des_deep", "des_wide", "desi_dot", "lsst_wide", "kids", "sdss"}
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"preset": "hsc_deep"}, "unknown simulator preset 'hsc_deep'; known presets: des_deep"),
+        ({"bands": ["g", "u"]}, r"band\(s\) \['u'\] not available; available bands: g, r, i, z"),
+        ({"preset": "kids", "bands": ["g", "z"]}, r"preset 'kids': band\(s\) \['z'\]"),
+        ({"n_systems": 0}, "n_systems must be a positive integer"),
+        ({"seed": -1}, "seed must be a non-negative integer"),
+        ({"cutout": 4}, "cutout must be an integer between 8 and 512"),
+        ({"class_fractions": {"no_lens": 0.5, "gg_lens": 0.2}}, "must be >= 0 and sum to 1"),
+        ({"class_fractions": {"galaxy": 1.0}}, r"unknown class\(es\) \['galaxy'\]"),
+    ],
+)
+def test_bad_arguments(tmp_path, kwargs, match):
+    args = dict(preset="des_wide", n_systems=8, seed=1, out_dir=tmp_path / "x", bands=["g", "r", "i", "z"], cutout=45)
+    args.update(kwargs)
+    with pytest.raises(SimulationError, match=match):
+        simulate_dataset(**args)
+    assert not (tmp_path / "x").exists()
+
+
+def test_class_fractions_are_honoured(tmp_path):
+    fr = {"no_lens": 0.5, "gg_lens": 0.5, "lensed_sn_ia": 0.0, "lensed_sn_cc": 0.0}
+    out = simulate_dataset("lsst_wide", 20, 5, tmp_path / "l", ["g", "r", "i", "z"], 45, class_fractions=fr)
+    counts = pd.read_parquet(out / "truth.parquet")["obj_class"].value_counts().to_dict()
+    assert counts == {"no_lens": 10, "gg_lens": 10}
