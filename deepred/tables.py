@@ -38,9 +38,11 @@ FLOAT_FORMAT = "%.6g"  # fixed precision: the CSVs compare as text
 
 
 def deepred_models(config: dict) -> list[str]:
-    """DeepRed's own models: the configured backbones and, when there are members, the two ensembles."""
-    archs = list(config.get("architectures", {}))
-    return archs + (list(ENSEMBLES) if archs and config.get("ensemble", {}).get("members") else [])
+    """DeepRed's own models: the enabled backbones and, when some are ensemble members, the two ensembles
+    (the same lists as ARCHITECTURES and ENSEMBLE_MEMBERS in rules/common.smk)."""
+    archs = [a for a, c in config.get("architectures", {}).items() if c.get("enabled", True)]
+    members = [m for m in config.get("ensemble", {}).get("members", []) if m in archs]
+    return archs + (list(ENSEMBLES) if members else [])
 
 
 def baseline_models(config: dict) -> list[str]:
