@@ -237,10 +237,36 @@ def _fmt(v) -> str:
     return "-" if v is None else str(v)
 
 
-def print_card(card: dict, full_config: bool, out=sys.stdout) -> None:
-    w = out.write
+def _metric_lines(rows: list[dict]) -> list[str]:
+    """summary.csv's long form (test_set, metric, value, ci_lo, ci_hi, n) as one line per test set."""
+    if not rows or not {"test_set", "metric", "value"} <= set(rows[0]):
+        return [", ".join(f"{k}={v}" for k, v in r.items() if k != "model") for r in rows]
+    by_set: dict[str, list[str]] = {}
+    n = {}
+    for r in rows:
+        ci = f" [{r['ci_lo']}, {r['ci_hi']}]" if r.get("ci_lo") not in (None, "", "nan") else ""
+        by_set.setdefault(r["test_set"], []).append(f"{r['metric']} {r['value']}{ci}")
+        n[r["test_set"]] = r.get("n")
+    return [f"{ts} (n={n[ts]}): " + ", ".join(parts) for ts, parts in by_set.items()]
+
+
+def _yaml_lines(d: dict, indent: str = "  ") -> list[str]:
+    """Nested keys as indented blocks, leaves inline (readable for flat training settings too)."""
+    lines = []
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            lines.append(f"{indent}{k}:")
+            lines += _yaml_lines(v, indent + "  ")
+        else:
+            lines.append(f"{indent}{k}: " + yaml.safe_dump(v, default_flow_style=True, width=10**6).strip()
+                         .removesuffix("\n...").removesuffix("..."))
+    return lines
+
+
+def print_card(card: dict, full_config: bool, out=None) -> None:
+    w = (out or sys.stdout).write
     w(f"DeepRed model card: {card['model']} trained on {card['dataset']}\n")
-    w(f"  folder        {card['folder']}\n")
+    w(f"  {'folder':<16}{card['folder']}\n")
     for label, key in (("dataset", "dataset"), ("survey", "survey"), ("bands", "bands"), ("cutout (px)", "cutout"),
                        ("pixel scale", "pixel_scale"), ("scaling", "scaling"), ("head", "head"),
                        ("redshift bins", "n_bins"), ("target", "label_column"), ("train objects", "n_train"),
@@ -251,20 +277,18 @@ def print_card(card: dict, full_config: bool, out=sys.stdout) -> None:
             w(f"  {label:<16}{_fmt(card[key])}{suffix}\n")
     if card["test_metrics"]:
         w(f"test metrics ({card['test_metrics_source']}):\n")
-        for row in card["test_metrics"]:
-            w("  " + ", ".join(f"{k}={v}" for k, v in row.items() if k != "model") + "\n")
+        for line in _metric_lines(card["test_metrics"]):
+            w(f"  {line}\n")
     elif card["model_metrics"]:
         w("metrics (model.json; no results/tables/summary.csv yet):\n")
         w("  " + ", ".join(f"{k}={_fmt(v)}" for k, v in card["model_metrics"].items()) + "\n")
     else:
         w("metrics: none recorded (run the pipeline's tables to get test metrics)\n")
     for label, key in (("model config", "model_config"), ("training config", "training_config")):
-        if card.get(key):
-            w(f"{label}:\n" + "".join(f"  {line}\n" for line in yaml.safe_dump(
-                card[key], sort_keys=True, default_flow_style=None).splitlines()))
-    if full_config and card.get("config"):
-        w("pipeline config:\n" + "".join(f"  {line}\n" for line in yaml.safe_dump(
-            card["config"], sort_keys=False, default_flow_style=None).splitlines()))
+        if isinstance(card.get(key), dict) and card[key]:
+            w(f"{label}:\n" + "".join(f"{line}\n" for line in _yaml_lines(card[key])))
+    if full_config and isinstance(card.get("config"), dict):
+        w("pipeline config:\n" + "".join(f"{line}\n" for line in _yaml_lines(card["config"])))
 
 
 def cmd_info(args) -> int:
