@@ -77,9 +77,12 @@ def source_galaxies(rng, n, z, mean_mag=-21.0) -> dict:
 
 
 def field_galaxies(rng, n, z_max, mag_limit, limit_filter, m_faint=-15.0, z_min=0.01) -> dict:
-    """A flux-limited field sample (SDSS main-sample-like, KiDS-bright-like) drawn exactly, without rejection:
-    (type, z) from type weight x dV/dz x the luminosity-function integral brighter than the flux limit at z,
-    then M from that type's luminosity function truncated at the limit."""
+    """A flux-limited field sample (SDSS main-sample-like, KiDS-bright-like), m(limit band) <= mag_limit, z < z_max.
+
+    (type, z) are drawn from type weight x dV/dz x the luminosity-function integral brighter than the
+    flux limit at z, then M from that type's luminosity function truncated there; the limit uses the most
+    permissive SED of each type's range, and the few that then miss it with their own SED are redrawn.
+    """
     zg = np.linspace(z_min, z_max, 400)
     dvdz = sed.comoving_distance(zg) ** 2 / np.sqrt(0.3 * (1 + zg) ** 3 + 0.7)
     names = list(FIELD_TYPES)
@@ -89,40 +92,47 @@ def field_galaxies(rng, n, z_max, mag_limit, limit_filter, m_faint=-15.0, z_min=
         phi_w, m_star, alpha = FIELD_TYPES[t][:3]
         x = 10.0 ** (-0.4 * (mgrid - m_star))
         cdf = np.cumsum(x ** (alpha + 1.0) * np.exp(-x))  # Schechter in magnitudes, cumulative from bright
-        # brightest M that still misses the limit at z, in evolution-corrected magnitude (M + Q z)
-        lo_t, hi_t = FIELD_TYPES[t][6]
-        m_lim = mag_limit - sed.galaxy_mag(np.full(zg.shape, 0.5 * (lo_t + hi_t)), zg, 0.0, limit_filter) + Q_EVOLUTION * zg
-        n_lim = np.interp(np.minimum(m_lim, m_faint), mgrid, cdf)
-        weights.append(phi_w * dvdz * n_lim)
+        # faintest M still inside the limit at z (evolution-corrected, M + Q z), for the type's bluest/reddest end
+        m_lim = Q_EVOLUTION * zg + mag_limit - np.minimum(
+            *(sed.galaxy_mag(np.full(zg.shape, st), zg, 0.0, limit_filter) for st in FIELD_TYPES[t][6])
+        )
+        weights.append(phi_w * dvdz * np.interp(np.minimum(m_lim, m_faint), mgrid, cdf))
         cdfs.append(cdf)
         mlims.append(m_lim)
     w = np.stack(weights).ravel()
-    pick = rng.choice(w.size, n, p=w / w.sum())
-    t_idx, z_idx = np.divmod(pick, zg.size)
+    w /= w.sum()
     dz = zg[1] - zg[0]
-    z = np.clip(zg[z_idx] + rng.uniform(-0.5, 0.5, n) * dz, z_min, z_max - 1e-6)
-    abs_mag = np.empty(n)
-    for k, t in enumerate(names):
-        sel = t_idx == k
-        cdf = cdfs[k]
-        top = np.interp(np.minimum(np.interp(z[sel], zg, mlims[k]), m_faint), mgrid, cdf)
-        abs_mag[sel] = np.interp(rng.random(int(sel.sum())) * top, cdf, mgrid)
-    abs_mag -= Q_EVOLUTION * z
+    parts = []
+    need = n
+    while need > 0:
+        m = int(need * 1.3) + 16
+        t_idx, z_idx = np.divmod(rng.choice(w.size, m, p=w), zg.size)
+        z = np.clip(zg[z_idx] + rng.uniform(-0.5, 0.5, m) * dz, z_min, z_max - 1e-6)
+        abs_mag = np.empty(m)
+        sed_type = np.empty(m)
+        for k, t in enumerate(names):
+            sel = t_idx == k
+            top = np.interp(np.minimum(np.interp(z[sel], zg, mlims[k]), m_faint), mgrid, cdfs[k])
+            abs_mag[sel] = np.interp(rng.random(int(sel.sum())) * top, cdfs[k], mgrid)
+            sed_type[sel] = rng.uniform(*FIELD_TYPES[t][6], int(sel.sum()))
+        abs_mag -= Q_EVOLUTION * z
+        ok = np.nonzero(sed.galaxy_mag(sed_type, z, abs_mag, limit_filter) <= mag_limit)[0][:need]
+        parts.append((t_idx[ok], z[ok], abs_mag[ok], sed_type[ok]))
+        need -= len(ok)
+    t_idx, z, abs_mag, sed_type = (np.concatenate(x) for x in zip(*parts))
     template = np.array(names)[t_idx]
     re = np.empty(n)
     nser = np.empty(n)
     q = np.empty(n)
-    sed_type = np.empty(n)
-    for name, (_, _, _, log_re0, slope, (n_lo, n_hi), (t_lo, t_hi)) in FIELD_TYPES.items():
+    for name, (_, _, _, log_re0, slope, (n_lo, n_hi), _) in FIELD_TYPES.items():
         sel = template == name
         k = int(sel.sum())
-        sed_type[sel] = rng.uniform(t_lo, t_hi, k)
         re[sel] = _phys_size(rng, abs_mag[sel], z[sel], log_re0, slope, 0.15)[0]
         nser[sel] = rng.uniform(n_lo, n_hi, k)
         q[sel] = rng.uniform(0.6, 1.0, k) if name == "E" else rng.uniform(0.25, 1.0, k)
     return {
-        "z_lens": z, "template_lens": template, "sed_lens": sed_type, "abs_mag_lens": abs_mag, "re_lens": re, "n_lens": nser,
-        "q_lens": q, "phi_lens": rng.uniform(0.0, np.pi, n),
+        "z_lens": z, "template_lens": template, "sed_lens": sed_type, "abs_mag_lens": abs_mag, "re_lens": re,
+        "n_lens": nser, "q_lens": q, "phi_lens": rng.uniform(0.0, np.pi, n),
     }
 
 
