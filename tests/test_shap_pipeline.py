@@ -1,0 +1,93 @@
+"""The SHAP stage as the workflow runs it: a network trained by deepred.train.train_model on a real
+normalized dataset, explained through load_trained(...).point_module(), then the study table and the figures."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import tiny_config
+from deepred.config import ConfigError
+from deepred.explain import ExplainError, explain_model, load_explained
+from deepred.localization import TABLE_COLUMNS, explained_models, write_localization_table
+from deepred.shap_plots import shap_figures
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_dataset, tmp_path_factory):
+    from deepred.train import train_model
+
+    root = tmp_path_factory.mktemp("shap_pipeline")
+    cfg = tiny_config({"tiny": {"n": 240}}, data_dir=tiny_dataset.parent.parent, results_dir=root)
+    cfg["training"]["epochs"] = 3
+    cfg["shap"].update(models=["a1"], n_explain=12, n_background=8, nsamples=16)
+    cfg["test_sets"]["tiny_hpl"] = {"dataset": "tiny", "table": "tiny", "query": "high_prob_lens"}
+    model_dir = root / "models" / "a1" / "tiny"
+    train_model("a1", "tiny", cfg, tiny_dataset, model_dir, threads=1)
+    return cfg, model_dir, root
+
+
+def test_explain_model_writes_scores_maps_and_provenance(trained, tiny_dataset):
+    cfg, model_dir, root = trained
+    out = root / "shap" / "a1" / "tiny"
+    per_image = explain_model(model_dir, tiny_dataset, cfg, out, model="a1", dataset="tiny")
+    ex = load_explained(out)
+    assert len(per_image) == 12 and ex["attributions"].shape == (12, 4, 45, 45)
+    assert ex["regions"].shape == (12, 45, 45) and ex["regions"].any(axis=(1, 2)).all()
+    assert set(per_image["region_source"]) == {"mask"}  # the tiny dataset carries true footprints
+    assert per_image["hit"].isin([True, False]).all() and per_image["mass_inside"].between(0, 1).all()
+    test_ids = set(pd.read_parquet(tiny_dataset / "catalog.parquet").query("split == 'test'")["object_id"])
+    assert set(per_image["object_id"]) <= test_ids
+    assert ex["meta"]["provenance"]["inputs"] and ex["meta"]["explainer"] == "shap.GradientExplainer"
+    # the module explained is the trained one: its z_pred equals the model's own prediction
+    from deepred.data.contract import ProcessedDataset
+    from deepred.models.checkpoint import load_trained
+
+    ds = ProcessedDataset(tiny_dataset)
+    rows = ds.catalog.set_index("object_id").loc[per_image["object_id"]].reset_index()
+    np.testing.assert_allclose(per_image["z_pred"], load_trained(model_dir).predict(ds.images(rows))["z_pred"],
+                               rtol=1e-5)
+    # same config, same numbers (a second run into another folder)
+    again = explain_model(model_dir, tiny_dataset, cfg, root / "again", model="a1", dataset="tiny")
+    pd.testing.assert_frame_equal(per_image, again)
+    np.testing.assert_array_equal(ex["attributions"], np.load(root / "again" / "attributions.npy"))
+
+
+def test_table_and_figures(trained, tiny_dataset):
+    cfg, model_dir, root = trained
+    out = root / "shap" / "a1" / "tiny"
+    if not (out / "per_image.parquet").exists():
+        explain_model(model_dir, tiny_dataset, cfg, out, model="a1", dataset="tiny")
+    entries = [["a1", "tiny", str(out / "per_image.parquet")]]
+    csv, prov = root / "tables" / "shap_localization.csv", root / "tables" / "shap.json"
+    write_localization_table(cfg, entries, {"tiny": str(tiny_dataset)}, csv, prov)
+    table = pd.read_csv(csv)
+    assert list(table.columns) == TABLE_COLUMNS
+    full = table[(table.test_set == "tiny") & (table.subset == "all")].iloc[0]
+    assert full["n"] == 12 and 0 <= full["pointing_lo"] <= full["pointing_acc"] <= full["pointing_hi"] <= 1
+    hpl = table[(table.test_set == "tiny_hpl") & (table.subset == "all")]
+    assert len(hpl) == 1 and 0 < hpl["n"].iloc[0] < 12  # the query narrows the explained rows
+    assert json.loads(prov.read_text())["inputs"]
+    first = csv.read_bytes()
+    write_localization_table(cfg, entries, {"tiny": str(tiny_dataset)}, csv, prov)
+    assert csv.read_bytes() == first  # byte-identical for identical inputs
+
+    pngs = {"a1": root / "figures" / "examples_a1.png"}
+    snr_png = root / "figures" / "accuracy_vs_snr.png"
+    shap_figures(cfg, "tiny", {"a1": str(out)}, tiny_dataset, pngs, snr_png)
+    for p in (pngs["a1"], snr_png):
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000
+
+
+def test_bad_inputs_fail_early(trained, tiny_dataset_64, tmp_path):
+    cfg, model_dir, _ = trained
+    with pytest.raises(ExplainError, match="bands"):
+        explain_model(model_dir, tiny_dataset_64, cfg, tmp_path / "x", model="a1", dataset="tiny64")
+    bad = dict(cfg, shap=dict(cfg["shap"], models=["a1", "resnett"]))
+    with pytest.raises(ConfigError, match="resnett"):
+        explained_models(bad)
+    with pytest.raises(Exception, match="missing"):
+        load_explained(tmp_path / "nothing")
