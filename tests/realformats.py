@@ -61,6 +61,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/octet-stream")
         self.end_headers()
         cut = srv.cut_after.pop(rel, None)  # simulate a dropped connection after this many body bytes
+        if cut is None:  # zero-copy, as production web servers do
+            with open(path, "rb") as fh:
+                entry["sent"] = self.connection.sendfile(fh, start, size - start)
+            return
         with open(path, "rb") as fh:
             fh.seek(start)
             while block := fh.read(1 << 20):
