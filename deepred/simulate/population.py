@@ -170,18 +170,12 @@ def draw_systems(rng, n: int, population: str, fractions: dict, preset) -> dict:
     else:
         is_lens = np.isin(obj_class, LENSED)
     is_sn = np.isin(obj_class, ("lensed_sn_ia", "lensed_sn_cc"))
-    z_src = np.where(is_lens, rng.uniform(0.27, 1.61, n), np.nan)
-    z_src = np.where(is_sn, rng.uniform(0.3, 1.2, n), z_src)
-    # the source must sit well behind the lens: redraw the lens-plane redshift below it
-    bad = is_lens & (p["z_lens"] > z_src - 0.1)
-    while bad.any():
-        p["z_lens"][bad] = _lens_z(rng, int(bad.sum()), population)
-        bad = is_lens & (p["z_lens"] > z_src - 0.1)
-    # lens-galaxy quantities depend on z_lens: redraw them for the lensed systems at their final redshift
-    if is_lens.any():
-        lg = lens_galaxies(rng, n, p["z_lens"])
-        for k, v in lg.items():
-            p[k] = np.where(is_lens, v, p[k]) if k in p else v
+    # sources sit behind the lens (z_s >= z_l + 0.1): drawn given z_l, so the lens-plane (label) redshift
+    # distribution is the same in every class; galaxies U(0.27, 1.61), supernovae U(0.3, 1.2) where possible
+    zl = p["z_lens"]
+    lo_g, lo_s = np.maximum(0.27, zl + 0.1), np.maximum(0.3, zl + 0.1)
+    z_src = np.where(is_lens, lo_g + (1.61 - lo_g) * rng.random(n), np.nan)
+    z_src = np.where(is_sn, lo_s + (np.maximum(1.2, lo_s + 0.1) - lo_s) * rng.random(n), z_src)
     p["z_source"] = z_src
     p["is_lens"] = is_lens
     src = source_galaxies(rng, n, np.where(is_lens, z_src, 1.0), mean_mag=-21.0)
