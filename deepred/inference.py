@@ -462,12 +462,18 @@ def _band_suffix(stem: str, bands: list[str], band_map: dict) -> tuple[str, str 
     return stem, None, None
 
 
+_DIR = "/"  # token marking a per-object subfolder in scan_fits_folder's entries (never a file-name token)
+
+
 def scan_fits_folder(folder: Path, bands: list[str], band_map: dict) -> list[tuple[str, list]]:
     """[(object id, [(id, band, token, file name), ...]), ...] sorted by id: only names, no pixels."""
     entries = []
     others = 0
     with os.scandir(folder) as it:
         for e in it:
+            if e.is_dir() and not e.name.startswith("."):
+                entries.append((e.name, "", _DIR, e.name))  # one object per subfolder, bands from headers
+                continue
             stem = _strip_fits_suffix(e.name) if e.is_file() else None
             if stem is None:
                 others += not e.name.startswith(".")
@@ -486,6 +492,12 @@ def iter_fits_folder(folder: Path, groups: list, bands: list[str], band_order: l
                      unused: set | None = None) -> Iterator[Item]:
     """Objects of a folder of FITS cutouts (groups from scan_fits_folder), in id order."""
     for oid, group in groups:
+        if any(g[2] == _DIR for g in group):
+            if len(group) > 1:
+                yield Item(oid, str(folder / oid), reason="both a subfolder and FITS files for this id")
+            else:
+                yield _object_dir_item(oid, folder / oid, bands, band_map, unused)
+            continue
         per_band = [g for g in group if g[2]]
         whole = [g for g in group if not g[2]]
         if whole and per_band:
@@ -507,6 +519,32 @@ def iter_fits_folder(folder: Path, groups: list, bands: list[str], band_order: l
             else:
                 files[band] = folder / name
         yield _per_band_item(oid, files, bands, band_map, folder)
+
+
+def _object_dir_item(oid: str, sub: Path, bands: list[str], band_map: dict, unused: set | None) -> Item:
+    """A subfolder holding one object's per-band files, any names: the band from FILTER/BAND, else the name."""
+    from astropy.io import fits
+
+    files: dict = {}
+    for path in sorted(p for p in sub.iterdir() if p.is_file() and _strip_fits_suffix(p.name) is not None):
+        band = None
+        try:
+            with fits.open(path, memmap=False) as hdul:
+                for h in hdul:
+                    band = _header_band(h.header, bands, band_map)[0]
+                    if band or h.is_image and h.header.get("NAXIS", 0) > 0:
+                        break
+        except (OSError, ValueError, TypeError) as exc:
+            return Item(oid, str(path), reason=f"not a readable FITS file ({exc})")
+        if band is None:
+            stem = _strip_fits_suffix(path.name)
+            band = match_band(stem, bands, band_map) or _band_suffix(stem, bands, band_map)[1]
+        if band is None:
+            if unused is not None and len(unused) < 20:  # a sample for the log, not one entry per object
+                unused.add(f"{sub.name}/{path.name}")
+            continue
+        files[band] = None if band in files else path
+    return _per_band_item(oid, files, bands, band_map, sub)
 
 
 def _per_band_item(oid: str, files: dict, bands: list[str], band_map: dict, where: Path) -> Item:
@@ -964,6 +1002,7 @@ def predict_cutouts(predictor: Predictor, items: Iterable[Item], out: str | Path
         "trained_on": predictor.dataset,
         "weights_sha256": sha256_file(weights) if weights.exists() else None,
         "summary": summary.as_dict(),
+        "pdf_grid": None if not pdf_model else [float(g) for g in predictor.grid],
         **(provenance_extra or {}),
     })
     write_json(out.with_name(out.name + ".provenance.json"), prov)

@@ -308,3 +308,23 @@ def test_ensemble_model_works_too(results, tiny_dataset, test_rows, tmp_path):
     ref = read_predictions(tmp_path / "pred" / "ensemble_stacked" / "tiny.parquet")[0].set_index("object_id")
     ids = list(test_rows["object_id"])
     np.testing.assert_allclose(got.loc[ids].to_numpy(), ref.loc[ids, "z_pred"].to_numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_subfolder_per_object_with_bands_from_headers(results, tiny_dataset, tmp_path):
+    """my_cutouts/<id>/<anything>.fits: each file's band from its FILTER keyword (HSC-style names via --band-map)."""
+    images, _ = raw_of(tiny_dataset)
+    for k, oid in enumerate(["a", "b"]):
+        sub = tmp_path / "in" / oid
+        sub.mkdir(parents=True)
+        for j, band in enumerate(BANDS):
+            h = band_header(band, value=f"HSC-{band.upper()}2" if band == "r" else f"HSC-{band.upper()}")
+            fits.PrimaryHDU(np.asarray(images[k][j], np.float32), header=h).writeto(sub / f"exposure_{j}.fits")
+    (tmp_path / "in" / "c").mkdir()  # an empty object folder: rejected, naming the missing bands
+    pred = load_predictor("netz/tiny", results, device="cpu")
+    items, total, _ = open_input(tmp_path / "in", pred.bands, band_map=parse_band_map(["HSC-R2=r"]))
+    s = predict_cutouts(pred, items, tmp_path / "o.csv", total=total, progress=False)
+    assert (total, s.n_ok, s.n_rejected) == (3, 2, 1)
+    got = pd.read_csv(tmp_path / "o.csv").set_index("object_id")["z_pred"]
+    ref = pred.predict_raw(np.asarray(images[:2], np.float32))["z_pred"]
+    np.testing.assert_allclose(got.loc[["a", "b"]].to_numpy(), ref, rtol=1e-5, atol=1e-6)
+    assert "band(s) g, r, i, z missing" in pd.read_csv(s.rejects)["reason"][0]
