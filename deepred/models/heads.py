@@ -104,6 +104,10 @@ class RedshiftNet(nn.Module):
             self.grid.copy_(torch.as_tensor(grid, dtype=torch.float32))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(self.prepare(x))
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """Standardized, padded body input of a (B, in_chans, cutout, cutout) batch."""
         if x.ndim != 4 or x.shape[1] != self.in_chans or x.shape[-1] != self.cutout or x.shape[-2] != self.cutout:
             raise ValueError(
                 f"input of shape {tuple(x.shape)}: this model takes (B, {self.in_chans}, {self.cutout}, {self.cutout})"
@@ -112,7 +116,7 @@ class RedshiftNet(nn.Module):
         pad = self.input_size - self.cutout
         if pad:
             x = F.pad(x, (pad // 2, pad - pad // 2, pad // 2, pad - pad // 2))
-        return self.body(x)
+        return x
 
     def loss(self, out: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         out = out.float()

@@ -1,0 +1,100 @@
+"""Ensembles: the stacked fit sees validation rows only, is no worse than its best member, rejects
+misaligned member files, and the saved ensemble predicts new cutouts like the pipeline."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import tiny_config
+from deepred.data.contract import ProcessedDataset
+from deepred.ensemble import EnsembleError, fit_ensembles, load_ensemble
+from deepred.predict import predict_model, read_predictions, write_predictions
+from deepred.train import nmad, train_model
+
+
+def write_members(root, z_true, split, members: dict[str, np.ndarray]) -> dict:
+    paths = {}
+    ids = [f"o{i:04d}" for i in range(len(z_true))]
+    for m, z in members.items():
+        df = pd.DataFrame({"object_id": ids, "split": split, "z_true": z_true, "z_pred": z})
+        paths[m] = root / "predictions" / m / "d.parquet"
+        write_predictions(paths[m], df)
+    return paths
+
+
+def synthetic(seed=0, n=600):
+    rng = np.random.default_rng(seed)
+    z = rng.uniform(0.1, 1.0, n)
+    split = np.where(np.arange(n) % 2 == 0, "val", "test")
+    members = {
+        "a": z + rng.normal(0, 0.05, n),  # unbiased, noisy
+        "b": 0.7 * z + 0.15 + rng.normal(0, 0.03, n),  # shrunk towards the mean
+        "c": z + 0.08 + rng.normal(0, 0.06, n),  # biased
+    }
+    return z, split, members
+
+
+def test_stacked_fit_uses_validation_rows_only(tmp_path):
+    z, split, members = synthetic()
+    cfg = tiny_config({"d": {}})
+    paths = write_members(tmp_path / "one", z, split, members)
+    a = fit_ensembles("d", cfg, paths, tmp_path / "one" / "models", tmp_path / "one" / "predictions")
+    # replace every test-row prediction by garbage: the fitted weights must not move
+    test = split == "test"
+    rng = np.random.default_rng(5)
+    spoiled = {m: np.where(test, rng.uniform(-5, 5, len(z)), v) for m, v in members.items()}
+    paths2 = write_members(tmp_path / "two", z, split, spoiled)
+    b = fit_ensembles("d", cfg, paths2, tmp_path / "two" / "models", tmp_path / "two" / "predictions")
+    sa, sb = a["ensemble_stacked"], b["ensemble_stacked"]
+    assert sa["weights"] == sb["weights"] and sa["intercept"] == sb["intercept"]
+    assert sa["fit_split"] == "val" and sa["n_fit"] == int((split == "val").sum())
+    meta = json.loads((tmp_path / "one" / "models" / "ensemble_stacked" / "d" / "model.json").read_text())
+    assert meta["weights"] == sa["weights"] and meta["members"] == ["a", "b", "c"]
+    assert all(w >= 0 for w in meta["weights"].values())
+
+
+def test_stacked_is_no_worse_than_its_best_member_on_test(tmp_path):
+    z, split, members = synthetic(seed=1)
+    paths = write_members(tmp_path, z, split, members)
+    fit_ensembles("d", tiny_config({"d": {}}), paths, tmp_path / "models", tmp_path / "predictions")
+    stacked, grid = read_predictions(tmp_path / "predictions" / "ensemble_stacked" / "d.parquet")
+    mean, _ = read_predictions(tmp_path / "predictions" / "ensemble_mean" / "d.parquet")
+    assert grid is None and list(stacked.columns) == ["object_id", "split", "z_true", "z_pred"]
+    test = stacked["split"] == "test"
+    ids = stacked.loc[test, "object_id"].str[1:].astype(int).to_numpy()
+    best = min(nmad(members[m][ids], z[ids]) for m in members)
+    assert nmad(stacked.loc[test, "z_pred"], stacked.loc[test, "z_true"]) <= best
+    np.testing.assert_allclose(mean["z_pred"], np.mean([members[m] for m in members], axis=0)[
+        mean["object_id"].str[1:].astype(int).to_numpy()])
+
+
+def test_misaligned_member_files_are_named(tmp_path):
+    z, split, members = synthetic(n=60)
+    paths = write_members(tmp_path, z, split, members)
+    df, _ = read_predictions(paths["b"])
+    write_predictions(paths["b"], df.iloc[:-3])
+    with pytest.raises(EnsembleError, match=r"b/d.parquet: 3 objects not shared"):
+        fit_ensembles("d", tiny_config({"d": {}}), paths, tmp_path / "m", tmp_path / "p")
+
+
+def test_saved_ensemble_predicts_new_cutouts_like_the_pipeline(tiny_dataset, tmp_path):
+    cfg = tiny_config({"tiny": {}}, results_dir=tmp_path)
+    cfg["training"].update({"epochs": 1, "batch_size": 32})
+    paths = {}
+    for m in ("a1", "netz"):  # two quick networks stand in for the backbones
+        train_model(m, "tiny", cfg, tiny_dataset, tmp_path / "models" / m / "tiny")
+        paths[m] = tmp_path / "predictions" / m / "tiny.parquet"
+        predict_model(tmp_path / "models" / m / "tiny", tiny_dataset, paths[m])
+    fit_ensembles("tiny", cfg, paths, tmp_path / "models", tmp_path / "predictions")
+    ens = load_ensemble(tmp_path / "models" / "ensemble_stacked" / "tiny")
+    proc = ProcessedDataset(tiny_dataset)
+    test = proc.split("test")
+    z = ens.predict(proc.images(test))["z_pred"]
+    pred, _ = read_predictions(tmp_path / "predictions" / "ensemble_stacked" / "tiny.parquet")
+    want = pred.set_index("object_id").loc[test["object_id"].astype(str), "z_pred"].to_numpy()
+    np.testing.assert_allclose(z, want, rtol=1e-5)
+    assert ens.meta["bands"] == ["g", "r", "i", "z"] and ens.meta["cutout"] == 45

@@ -1,0 +1,179 @@
+"""The trainer on a tiny real dataset: learning, files written, determinism, resume after a real SIGKILL,
+corrupt checkpoints, band-count mismatches, and the prediction contract (point and PDF heads)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import tiny_config
+from deepred.data.contract import DataError, ProcessedDataset
+from deepred.io import sha256_file
+from deepred.models.checkpoint import CheckpointError, load_checkpoint, load_trained
+from deepred.predict import PDF_SUMMARY, predict_model, read_predictions
+from deepred.train import nmad, train_model
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def cfg_for(tmp, **training):
+    cfg = tiny_config({"tiny": {}}, results_dir=tmp / "results", data_dir=tmp)
+    cfg["training"].update({"epochs": 3, "patience": 3, "batch_size": 32, **training})
+    for a in cfg["architectures"].values():
+        a["epochs"] = None  # the tests set epochs through training:
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def swin_run(tiny_dataset, tmp_path_factory):
+    """Swin trained 4 epochs on the tiny blobs (the learning and resume reference)."""
+    tmp = tmp_path_factory.mktemp("swin")
+    cfg = cfg_for(tmp, epochs=4, patience=4)
+    out = tmp / "models" / "swin" / "tiny"
+    meta = train_model("swin", "tiny", cfg, tiny_dataset, out)
+    return cfg, out, meta
+
+
+def test_training_learns_and_writes_the_model_contract(swin_run, tiny_dataset):
+    cfg, out, meta = swin_run
+    for name in ("model.safetensors", "model.json", "history.csv", "last.safetensors", "last.json"):
+        assert (out / name).is_file(), name
+    hist = pd.read_csv(out / "history.csv")
+    assert list(hist.columns[:5]) == ["epoch", "train_loss", "val_nmad", "lr", "images_per_s"]
+    assert len(hist) == 4 and (hist["images_per_s"] > 0).all()
+    assert hist["lr"].iloc[-1] < hist["lr"].iloc[1]  # the schedule decays
+    assert meta["sha256"] == sha256_file(out / "model.safetensors")
+    assert meta["bands"] == ["g", "r", "i", "z"] and meta["cutout"] == 45 and meta["input_size"] == 48
+    assert meta["label_standardization"]["scale"] > 0 and "provenance" in meta
+    # learning: the network beats predicting the training median by a wide margin
+    assert meta["metrics"]["val_nmad"] < 0.5 * meta["metrics"]["val_nmad_train_median"]
+    # the saved best model reproduces the recorded validation NMAD
+    trained = load_trained(out)
+    val = ProcessedDataset(tiny_dataset).split("val")
+    z = trained.predict(ProcessedDataset(tiny_dataset).images(val))["z_pred"]
+    assert nmad(z, val["z_lens"]) == pytest.approx(meta["metrics"]["val_nmad"], rel=1e-5)
+    assert meta["metrics"]["val_nmad"] == pytest.approx(hist["val_nmad"].min())
+
+
+def test_same_config_gives_identical_weights(tiny_dataset, tmp_path):
+    cfg = cfg_for(tmp_path, epochs=1)  # a3 has BatchNorm and dropout
+    shas = [train_model("a3", "tiny", cfg, tiny_dataset, tmp_path / f"run{i}")["sha256"] for i in range(2)]
+    assert shas[0] == shas[1]
+
+
+RUNNER = """
+import json, logging, sys
+sys.path.insert(0, {repo!r})
+logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+from deepred.train import train_model
+cfg = json.loads(open({cfg!r}).read())
+train_model("swin", "tiny", cfg, {data!r}, {out!r})
+"""
+
+
+def test_resume_after_sigkill_matches_uninterrupted_run(swin_run, tiny_dataset, tmp_path, caplog):
+    cfg, ref_out, ref_meta = swin_run
+    out = tmp_path / "killed"
+    cfg_path = tmp_path / "cfg.json"
+    cfg_path.write_text(json.dumps(cfg, default=str))
+    script = tmp_path / "run.py"
+    script.write_text(RUNNER.format(repo=str(REPO), cfg=str(cfg_path), data=str(tiny_dataset), out=str(out)))
+    proc = subprocess.Popen([sys.executable, str(script)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    last = out / "last.safetensors"
+    deadline = time.time() + 120
+    while not last.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)  # as SLURM preemption or a node failure would
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    assert last.exists() and not (out / "model.json").exists()
+    done = load_checkpoint(last)[1]["state"]["epoch"]
+    assert 1 <= done < 4
+    with caplog.at_level("INFO", logger="deepred.train"):
+        meta = train_model("swin", "tiny", cfg, tiny_dataset, out)
+    assert f"resuming from {last} after epoch {done} of 4" in caplog.text
+    assert meta["metrics"]["val_nmad"] == ref_meta["metrics"]["val_nmad"]
+    assert meta["sha256"] == ref_meta["sha256"]  # bit-identical weights
+    pd.testing.assert_frame_equal(
+        pd.read_csv(out / "history.csv")[["epoch", "train_loss", "val_nmad", "lr"]],
+        pd.read_csv(ref_out / "history.csv")[["epoch", "train_loss", "val_nmad", "lr"]],
+    )
+
+
+def test_corrupt_checkpoint_is_named_and_restarts_only_when_configured(tiny_dataset, tmp_path, caplog):
+    cfg = cfg_for(tmp_path, epochs=1)
+    out = tmp_path / "m"
+    train_model("a1", "tiny", cfg, tiny_dataset, out)
+    last = out / "last.safetensors"
+    data = bytearray(last.read_bytes())
+    data[-100:] = bytes(100)  # damage tensor bytes (the header still parses)
+    last.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=rf"{last}: corrupt checkpoint .*on_corrupt_checkpoint: restart"):
+        train_model("a1", "tiny", cfg, tiny_dataset, out)
+    last.write_bytes(b"not a safetensors file")
+    with pytest.raises(CheckpointError, match=rf"{last}: unreadable checkpoint"):
+        train_model("a1", "tiny", cfg, tiny_dataset, out)
+    cfg["training"]["on_corrupt_checkpoint"] = "restart"
+    with caplog.at_level("WARNING", logger="deepred.train"):
+        meta = train_model("a1", "tiny", cfg, tiny_dataset, out)
+    assert "starting clean" in caplog.text and meta["epochs_run"] == 1
+
+
+def test_band_count_mismatch_fails_before_training(tiny_dataset, tmp_path):
+    cfg = cfg_for(tmp_path)
+    cfg["datasets"]["tiny"]["bands"] = ["u", "g", "r", "i", "z"]
+    with pytest.raises(DataError, match=r"4 bands .* 5 "):
+        train_model("resnet", "tiny", cfg, tiny_dataset, tmp_path / "a")
+    # a shard that disagrees with stats.json and the config: named, with both numbers
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_dataset, copy)
+    shard = copy / "shards" / "images_00001.npy"
+    np.save(shard, np.load(shard)[:, :3])
+    with pytest.raises(DataError, match=r"images_00001.npy: shard has 3 bands .* takes 4 bands"):
+        train_model("resnet", "tiny", cfg_for(tmp_path), copy, tmp_path / "b")
+    assert not (tmp_path / "b" / "last.safetensors").exists()
+
+
+def test_predictions_follow_the_contract_for_both_heads(swin_run, tiny_dataset, tmp_path):
+    cfg, out, meta = swin_run
+    pred = predict_model(out, tiny_dataset, tmp_path / "swin.parquet")
+    df, grid = read_predictions(tmp_path / "swin.parquet")
+    assert grid is None and list(df.columns) == ["object_id", "split", "z_true", "z_pred"]
+    assert set(df["split"]) == {"val", "test"} and len(df) == len(pred)
+    cat = ProcessedDataset(tiny_dataset).catalog
+    assert len(df) == int(cat["split"].isin(["val", "test"]).sum())
+
+    cfg = cfg_for(tmp_path, epochs=1)
+    cfg["architectures"]["efficientnet"]["head"] = "pdf"
+    cfg["architectures"]["efficientnet"]["n_bins"] = 40
+    pdf_dir = tmp_path / "pdf"
+    m = train_model("efficientnet", "tiny", cfg, tiny_dataset, pdf_dir)
+    assert m["head"] == "pdf" and len(m["grid"]) == 40
+    predict_model(pdf_dir, tiny_dataset, tmp_path / "pdf.parquet")
+    df, grid = read_predictions(tmp_path / "pdf.parquet")
+    assert list(df.columns) == ["object_id", "split", "z_true", "z_pred", *PDF_SUMMARY, "pdf"]
+    np.testing.assert_allclose(grid, m["grid"])
+    pdfs = np.stack(df["pdf"].to_numpy())
+    assert pdfs.shape == (len(df), 40)
+    np.testing.assert_allclose(pdfs.sum(1), 1.0, atol=1e-5)
+    assert (df["z_lo68"] <= df["z_median"]).all() and (df["z_median"] <= df["z_hi68"]).all()
+    np.testing.assert_allclose(df["z_pred"], df["z_mean"])
+
+
+def test_prediction_on_other_bands_names_both_counts(swin_run, tiny_dataset_64):
+    _, out, _ = swin_run
+    rows = ProcessedDataset(tiny_dataset_64).split("test")
+    from deepred.predict import predict_rows
+
+    with pytest.raises(DataError, match=r"5 bands .* takes 4 bands"):
+        predict_rows(out, tiny_dataset_64, rows)
