@@ -48,7 +48,7 @@ def test_calibration_matches_catalogue_magnitudes(tmp_path):
     """In a cutout large enough to hold the galaxy, the summed pixel flux reproduces the catalogue magnitude
     (calibrated nanomaggies, AB zero point 22.5), noise included."""
     fr = {"no_lens": 1.0, "gg_lens": 0.0, "lensed_sn_ia": 0.0, "lensed_sn_cc": 0.0}
-    out = simulate_dataset("des_deep", 12, 4, tmp_path / "big", ["g", "r"], 121, class_fractions=fr)
+    out = simulate_dataset("des_deep", 12, 4, tmp_path / "big", ["g", "r"], 121, class_fractions=fr, neighbours=False)
     images = np.load(out / "images.npy")
     truth = pd.read_parquet(out / "truth.parquet")
     for j, b in enumerate(["g", "r"]):
@@ -92,6 +92,22 @@ def test_kids_and_sdss_presets(tmp_path, preset, bands, cutout):
     else:
         assert (truth["obj_class"] == "galaxy").all()
         assert (truth["mag_r"] <= 17.8 + 1e-9).all() and (truth["z_lens"] < 0.4).all()
+
+
+def test_neighbours_add_light_outside_the_footprint(tmp_path, des_wide):
+    """Unrelated field galaxies share some cutouts; they add flux but are not part of the central mask."""
+    truth = pd.read_parquet(des_wide / "truth.parquet")
+    assert truth["n_neighbours"].between(0, 3).all() and truth["n_neighbours"].gt(0).any()
+    alone = simulate_dataset("des_wide", N, 11, tmp_path / "alone", ["g", "r", "i", "z"], 45, neighbours=False)
+    with_nb = np.load(des_wide / "images.npy")
+    without = np.load(alone / "images.npy")
+    masks_a, masks_b = np.load(des_wide / "masks.npy"), np.load(alone / "masks.npy")
+    np.testing.assert_array_equal(masks_a, masks_b)  # same central objects, same footprints
+    has = truth["n_neighbours"].to_numpy() > 0
+    extra = (with_nb - without).sum(axis=(1, 2, 3))
+    assert np.all(extra[has] > 0)
+    outside = ((with_nb - without).sum(axis=1) * (1 - masks_a)).sum(axis=(1, 2))
+    assert np.median(outside[has] / extra[has]) > 0.5  # most neighbour light falls outside the footprint
 
 
 def test_all_presets_known():

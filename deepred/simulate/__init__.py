@@ -70,12 +70,25 @@ def _check_args(preset, n_systems, seed, bands, cutout, class_fractions):
     return p, bands, int(cutout), fr
 
 
-def draw_catalog(preset: str, n_systems: int, seed: int, bands=None, class_fractions=None) -> dict:
+def draw_catalog(preset: str, n_systems: int, seed: int, bands=None, class_fractions=None, cutout=None,
+                 neighbours: bool = True) -> dict:
     """Per-object parameters and apparent magnitudes / fluxes (nanomaggies) for every band."""
-    p, bands, _, fr = _check_args(preset, n_systems, seed, bands, None, class_fractions)
+    p, bands, cutout, fr = _check_args(preset, n_systems, seed, bands, cutout, class_fractions)
     rng = np.random.default_rng(dataset_seed(seed, preset))
     cat = population.draw_systems(rng, n_systems, p.population, fr, p)
+    r_filter = p.bands["r"].filter_name
+    cat.update(population.neighbours(np.random.default_rng([dataset_seed(seed, preset), 2]), n_systems, p, cutout,
+                                     r_filter))
+    if not neighbours:
+        cat["nb_present"][:] = False
+        cat["n_neighbours"][:] = 0
     for b in bands:
+        cat[f"flux_nb_{b}"] = np.where(
+            cat["nb_present"],
+            10.0 ** (-0.4 * (sed.galaxy_mag(cat["nb_sed_lens"], cat["nb_z_lens"], cat["nb_abs_mag_lens"],
+                                            p.bands[b].filter_name) - 22.5)),
+            0.0,
+        )
         filt = p.bands[b].filter_name
         cat[f"mag_{b}"] = sed.galaxy_mag(cat["sed_lens"], cat["z_lens"], cat["abs_mag_lens"], filt)
         zs = np.where(cat["is_lens"], cat["z_source"], 1.0)
@@ -120,16 +133,21 @@ def _truth_table(cat: dict, bands, preset: str, extra: dict) -> pd.DataFrame:
     for b in bands:
         df[f"mag_source_{b}"] = cat[f"mag_source_{b}"]
     df["psf_scale"] = cat["psf_scale"]
+    df["n_neighbours"] = cat["n_neighbours"].astype(np.int16)
+    nb_mag = np.where(cat["nb_present"], -2.5 * np.log10(np.maximum(cat[f"flux_nb_{bands[0]}"], 1e-30)) + 22.5, np.inf)
+    df[f"neighbour_mag_{bands[0]}"] = np.where(cat["n_neighbours"] > 0, nb_mag.min(axis=1), np.nan)
     return df
 
 
 def simulate_dataset(preset: str, n_systems: int, seed: int, out_dir, bands=None, cutout=None,
-                     class_fractions=None) -> Path:
-    """Render one dataset into out_dir (see the module docstring). Returns out_dir."""
+                     class_fractions=None, neighbours: bool = True) -> Path:
+    """Render one dataset into out_dir (see the module docstring). Returns out_dir.
+
+    neighbours=False leaves out the unrelated field galaxies that otherwise share the cutouts."""
     p, bands, cutout, fr = _check_args(preset, n_systems, seed, bands, cutout, class_fractions)
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
-    cat = draw_catalog(preset, n_systems, seed, bands, fr)
+    cat = draw_catalog(preset, n_systems, seed, bands, fr, cutout, neighbours)
     renderer = Renderer(p, bands, cutout)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
@@ -176,6 +194,8 @@ def simulate_dataset(preset: str, n_systems: int, seed: int, out_dir, bands=None
             "versions": {k: importlib.metadata.version(k) for k in
                          ("numpy", "scipy", "astropy", "galsim", "speclite", "surveycodex")},
             "render_seconds": round(elapsed, 2),
+            "neighbours": (f"Poisson field galaxies r < {p.neighbour_mag_limit} (not in masks)" if neighbours
+                           else "none"),
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         _install(tmp, out_dir)

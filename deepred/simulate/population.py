@@ -136,6 +136,40 @@ def field_galaxies(rng, n, z_max, mag_limit, limit_filter, m_faint=-15.0, z_min=
     }
 
 
+MAX_NEIGHBOURS = 3
+
+
+def neighbour_density(mag_limit: float) -> float:
+    """Galaxies per arcmin^2 brighter than r = mag_limit (deep-field counts: ~55 at r < 24, slope 0.35)."""
+    return 55.0 * 10.0 ** (0.35 * (mag_limit - 24.0))
+
+
+def neighbours(rng, n: int, preset, cutout: int, r_filter: str) -> dict:
+    """Unrelated field galaxies in each cutout (Poisson number, uniform positions away from the centre).
+
+    Arrays are (n, MAX_NEIGHBOURS); absent slots have nb_flux_scale 0. They are not part of the footprint mask.
+    """
+    half = 0.5 * cutout * preset.pixel_scale  # arcsec
+    lam = neighbour_density(preset.neighbour_mag_limit) * (2 * half / 60.0) ** 2
+    count = np.minimum(rng.poisson(lam, n), MAX_NEIGHBOURS)
+    k = n * MAX_NEIGHBOURS
+    gal = field_galaxies(rng, k, z_max=2.5, mag_limit=preset.neighbour_mag_limit, limit_filter=r_filter)
+    # positions: uniform in the cutout, at least min(2.5", half/2) from the central object
+    r_min = min(2.5, 0.5 * half)
+    x = rng.uniform(-half, half, k)
+    y = rng.uniform(-half, half, k)
+    close = np.hypot(x, y) < r_min
+    while close.any():
+        x[close] = rng.uniform(-half, half, int(close.sum()))
+        y[close] = rng.uniform(-half, half, int(close.sum()))
+        close = np.hypot(x, y) < r_min
+    present = np.arange(MAX_NEIGHBOURS)[None, :] < count[:, None]
+    out = {f"nb_{key}": v.reshape(n, MAX_NEIGHBOURS) for key, v in gal.items() if key != "template_lens"}
+    out.update(nb_x=x.reshape(n, MAX_NEIGHBOURS), nb_y=y.reshape(n, MAX_NEIGHBOURS), nb_present=present,
+               n_neighbours=count)
+    return out
+
+
 def _lens_z(rng, n, population):
     if population == "kids":  # KiDS lens candidates: LRGs, median z ~ 0.35
         return _beta_range(rng, n, 0.1, 0.75, 2.0, 3.0)

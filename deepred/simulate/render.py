@@ -118,7 +118,8 @@ class Renderer:
     def render(self, p: dict, rng: np.random.Generator | None, noise: bool = True) -> dict:
         """p: dict of arrays for n systems (see population.draw_systems plus flux_{lens,src,sn}_{band}).
 
-        Returns images (n,B,H,W) float32 nanomaggies, masks (n,H,W) uint8, model (noiseless), snr,
+        Returns images (n,B,H,W) float32 nanomaggies, masks (n,H,W) uint8, model (noiseless central object:
+        lens light, arcs, SN images; no neighbours), snr,
         arc_snr, n_images, mu_total.
         """
         n = len(p["z_lens"])
@@ -155,6 +156,21 @@ class Renderer:
                 rs, ns, g("q_src")[:, None, None], g("phi_src")[:, None, None],
             )
             src_img[lidx] = self._bin(sb_s).astype(np.float64) / sersic_total(ns.astype(float), rs.astype(float))
+
+        # unrelated neighbours (cutout-frame positions); Fourier transforms only where present
+        nb_present = np.asarray(p.get("nb_present", np.zeros((n, 0), bool)), dtype=bool)
+        nb_rows = np.nonzero(nb_present.any(axis=1))[0] if nb_present.size else np.zeros(0, int)
+        f_nb = []  # per slot: (rows, fft)
+        for k in range(nb_present.shape[1]):
+            rows = np.nonzero(nb_present[:, k])[0]
+            if not len(rows):
+                continue
+            g = lambda key: np.asarray(p[key], dtype=np.float32)[rows, k][:, None, None]  # noqa: E731
+            rn, nn = g("nb_re_lens"), g("nb_n_lens")
+            sb_n = sersic_sb(self.xs - g("nb_x"), self.ys - g("nb_y"), rn, nn, g("nb_q_lens"), g("nb_phi_lens"))
+            padn = np.zeros((len(rows), P, P))
+            padn[:, :H, :H] = self._bin(sb_n).astype(np.float64) / sersic_total(nn.astype(float), rn.astype(float))
+            f_nb.append((k, rows, sfft.rfft2(padn, workers=1)))
 
         # Fourier domain
         pad = np.zeros((n, P, P))
@@ -216,9 +232,16 @@ class Renderer:
                 f_arc = f_arc + fsn * f_sn
             f_arc = f_arc * otf
             f_arc_sum = f_arc if j == 0 else f_arc_sum + f_arc
-            tot = sfft.irfft2(fl * f_lens * otf + f_arc, s=(P, P), workers=1)[:, :H, :H]
-            tot = np.maximum(tot, 0.0)
-            model[:, j] = tot
+            central = np.maximum(sfft.irfft2(fl * f_lens * otf + f_arc, s=(P, P), workers=1)[:, :H, :H], 0.0)
+            model[:, j] = central
+            tot = central.copy()
+            if f_nb:
+                fnb = np.zeros((len(nb_rows),) + f_lens.shape[1:], dtype=complex)
+                pos = {r: i for i, r in enumerate(nb_rows)}
+                for k, rows, fk in f_nb:
+                    idx = [pos[r] for r in rows]
+                    fnb[idx] += np.asarray(p[f"flux_nb_{b}"], dtype=float)[rows, k][:, None, None] * fk
+                tot[nb_rows] += np.maximum(sfft.irfft2(fnb * otf[nb_rows], s=(P, P), workers=1)[:, :H, :H], 0.0)
             rate, sky = self._noise_terms(b)
             var[:, j] = (T * (tot * rate + sky) + T * rd * rd) / (T * rate) ** 2
             if noise:
@@ -226,7 +249,7 @@ class Renderer:
                 counts += rng.normal(0.0, rd * np.sqrt(T), counts.shape)
                 images[:, j] = (counts - T * sky) / (T * rate)
             else:
-                images[:, j] = tot
+                images[:, j] = tot  # noiseless, neighbours included ("model" holds the central object only)
 
         arc = np.maximum(sfft.irfft2(f_arc_sum, s=(P, P), workers=1)[:, :H, :H], 0.0)  # band-summed arcs
         # footprint of the central object (lens light + arcs + SN images) and signal-to-noise

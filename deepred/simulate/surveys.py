@@ -46,6 +46,7 @@ class Preset:
     cadence_days: float = 7.0  # days between epochs (lensed SN light curves)
     seeing_scatter: float = 0.1  # lognormal scatter of the co-add FWHM between systems
     default_cutout: int = 45
+    neighbour_mag_limit: float = 22.5  # field galaxies brighter than this (r) share the cutout
     extras: dict = field(default_factory=dict)
 
     def sky_e_per_pixel(self, band: str) -> float:
@@ -112,7 +113,10 @@ def presets() -> dict[str, Preset]:
     sdss = _codex_bands("SDSS", "ugriz", "sdss2010-{}", 54.1)
     return {
         # DES deep SN fields: 14 epochs of longer exposures (DeepGraviLens "deeper"); 300 s per epoch.
-        "des_deep": Preset("des_deep", "DES", _DES_SCALE, des(300.0), 14, 7.0, 6.083, "gaussian", "deepgravilens"),
+        "des_deep": Preset(
+            "des_deep", "DES", _DES_SCALE, des(300.0), 14, 7.0, 6.083, "gaussian", "deepgravilens",
+            neighbour_mag_limit=23.5,
+        ),
         "des_wide": Preset("des_wide", "DES", _DES_SCALE, des(90.0), 7, 7.0, 6.083, "gaussian", "deepgravilens"),
         # DESI-DOT imaging is DECam: DES instrument numbers, 60 s epochs, higher cadence.
         "desi_dot": Preset(
@@ -123,10 +127,13 @@ def presets() -> dict[str, Preset]:
         "lsst_wide": Preset(
             "lsst_wide", "LSST", 0.2, lsst, 14, 10.0, 2.3, "gaussian", "deepgravilens", cadence_days=5.0
         ),
-        "kids": Preset("kids", "KiDS", KIDS_PIXEL_SCALE, _kids_bands(), 1, 5.0, 2.0, "double_gaussian", "kids"),
+        "kids": Preset(
+            "kids", "KiDS", KIDS_PIXEL_SCALE, _kids_bands(), 1, 5.0, 2.0, "double_gaussian", "kids",
+            neighbour_mag_limit=23.0,
+        ),
         "sdss": Preset(
             "sdss", "SDSS", 0.396, sdss, 1, 5.0, 4.7, "double_gaussian", "sdss", seeing_scatter=0.15,
-            default_cutout=64,
+            default_cutout=64, neighbour_mag_limit=21.0,
         ),
     }
 
