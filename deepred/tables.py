@@ -95,19 +95,23 @@ def read_predictions(path: str | Path, test_rows: pd.DataFrame, catalog: pd.Data
     missing = [c for c in PRED_COLUMNS if c not in df.columns]
     if missing:
         raise DataError(f"{path}: missing columns {missing}; the prediction contract needs {list(PRED_COLUMNS)}")
-    if df["object_id"].duplicated().any():
+    # plain object arrays: isin on Arrow-backed strings is slow (a Python loop per call)
+    ids = pd.Index(df["object_id"].astype(str).to_numpy(dtype=object))
+    if ids.duplicated().any():
         dup = df.loc[df["object_id"].duplicated(), "object_id"].iloc[0]
         raise DataError(f"{path}: object_id '{dup}' appears more than once")
-    unknown = ~df["object_id"].isin(catalog["object_id"])
+    unknown = ~ids.isin(pd.Index(catalog["object_id"].astype(str).to_numpy(dtype=object)))
     if unknown.any():
         ex = ", ".join(map(str, df.loc[unknown, "object_id"].head(3)))
         raise DataError(f"{path}: {int(unknown.sum())} object ids absent from the catalogue (e.g. {ex})")
-    test = df[df["split"] == "test"].set_index("object_id")
-    absent = ~test_rows["object_id"].isin(test.index)
+    df["object_id"] = ids
+    test = df[(df["split"] == "test").to_numpy()].set_index("object_id")
+    want = test_rows["object_id"].astype(str).to_numpy(dtype=object)
+    absent = ~pd.Index(want).isin(test.index)
     if absent.any():
         ex = ", ".join(map(str, test_rows.loc[absent, "object_id"].head(3)))
         raise DataError(f"{path}: {int(absent.sum())} test objects have no test prediction (e.g. {ex})")
-    sel = test.loc[test_rows["object_id"].to_numpy()].reset_index()
+    sel = test.loc[want].reset_index()
     for col in ("z_pred", "z_true"):
         bad = ~np.isfinite(sel[col].to_numpy(dtype=float))
         if bad.any():
