@@ -135,8 +135,14 @@ def test_bad_arguments(tmp_path, kwargs, match):
     assert not (tmp_path / "x").exists()
 
 
-def test_class_fractions_are_honoured(tmp_path):
-    fr = {"no_lens": 0.5, "gg_lens": 0.5, "lensed_sn_ia": 0.0, "lensed_sn_cc": 0.0}
-    out = simulate_dataset("lsst_wide", 20, 5, tmp_path / "l", ["g", "r", "i", "z"], 45, class_fractions=fr)
+@pytest.mark.parametrize(
+    "preset,bands,fractions,expected",
+    [
+        ("lsst_wide", list("griz"), {"no_lens": 0.5, "gg_lens": 0.5}, {"no_lens": 10, "gg_lens": 10}),
+        ("kids", list("ugri"), {"galaxy": 0.25, "lens_candidate": 0.75}, {"galaxy": 5, "lens_candidate": 15}),
+    ],
+)
+def test_class_fractions_are_honoured(tmp_path, preset, bands, fractions, expected):
+    out = simulate_dataset(preset, 20, 5, tmp_path / "l", bands, 33, class_fractions=fractions)
     counts = pd.read_parquet(out / "truth.parquet")["obj_class"].value_counts().to_dict()
-    assert counts == {"no_lens": 10, "gg_lens": 10}
+    assert counts == expected

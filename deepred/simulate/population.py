@@ -8,6 +8,7 @@ passive brightening Q per unit redshift) turned into fluxes by the SED tables of
 from __future__ import annotations
 
 import numpy as np
+
 from deepred.simulate import lensing, sed
 
 DGL_CLASSES = ("no_lens", "gg_lens", "lensed_sn_ia", "lensed_sn_cc")
@@ -21,7 +22,8 @@ DEFAULT_FRACTIONS = {
 LENSED = ("gg_lens", "lensed_sn_ia", "lensed_sn_cc")
 
 # Field-galaxy luminosity functions in rest SDSS r (H0 = 70): weight, M*, alpha, log10 Re at M* (kpc),
-# size-luminosity slope (d log Re / d M), Sersic n range, continuous SED-type range (sed.galaxy_mag). Early types follow R ~ L^0.65, late ~ L^0.3
+# size-luminosity slope (d log Re / d M), Sersic n range, continuous SED-type range (sed.galaxy_mag).
+# Early types follow R ~ L^0.65, late ~ L^0.3
 # (Shen et al. 2003); the type weights are tuned so SDSS colours match (tests/test_simulate_physics.py).
 FIELD_TYPES = {
     "E": (0.55, -20.9, -0.9, np.log10(4.0), -0.26, (3.0, 5.0), (0.0, 0.6)),

@@ -133,7 +133,8 @@ class Renderer:
         sb = sersic_sb(xs, ys, re, nser, col("q_lens"), col("phi_lens"))
         lens_img = self._bin(sb).astype(np.float64) / sersic_total(nser, re)
         half = (H / 2.0) * self.pix
-        enclosed = gammainc(2.0 * nser[:, 0, 0], sersic_b(nser[:, 0, 0]) * (half / re[:, 0, 0]) ** (1.0 / nser[:, 0, 0]))
+        n1, r1 = nser[:, 0, 0].astype(float), re[:, 0, 0].astype(float)
+        enclosed = gammainc(2.0 * n1, sersic_b(n1) * (half / r1) ** (1.0 / n1))  # flux share inside the cutout
         deficit = np.maximum(enclosed - lens_img.sum(axis=(1, 2)), 0.0)
         ci = np.clip(np.round(p["y0"] / self.pix).astype(int) + self.c, 0, H - 1)
         cj = np.clip(np.round(p["x0"] / self.pix).astype(int) + self.c, 0, H - 1)
