@@ -37,6 +37,7 @@ from pathlib import Path
 log = logging.getLogger("deepred.download")
 
 CHUNK = 4 << 20  # bytes per read: large enough for > 100 MB/s, small enough for steady progress lines
+MANIFEST_DONE = ".manifest.verified"  # stamp beside a manifest once every file it lists is fetched and verified
 USER_AGENT = "deepred-download/0.1 (+https://github.com/; research pipeline)"
 
 
@@ -399,7 +400,7 @@ def fetch_dataset(config: dict, dataset: str, raw_root: str | Path, settings: Do
     paths = [fetch(spec, Path(raw_root) / spec.name, settings) for spec in source_files(config, dataset)]
     man = config["datasets"][dataset]["source"].get("manifest")
     if man:
-        paths += fetch_manifest(Path(raw_root) / man["name"], Path(raw_root) / ".manifest.verified", settings)
+        paths += fetch_manifest(Path(raw_root) / man["name"], Path(raw_root) / MANIFEST_DONE, settings)
     return paths
 
 

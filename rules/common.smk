@@ -1,5 +1,6 @@
 # Shared helpers: config validation (first thing), wildcard constraints, path helpers.
 import copy
+import re
 import sys
 from pathlib import Path
 
@@ -52,6 +53,40 @@ def raw_inputs(wildcards):
     if kind in ("deepgravilens", "kids", "sdss"):  # real surveys: the pinned files (rules/download.smk)
         return real_raw_files(wildcards.dataset)
     raise WorkflowError(f"dataset '{wildcards.dataset}': no raw inputs known for source kind '{kind}'")
+
+
+# Real survey sources (rules/download.smk): their pinned files.
+REAL = [d for d in DATASETS if config["datasets"][d]["source"]["kind"] != "simulate"]
+from deepred.download import MANIFEST_DONE  # stamp: every file a manifest lists is verified
+
+
+def real_raw_files(dataset):
+    """The files listed in a real dataset's source (+ its manifest and the stamp of its listed files)."""
+    src = config["datasets"][dataset]["source"]
+    names = [f["name"] for f in src.get("files", [])]
+    if src.get("manifest"):
+        names += [src["manifest"]["name"], MANIFEST_DONE]
+    return [f"{DATA}/raw/{dataset}/{n}" for n in names]
+
+
+def pinned_file_names():
+    names = {
+        f["name"]
+        for d in REAL
+        for f in config["datasets"][d]["source"].get("files", [])
+    }
+    names |= {
+        config["datasets"][d]["source"]["manifest"]["name"]
+        for d in REAL
+        if config["datasets"][d]["source"].get("manifest")
+    }
+    return "|".join(re.escape(n) for n in sorted(names)) or "(?!)"
+
+
+def download_spec(wildcards):
+    src = config["datasets"][wildcards.dataset]["source"]
+    specs = src.get("files", []) + ([src["manifest"]] if src.get("manifest") else [])
+    return next(f for f in specs if f["name"] == wildcards.file)
 
 
 def all_targets():

@@ -10,7 +10,6 @@ import pandas as pd
 from deepred.data.contract import DataError
 from deepred.download import DownloadError, FileSpec, read_manifest, verify_file
 
-MANIFEST_DONE = ".manifest.verified"  # stamp written once every file a manifest lists is verified
 
 
 def source_specs(raw_dir: Path, src: dict) -> dict[str, FileSpec]:
