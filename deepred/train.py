@@ -201,8 +201,17 @@ def _fingerprint(model_name, dataset, config, params, processed: Path) -> str:
         "dataset": config["datasets"][dataset],
         "seed": config["seed"],
         "data": [sha256_file(processed / "catalog.parquet"), sha256_file(processed / "stats.json")],
+        "code": _training_code_digest(),  # a fixed trainer must not resume a run of the old one
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _training_code_digest() -> str:
+    pkg = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for f in [pkg / "train.py", *sorted((pkg / "models").glob("*.py"))]:
+        h.update(f.read_bytes())
+    return h.hexdigest()
 
 
 def _opt_tensors(opt: torch.optim.Optimizer) -> tuple[dict, dict]:
