@@ -93,7 +93,7 @@ def accuracy_snr_figure(config: dict, test_set: str, per_image_by_model: dict[st
     ax.set_xlabel("signal-to-noise")
     ax.set_ylabel("pointing-game accuracy")
     ax.set_title(f"SHAP localization vs S/N: {test_set}", fontsize=10)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never hides a point
     save(fig, png)
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
