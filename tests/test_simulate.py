@@ -91,7 +91,9 @@ def test_kids_and_sdss_presets(tmp_path, preset, bands, cutout):
         assert not truth.loc[truth["obj_class"] == "galaxy", "high_prob_lens"].any()
     else:
         assert (truth["obj_class"] == "galaxy").all()
-        assert (truth["mag_r"] <= 17.8 + 1e-9).all() and (truth["z_lens"] < 0.4).all()
+        dereddened_r = truth["mag_r"] - 2.285 * truth["ebv"]  # SDSS selects on extinction-corrected r
+        assert (dereddened_r <= 17.8 + 1e-9).all() and (truth["z_lens"] < 0.4).all()
+        assert truth["ebv"].gt(0).all() and truth["ebv"].median() < 0.1
 
 
 def test_neighbours_add_light_outside_the_footprint(tmp_path, des_wide):

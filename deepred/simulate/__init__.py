@@ -24,7 +24,7 @@ import pandas as pd
 
 from deepred.simulate import population, sed
 from deepred.simulate.render import MASK_NSIGMA, MASK_PEAK_FRAC, Renderer
-from deepred.simulate.surveys import SimulationError, get_preset, presets
+from deepred.simulate.surveys import SimulationError, extinction_coefficient, get_preset, presets
 
 __all__ = ["simulate_dataset", "SimulationError", "presets", "get_preset", "dataset_seed", "draw_catalog"]
 
@@ -82,20 +82,24 @@ def draw_catalog(preset: str, n_systems: int, seed: int, bands=None, class_fract
     if not neighbours:
         cat["nb_present"][:] = False
         cat["n_neighbours"][:] = 0
+    # Galactic extinction along each line of sight (selection cuts use dereddened magnitudes, as SDSS's)
+    ext_rng = np.random.default_rng([dataset_seed(seed, preset), 3])
+    cat["ebv"] = p.ebv_median * np.exp(ext_rng.normal(0.0, 0.5, n_systems)) if p.ebv_median > 0 else np.zeros(n_systems)
     for b in bands:
+        filt = p.bands[b].filter_name
+        a_b = extinction_coefficient(filt) * cat["ebv"]
         cat[f"flux_nb_{b}"] = np.where(
             cat["nb_present"],
-            10.0 ** (-0.4 * (sed.galaxy_mag(cat["nb_sed_lens"], cat["nb_z_lens"], cat["nb_abs_mag_lens"],
-                                            p.bands[b].filter_name) - 22.5)),
+            10.0 ** (-0.4 * (sed.galaxy_mag(cat["nb_sed_lens"], cat["nb_z_lens"], cat["nb_abs_mag_lens"], filt)
+                             + a_b[:, None] - 22.5)),
             0.0,
         )
-        filt = p.bands[b].filter_name
-        cat[f"mag_{b}"] = sed.galaxy_mag(cat["sed_lens"], cat["z_lens"], cat["abs_mag_lens"], filt)
+        cat[f"mag_{b}"] = sed.galaxy_mag(cat["sed_lens"], cat["z_lens"], cat["abs_mag_lens"], filt) + a_b
         zs = np.where(cat["is_lens"], cat["z_source"], 1.0)
-        m_src = sed.galaxy_mag(cat["sed_src"], zs, cat["abs_mag_src"], filt)
+        m_src = sed.galaxy_mag(cat["sed_src"], zs, cat["abs_mag_src"], filt) + a_b
         cat[f"mag_source_{b}"] = np.where(cat["is_lens"], m_src, np.nan)
         sn_t = np.where(cat["obj_class"] == "lensed_sn_ia", "SN_Ia", "SN_CC")
-        m_sn = sed.apparent_mag(sn_t, zs, np.nan_to_num(cat["sn_abs_mag"]), filt)
+        m_sn = sed.apparent_mag(sn_t, zs, np.nan_to_num(cat["sn_abs_mag"]), filt) + a_b
         cat[f"mag_sn_peak_{b}"] = np.where(np.isfinite(cat["sn_abs_mag"]), m_sn, np.nan)
         for comp, key in (("lens", "mag"), ("src", "mag_source"), ("sn", "mag_sn_peak")):
             cat[f"flux_{comp}_{b}"] = np.nan_to_num(10.0 ** (-0.4 * (cat[f"{key}_{b}"] - 22.5)))
@@ -115,6 +119,7 @@ def _truth_table(cat: dict, bands, preset: str, extra: dict) -> pd.DataFrame:
     for b in bands:
         df[f"mag_{b}"] = cat[f"mag_{b}"]
     df["snr"] = extra["snr"]
+    df["ebv"] = cat["ebv"]  # Galactic E(B-V); mag_* are observed (extincted) magnitudes
     if preset == "kids" or get_preset(preset).population == "kids":
         # high-probability lens: a true lens whose arcs are clearly detected and resolved
         df["high_prob_lens"] = cat["is_lens"] & (extra["arc_snr"] > 15.0) & (cat["theta_e"] > 0.6)

@@ -47,6 +47,7 @@ class Preset:
     seeing_scatter: float = 0.1  # lognormal scatter of the co-add FWHM between systems
     default_cutout: int = 45
     neighbour_mag_limit: float = 22.5  # field galaxies brighter than this (r) share the cutout
+    ebv_median: float = 0.0  # Galactic E(B-V) (lognormal, 0.5 scatter in ln); 0: none (DeepGraviLens sims)
     extras: dict = field(default_factory=dict)
 
     def sky_e_per_pixel(self, band: str) -> float:
@@ -129,13 +130,28 @@ def presets() -> dict[str, Preset]:
         ),
         "kids": Preset(
             "kids", "KiDS", KIDS_PIXEL_SCALE, _kids_bands(), 1, 5.0, 2.0, "double_gaussian", "kids",
-            neighbour_mag_limit=23.0,
+            neighbour_mag_limit=23.0, ebv_median=0.03,
         ),
         "sdss": Preset(
             "sdss", "SDSS", 0.396, sdss, 1, 5.0, 4.7, "double_gaussian", "sdss", seeing_scatter=0.15,
-            default_cutout=64, neighbour_mag_limit=21.0,
+            default_cutout=64, neighbour_mag_limit=21.0, ebv_median=0.03,
         ),
     }
+
+
+# A_band / E(B-V) for R_V = 3.1 (Schlafly & Finkbeiner 2011, table 6), by speclite filter name
+EXTINCTION_R = {
+    "sdss2010-u": 4.239, "sdss2010-g": 3.303, "sdss2010-r": 2.285, "sdss2010-i": 1.698, "sdss2010-z": 1.263,
+    "decam2014-g": 3.237, "decam2014-r": 2.176, "decam2014-i": 1.595, "decam2014-z": 1.217, "decam2014-Y": 1.058,
+}
+
+
+def extinction_coefficient(filter_name: str) -> float:
+    if filter_name in EXTINCTION_R:
+        return EXTINCTION_R[filter_name]
+    # LSST curves: the DECam/SDSS value of the same band (within ~3%)
+    band = filter_name.split("-")[-1]
+    return EXTINCTION_R.get(f"decam2014-{band}", EXTINCTION_R.get(f"sdss2010-{band.lower()}", 1.1))
 
 
 def get_preset(name: str) -> Preset:
