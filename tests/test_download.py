@@ -38,9 +38,11 @@ def served(tmp_path):
         yield srv, spec, tmp_path / "raw"
 
 
-def test_fetch_verifies_renames_and_skips_when_present(served):
+def test_fetch_verifies_renames_and_skips_when_present(served, caplog):
     srv, spec, raw = served
-    dest = fetch(spec, raw / spec.name, FAST)
+    caplog.set_level("INFO", logger="deepred.download")
+    dest = fetch(spec, raw / spec.name, DownloadSettings(retries=3, backoff_s=0.0, timeout_s=10, progress_min_mb=1))
+    assert any("100.0% of 3.0 MB" in r.getMessage() for r in caplog.records)  # progress for large files
     assert hashlib.sha256(dest.read_bytes()).hexdigest() == spec.sha256
     assert not (raw / "big.bin.part").exists()
     assert [r["status"] for r in srv.requests] == [200]
