@@ -136,7 +136,7 @@ def pit_figure(config: dict, test_set: str, preds: dict, png, pdf, n_bins: int =
     pdf_models = [m for m, (_, g) in preds.items() if g is not None]
     ncol = max(1, min(3, len(pdf_models)))
     nrow = max(1, math.ceil(len(pdf_models) / ncol))
-    fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 3.0 * nrow), squeeze=False)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 3.2 * nrow), squeeze=False, layout="constrained")
     if not pdf_models:
         axes[0, 0].text(0.5, 0.5, "no model with a predictive\ndistribution on this test set", ha="center",
                         va="center", transform=axes[0, 0].transAxes)
@@ -195,8 +195,10 @@ def transfer_figure(transfer: pd.DataFrame, png, pdf) -> None:
         mat = d[evals].to_numpy(float)
         im = ax.imshow(np.ma.masked_invalid(mat), cmap="magma_r", norm=norm)
         for (i, j), v in np.ndenumerate(mat):
+            dark = np.isfinite(v) and norm is not None and norm(v) > 0.55  # white text on dark cells
             ax.text(j, i, "n/a" if not np.isfinite(v) else f"{v:.3f}", ha="center", va="center", fontsize=7,
-                    color="0.5" if not np.isfinite(v) else "k")
+                    color="0.5" if not np.isfinite(v) else ("w" if dark else "k"),
+                    fontweight="bold" if d["train_dataset"].iloc[i] == evals[j] else "normal")
         ax.set_xticks(range(len(evals)), evals, rotation=45, ha="right", fontsize=7)
         ax.set_yticks(range(len(d)), d["train_dataset"], fontsize=7)
         ax.set_title(label(m), fontsize=10)
@@ -204,5 +206,5 @@ def transfer_figure(transfer: pd.DataFrame, png, pdf) -> None:
     axes[0, 0].set_ylabel("trained on")
     if models and norm is not None:
         fig.colorbar(im, ax=axes, shrink=0.8, label="NMAD")
-    fig.suptitle("Cross-survey transfer: NMAD (n/a: bands or cutout do not match)")
+    fig.suptitle("Cross-survey transfer: test NMAD (bold: in-domain; n/a: bands or cutout do not match)")
     save(fig, png, pdf)

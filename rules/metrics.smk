@@ -84,21 +84,21 @@ rule figures_test_set:
     output:
         density=report(
             f"{FIGS}/density/{{test_set}}.png",
-            category="Figures: {test_set}",
+            category="{test_set}",
             subcategory="Predicted vs true",
             labels={"figure": "density", "test set": "{test_set}"},
         ),
         density_pdf=f"{FIGS}/density/{{test_set}}.pdf",
         nmad_vs_z=report(
             f"{FIGS}/nmad_vs_z/{{test_set}}.png",
-            category="Figures: {test_set}",
+            category="{test_set}",
             subcategory="NMAD vs redshift",
             labels={"figure": "NMAD vs z", "test set": "{test_set}"},
         ),
         nmad_vs_z_pdf=f"{FIGS}/nmad_vs_z/{{test_set}}.pdf",
         pit=report(
             f"{FIGS}/pit/{{test_set}}.png",
-            category="Figures: {test_set}",
+            category="{test_set}",
             subcategory="PIT (distribution models)",
             labels={"figure": "PIT", "test set": "{test_set}"},
         ),
