@@ -49,7 +49,6 @@ FILE_COLUMNS = ("file", "path", "filename")
 # Filter names recognized as a band suffix of a file name even when the model does not use that band
 # (so `obj1_u.fits` next to a g,r,i,z model is an unused band file, not an object called "obj1_u").
 COMMON_BANDS = ("u", "g", "r", "i", "z", "y", "j", "h", "k", "ks", "nuv", "fuv", "vis", "w1", "w2")
-PDF_SUMMARY = ("z_mean", "z_median", "z_mode", "z_lo68", "z_hi68")
 PIXEL_SCALE_RTOL = 0.02  # relative difference above which a pixel-scale mismatch is reported
 
 
@@ -782,7 +781,8 @@ def open_input(path: str | Path, bands: list[str], band_order: list[str] | None 
         except (OSError, ValueError) as exc:
             raise InferenceError(f"{path}: not a readable FITS file ({exc})") from exc
         if is_table:
-            n = None
+            with fits.open(path, memmap=True) as hdul:
+                n = next(int(h.header.get("NAXIS2", 0)) for h in hdul if isinstance(h, (fits.BinTableHDU, fits.TableHDU)))
             return iter_catalog(path, bands, band_order, band_map, id_column), n, "catalogue"
         oid = _strip_fits_suffix(path.name)
         item = _item_from(oid, str(path), lambda: read_object_fits(path, bands, band_order, band_map))
@@ -904,6 +904,7 @@ def predict_cutouts(predictor: Predictor, items: Iterable[Item], out: str | Path
 
     from tqdm import tqdm
 
+    from deepred.predict import PDF_GRID_KEY, PDF_SUMMARY  # the pipeline's prediction contract
     from deepred.provenance import provenance
 
     t0 = time.perf_counter()
@@ -920,7 +921,7 @@ def predict_cutouts(predictor: Predictor, items: Iterable[Item], out: str | Path
     metadata = {"deepred_model": json.dumps({"model_dir": str(predictor.model_dir), "model": predictor.name,
                                              "dataset": predictor.dataset, "bands": predictor.bands})}
     if pdf_model:
-        metadata["deepred_pdf_grid"] = json.dumps([float(g) for g in predictor.grid])
+        metadata[PDF_GRID_KEY] = json.dumps([float(g) for g in predictor.grid])
     writer = _Writer(out, fmt, columns, metadata)
     rej_ctx = atomic_path(rejects)
     rej_tmp = rej_ctx.__enter__()
