@@ -91,3 +91,17 @@ def test_bad_inputs_fail_early(trained, tiny_dataset_64, tmp_path):
         explained_models(bad)
     with pytest.raises(Exception, match="missing"):
         load_explained(tmp_path / "nothing")
+
+
+def test_figures_of_a_test_set_without_explained_cutouts(tmp_path):
+    """A narrow test set (e.g. kids_hpl with a small n_explain) may hold none of the explained cutouts:
+    the figures say so instead of failing."""
+    from deepred.shap_plots import accuracy_snr_figure, examples_figure
+
+    cfg = tiny_config({"tiny": {"n": 240}})
+    empty = pd.DataFrame(columns=["object_id", "class_group", "snr", "hit", "mass_inside", "region_frac",
+                                  "peak_y", "peak_x"])
+    examples_figure(empty, np.empty((0, 4, 9, 9)), np.empty((0, 4, 9, 9)), np.empty((0, 9, 9), bool), "none",
+                    tmp_path / "ex.png", 4)
+    binned = accuracy_snr_figure(cfg, "tiny", {"a1": empty}, tmp_path / "snr.png")
+    assert binned.empty and (tmp_path / "ex.png").stat().st_size > 0 and (tmp_path / "snr.png").stat().st_size > 0
