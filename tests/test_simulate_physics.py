@@ -177,3 +177,32 @@ def test_sdss_colour_redshift_relation_matches_real_galaxies():
     assert checked >= 4
     # the redshift distribution is main-sample-like too (real median z = 0.083)
     assert abs(np.median(cat["z_lens"]) - np.median(real["redshift"])) < 0.03
+
+
+@pytest.mark.parametrize("preset", ["des_wide", "sdss"])
+def test_point_source_width_is_the_survey_seeing(preset):
+    """A nearly point-like galaxy comes out with the preset's seeing (FWHM from surveycodex) in each band;
+    with epoch-to-epoch seeing the co-add's width lies between the best and worst epoch."""
+    p = get_preset(preset)
+    bands = ["g", "r", "i"]
+    cat = draw_catalog(preset, 4, 1, bands, neighbours=False)
+    cat["re_lens"] = np.full(4, 0.005)
+    cat["x0"] = cat["y0"] = np.zeros(4)
+    cat["psf_scale"] = np.ones(4)
+    cat["seeing_epochs"] = np.ones((4, p.epochs))
+    cat["seeing_epochs"][1] = np.linspace(0.8, 1.25, p.epochs)
+    model = _noiseless(preset, cat, bands, cutout=45)["model"]
+    for j, b in enumerate(bands):
+        prof = model[0, j, 22, :]
+        above = np.nonzero(prof >= 0.5 * prof.max())[0]
+        # FWHM by linear interpolation of the half-maximum crossings
+        lo, hi = above[0], above[-1]
+        left = lo - (prof[lo] - 0.5 * prof.max()) / (prof[lo] - prof[lo - 1])
+        right = hi + (prof[hi] - 0.5 * prof.max()) / (prof[hi] - prof[hi + 1])
+        fwhm = (right - left) * p.pixel_scale
+        expected = p.bands[b].psf_fwhm * (1.0 if p.psf_kind == "gaussian" else 1.03)  # the wing widens the core
+        assert fwhm == pytest.approx(expected, rel=0.1), (b, fwhm, expected)
+        if p.epochs > 1:  # peak per unit flux: between the best (0.8x) and worst (1.25x) epoch's
+            peak = [model[i, j].max() / model[i, j].sum() for i in (0, 1)]
+            assert peak[0] / 1.25**2 < peak[1] < peak[0] / 0.8**2
+            assert abs(peak[1] / peak[0] - 1.0) > 0.01  # and the co-add differs from single seeing

@@ -245,6 +245,8 @@ def draw_systems(rng, n: int, population: str, fractions: dict, preset) -> dict:
     p["x0"] = rng.uniform(-0.3, 0.3, n) * preset.pixel_scale
     p["y0"] = rng.uniform(-0.3, 0.3, n) * preset.pixel_scale
     p["psf_scale"] = np.exp(rng.normal(0.0, preset.seeing_scatter, n))
+    # epoch-to-epoch seeing around the system's median: the mean co-add's PSF is the mean of the epochs' PSFs
+    p["seeing_epochs"] = np.exp(rng.normal(0.0, 0.12 if preset.epochs > 1 else 0.0, (n, preset.epochs)))
     for k in ("z_source", "sn_x", "sn_y", "sn_abs_mag", "sn_t_peak"):
         p.setdefault(k, nan)
     return p

@@ -79,6 +79,8 @@ class Renderer:
         ky = np.fft.fftfreq(self.P)[:, None]
         kx = np.fft.rfftfreq(self.P)[None, :]
         self.k2 = (kx * kx + ky * ky)[None]
+        # the transfer functions depend on |k|^2 only: evaluate on its few unique values, then gather
+        self.k2_unique, self.k2_index = np.unique(self.k2[0], return_inverse=True)
         self.kx, self.ky = kx[None], ky[None]
         self.pix_resp = (np.sinc(kx) * np.sinc(ky))[None]
         self.band_info = [preset.bands[b] for b in self.bands]
@@ -90,13 +92,13 @@ class Renderer:
         return img.reshape(n, H, S, H, S).sum(axis=(2, 4)) * self.sub_area
 
     def _psf_transfer(self, fwhm_arcsec):
-        """(n, 1, 1) FWHM -> (n, P, P//2+1) optical transfer function."""
-        sig = fwhm_arcsec / 2.3548 / self.pix
-        core = np.exp(-2.0 * np.pi**2 * sig * sig * self.k2)
+        """(n, T) per-epoch FWHM -> (n, P, P//2+1) transfer function of the mean co-add (mean over epochs)."""
+        sig2 = (np.asarray(fwhm_arcsec, dtype=float) / 2.3548 / self.pix)[:, :, None] ** 2  # (n, T, 1)
+        arg = -2.0 * np.pi**2 * self.k2_unique[None, None, :]
+        otf = np.exp(arg * sig2)
         if self.preset.psf_kind == "double_gaussian":  # 10% of the light in a wing twice as wide
-            wing = np.exp(-2.0 * np.pi**2 * (2.0 * sig) ** 2 * self.k2)
-            return 0.9 * core + 0.1 * wing
-        return core
+            otf = 0.9 * otf + 0.1 * np.exp(arg * 4.0 * sig2)
+        return otf.mean(axis=1)[:, self.k2_index]
 
     def _noise_terms(self, b):
         info = self.preset.bands[b]
@@ -218,7 +220,9 @@ class Renderer:
                             sn_pix.append((s, r, c))
 
         # per band: fluxes, PSF, inverse FFT; noise
-        fwhm_scale = np.asarray(p["psf_scale"], dtype=float)[:, None, None]
+        fwhm_scale = np.asarray(p["psf_scale"], dtype=float)[:, None] * np.asarray(
+            p.get("seeing_epochs", np.ones((n, 1))), dtype=float
+        )
         model = np.empty((n, B, H, H))
         T, rd = self.preset.epochs, self.preset.read_noise
         images = np.empty((n, B, H, H), dtype=np.float32)
