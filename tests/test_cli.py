@@ -21,7 +21,6 @@ from deepred.data.contract import ProcessedDataset
 from deepred.predict import predict_model, read_predictions
 from test_inference import raw_of, train_tiny, write_band_files
 
-REPO = Path(__file__).resolve().parent.parent
 
 
 def deepred_command() -> list[str]:
