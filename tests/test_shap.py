@@ -26,10 +26,11 @@ C = 24  # cutout side
 SHAP_CFG = dict(n_explain=24, n_background=16, nsamples=32, batch_size=64, snr_bins=3, segmentation_thresh=1.5)
 
 
-def write_signal_dataset(root: Path, signal_on: str, n: int = 400, seed: int = 0) -> ProcessedDataset:
+def write_signal_dataset(root: Path, signal_on: str, n: int = 400, seed: int = 0, real_like: bool = False
+                         ) -> ProcessedDataset:
     """A central object (its true footprint in masks.npy) and a brighter companion in a corner.
     signal_on='object': the object's flux encodes z, the companion's is random;
-    signal_on='companion': the other way round."""
+    signal_on='companion': the other way round. real_like: no masks and no snr column (as real surveys)."""
     rng = np.random.default_rng(seed)
     z = rng.uniform(0.1, 1.0, n)
     yy, xx = np.mgrid[:C, :C]
@@ -44,14 +45,16 @@ def write_signal_dataset(root: Path, signal_on: str, n: int = 400, seed: int = 0
     raw = root / "raw"
     raw.mkdir(parents=True)
     np.save(raw / "images.npy", images.astype(np.float32))
-    np.save(raw / "masks.npy", masks)
-    pd.DataFrame({
+    if not real_like:
+        np.save(raw / "masks.npy", masks)
+    truth = pd.DataFrame({
         "object_id": [f"o{i:04d}" for i in range(n)],
         "system_id": [f"s{i:04d}" for i in range(n)],
         "obj_class": np.array(["galaxy", "gg_lens", "lensed_sn_ia"])[np.arange(n) % 3],
         "z_lens": z,
         "snr": f_obj / 3.0,
-    }).to_parquet(raw / "truth.parquet")
+    })
+    truth.drop(columns=["snr"] if real_like else []).to_parquet(raw / "truth.parquet")
     (raw / "meta.json").write_text(json.dumps({"bands": ["g", "r"], "pixel_scale": 0.2, "survey": "toy"}))
     cfg = tiny_config({"toy": {"n": n, "bands": ["g", "r"], "cutout": C}})
     normalize(read_simulated(raw), "toy", cfg["datasets"]["toy"], root / "processed", seed=1)
@@ -156,3 +159,18 @@ def test_explainer_rejects_mismatched_inputs():
     two_out = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(2 * 6 * 6, 2))
     with pytest.raises(ExplainError, match=r"must return \(B, 1\)"):
         shap_attributions(two_out, np.zeros((2, 2, 6, 6)), np.zeros((2, 2, 6, 6)), nsamples=4, seed=0)
+
+
+def test_without_masks_or_catalogue_snr_regions_are_segmented_and_snr_measured(tmp_path, toy):
+    """Real surveys carry neither footprints nor S/N: the central source is segmented (sep) and the S/N
+    measured on the pixels; the object-signal network still localizes on the segmented object."""
+    _, net = toy["object"]
+    ds = write_signal_dataset(tmp_path, "object", n=150, real_like=True)
+    assert ds.masks(ds.catalog.head(1)) is None and "snr" not in ds.catalog
+    pi, _, regions = explain_and_score(net, ds, SHAP_CFG, seed=1)
+    assert set(pi["snr_source"]) == {"estimated"} and set(pi["region_source"]) == {"segmentation"}
+    ctr = (C - 1) // 2
+    assert regions[:, ctr, ctr].all() and not regions[:, 4, 4].any()  # the object, never the companion
+    # estimated S/N follows the object's true flux (here f_obj = 40 + 160 z)
+    assert np.corrcoef(pi["snr"], pi["z_true"])[0, 1] > 0.8
+    assert pi["hit"].mean() >= 0.5
