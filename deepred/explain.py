@@ -187,7 +187,14 @@ def explain_model(model_dir: str | Path, processed_dir: str | Path, config: dict
         raise ExplainError(f"{model_dir}: model bands {meta.get('bands')} differ from {processed_dir} bands {ds.bands}")
     cutout = int(meta.get("cutout", ds.stats["cutout"]))
     if cutout != int(ds.stats["cutout"]):
-        raise ExplainError(f"{model_dir}: model cutout {cutout} differs from {processed_dir} cutout {ds.stats['cutout']}")
+        raise ExplainError(
+            f"{model_dir}: model cutout {cutout} differs from {processed_dir} cutout {ds.stats['cutout']}"
+        )
+    model_scaling = (meta.get("scaling") or {}).get("method")
+    data_scaling = ds.stats.get("scaling", {}).get("method")
+    if model_scaling and model_scaling != data_scaling:
+        raise ExplainError(f"{model_dir}: model trained on '{model_scaling}'-scaled cutouts, {processed_dir} holds "
+                           f"'{data_scaling}'-scaled ones")
     seed = derive_seed(config["seed"], "shap", model, dataset)
     device = "cuda" if torch.cuda.is_available() else "cpu"  # a GPU where the scheduler gave one (gpu=1)
     per_image, attr, regions = explain_and_score(trained.point_module(), ds, shap_cfg, seed, device)
