@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -18,7 +19,15 @@ def setup_logging(log_path: str | Path | None = None, level: int = logging.INFO)
         stream=sys.stderr,
         force=True,
     )
-    return logging.getLogger("deepred")
+    log = logging.getLogger("deepred")
+    if os.environ.get("SLURM_JOB_ID"):  # which SLURM job and GPUs this ran with, for the record
+        log.info(
+            "SLURM job %s on %s, CUDA_VISIBLE_DEVICES=%s",
+            os.environ["SLURM_JOB_ID"],
+            os.environ.get("SLURMD_NODENAME", "?"),
+            os.environ.get("CUDA_VISIBLE_DEVICES", "none"),
+        )
+    return log
 
 
 def snakemake_log(snakemake) -> str | None:

@@ -61,7 +61,7 @@ def preflight(account: str | None = None, partition: str | None = None, timeout:
 
     try:
         ping = _run(["scontrol", "ping"], timeout)
-        answer = (ping.stdout + ping.stderr).strip()
+        answer = ((ping.stdout + ping.stderr).strip().splitlines() or [""])[0]
         up = ping.returncode == 0 and " is UP" in answer
     except subprocess.TimeoutExpired:
         answer, up = f"no answer within {timeout:g} s", False
@@ -70,7 +70,7 @@ def preflight(account: str | None = None, partition: str | None = None, timeout:
             f"SLURM pre-flight: the controller is unreachable (`scontrol ping`: {answer or 'no output'}). "
             "Check that slurmctld runs and that this machine's slurm.conf (SLURM_CONF) points to it. " + LOCAL_HINT
         )
-    info.append(answer.splitlines()[0])
+    info.append(answer)
 
     if partition:
         try:

@@ -86,7 +86,7 @@ node_ready() {
 }
 
 NODE=$(hostname -s)
-PARAMS="node=$NODE accounting=$ACCOUNTING partition=$PARTITION account=$ACCOUNT gpus=$FAKE_GPUS mem=${SLURM_LOCAL_MEM_MB:-auto} cluster=$CLUSTER dbport=$DB_PORT"
+PARAMS="conf=2 node=$NODE accounting=$ACCOUNTING partition=$PARTITION account=$ACCOUNT gpus=$FAKE_GPUS mem=${SLURM_LOCAL_MEM_MB:-auto} cluster=$CLUSTER dbport=$DB_PORT"
 
 # ---------------------------------------------------------------- 1. packages
 PKGS="munge slurmctld slurmd slurm-client"
@@ -174,6 +174,8 @@ if [ "$ACCOUNTING" = 1 ]; then
 AccountingStorageHost=localhost
 AccountingStoragePort=6819
 AccountingStorageTRES=gres/gpu
+# keep sbatch --comment (the executor plugin writes rule and wildcards there) for sacct -o Comment
+AccountingStoreFlags=job_comment
 JobAcctGatherType=jobacct_gather/linux
 JobAcctGatherFrequency=30"
 else
