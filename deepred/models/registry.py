@@ -6,9 +6,12 @@ key ("photoz", "netz", "a1", "a3"; deepred.models.baselines.build_baseline, impo
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from deepred.config import ConfigError
-from deepred.models.backbones import create_backbone, input_size
-from deepred.models.heads import RedshiftNet
+
+if TYPE_CHECKING:
+    from deepred.models.heads import RedshiftNet
 
 NEURAL_BASELINES = ("photoz", "netz", "a1", "a3")
 DEFAULT_BINS = 100  # pdf heads of architectures without n_bins
@@ -40,6 +43,11 @@ def head_of(model_name: str, config: dict) -> tuple[str, int | None]:
 
 def build_model(model_name: str, config: dict, in_chans: int, img_size: int) -> RedshiftNet:
     """A fresh RedshiftNet for `model_name` taking (B, in_chans, img_size, img_size) cutouts."""
+    # torch/timm imported here, not at module level: the Snakefile reads known_models() at parse time,
+    # in every Snakemake process (twice per SLURM job), and importing timm costs seconds there
+    from deepred.models.backbones import create_backbone, input_size
+    from deepred.models.heads import RedshiftNet
+
     kind, section = model_section(model_name, config)
     head, n_bins = head_of(model_name, config)
     num_outputs = n_bins if head == "pdf" else 1
