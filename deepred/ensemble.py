@@ -10,6 +10,8 @@ the members. Each writes predictions in the file contract and results/models/ens
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,8 +96,6 @@ class EnsembleModel:
 
 
 def load_ensemble(model_dir) -> EnsembleModel:
-    import json
-
     model_dir = Path(model_dir)
     path = model_dir / "model.json"
     if not path.is_file():
@@ -157,13 +157,9 @@ def fit_ensembles(dataset: str, config: dict, pred_paths: dict[str, str | Path],
 
 
 def _member_meta(model_root, member: str, dataset: str) -> dict:
-    import json
-
     path = Path(model_root) / member / dataset / "model.json"
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def _ids_digest(ids) -> str:
-    import hashlib
-
     return hashlib.sha256("\n".join(sorted(map(str, ids))).encode()).hexdigest()

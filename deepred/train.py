@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from deepred.config import ConfigError, dataset_config
 from deepred.data.contract import DataError, ProcessedDataset, shard_name
-from deepred.io import sha256_file, write_csv
+from deepred.io import sha256_file, write_csv, write_json
 from deepred.metrics import get_metric
 from deepred.models.backbones import load_local_weights
 from deepred.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_model
@@ -377,8 +377,6 @@ def train_model(model_name: str, dataset: str, config: dict, processed_dir, out_
         meta = {"fingerprint": fingerprint, "state": state, "optimizer": opt_meta,
                 "scaler": scaler.state_dict() if amp else None, "model": model_name, "dataset": dataset}
         save_checkpoint(last_path, tensors, meta)
-        from deepred.io import write_json
-
         write_json(out_dir / "last.json", {k: meta[k] for k in ("model", "dataset", "fingerprint", "state")})
         if state["stopped"]:
             log.info("%s/%s: early stop after epoch %d (no better val NMAD for %d epochs; best %.4f at epoch %d)",

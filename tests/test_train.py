@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from conftest import tiny_config
 from deepred.data.contract import DataError, ProcessedDataset

@@ -19,7 +19,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
-from deepred.io import atomic_path, sha256_file
+from deepred.io import atomic_path, sha256_file, write_json
 from deepred.models.heads import PointModule, RedshiftNet, pdf_summary
 
 
@@ -70,8 +70,6 @@ def write_model(model_dir: str | Path, net: RedshiftNet, meta: dict) -> dict:
     with atomic_path(weights) as tmp:
         save_file(state, str(tmp), metadata={"format": "deepred-redshiftnet"})
     meta = dict(meta, sha256=sha256_file(weights), weights_file=weights.name)
-    from deepred.io import write_json
-
     write_json(model_dir / "model.json", meta)
     return meta
 
