@@ -154,7 +154,7 @@ def explain_and_score(module: torch.nn.Module, ds: ProcessedDataset, shap_cfg: d
     attr = shap_attributions(module, ds.images(bg_rows), images, shap_cfg["nsamples"], derive_seed(seed, "shap"),
                              shap_cfg["batch_size"], device)
     regions, sources = object_regions(images, ds.masks(rows), scaling, thresh=shap_cfg["segmentation_thresh"])
-    scores = score_attributions(attr, regions)
+    scores = score_attributions(attr, regions, int(shap_cfg.get("pointing_tolerance", 0)))
     with torch.no_grad():
         z_pred = module(torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).to(device))[:, 0].cpu().numpy()
     label = ds.stats.get("label_column", "z_lens")

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import sep
+from scipy.ndimage import binary_dilation
 
 from deepred.metrics import bootstrap_indices
 from deepred.tables import stable_seed as derive_seed  # one seed helper for the project
@@ -156,8 +157,19 @@ def estimate_snr(images: np.ndarray, regions: np.ndarray, scaling: str = "asinh"
 # Scores
 
 
-def score_attributions(attr: np.ndarray, regions: np.ndarray) -> pd.DataFrame:
-    """Per-image scores: hit (pointing game), mass_inside, region_frac (chance level), peak_y, peak_x."""
+def grow(regions: np.ndarray, tolerance: int) -> np.ndarray:
+    """Regions (n, H, W) widened by `tolerance` pixels (binary dilation with a disc)."""
+    if tolerance <= 0:
+        return regions
+    yy, xx = np.mgrid[-tolerance:tolerance + 1, -tolerance:tolerance + 1]
+    disc = yy**2 + xx**2 <= tolerance**2
+    return np.stack([binary_dilation(r, structure=disc) for r in regions])
+
+
+def score_attributions(attr: np.ndarray, regions: np.ndarray, tolerance: int = 0) -> pd.DataFrame:
+    """Per-image scores: hit (pointing game), mass_inside, region_frac (chance level), peak_y, peak_x, and
+    hit_tol / region_tol_frac: the pointing game with a peak up to `tolerance` pixels outside the region
+    counted as a hit (the tolerance of Zhang et al. 2016's pointing game)."""
     attr = np.asarray(attr)
     regions = np.asarray(regions, dtype=bool)
     if attr.ndim != 4:
@@ -180,12 +192,16 @@ def score_attributions(attr: np.ndarray, regions: np.ndarray) -> pd.DataFrame:
     zero = total <= 0
     hit = np.where(zero, False, hit)
     mass = np.where(zero, 0.0, inside / np.where(zero, 1.0, total))
+    wide = grow(regions, int(tolerance)).reshape(len(regions), -1)
+    hit_tol = np.where(zero, False, wide[np.arange(len(peak)), peak])
     return pd.DataFrame({
         "hit": hit.astype(bool),
         "mass_inside": mass.astype(float),
         "region_frac": regions.reshape(len(regions), -1).mean(axis=1),
         "peak_y": py.astype(int),
         "peak_x": px.astype(int),
+        "hit_tol": hit_tol.astype(bool),
+        "region_tol_frac": wide.mean(axis=1),
     })
 
 
@@ -207,7 +223,7 @@ def bootstrap_mean(values: np.ndarray, n_resamples: int, seed: int, level: float
 
 SUMMARY_COLUMNS = [
     "subset", "n", "pointing_acc", "pointing_lo", "pointing_hi", "mass_inside", "mass_lo", "mass_hi",
-    "chance", "median_snr",
+    "chance", "pointing_tol_acc", "pointing_tol_lo", "pointing_tol_hi", "chance_tol", "median_snr",
 ]
 
 
@@ -226,7 +242,8 @@ def summarize(per_image: pd.DataFrame, hq_snr: float, n_resamples: int, seed: in
               level: float = 0.95) -> pd.DataFrame:
     """Scores overall, per class group and for the high-quality subset, with bootstrap intervals.
     `per_image` needs hit, mass_inside, region_frac, class_group and snr columns."""
-    missing = {"hit", "mass_inside", "region_frac", "class_group", "snr"} - set(per_image.columns)
+    missing = {"hit", "mass_inside", "region_frac", "hit_tol", "region_tol_frac", "class_group", "snr"} - set(
+        per_image.columns)
     if missing:
         raise LocalizationError(f"per-image scores lack column(s) {sorted(missing)}")
     rows = []
@@ -235,11 +252,14 @@ def summarize(per_image: pd.DataFrame, hq_snr: float, n_resamples: int, seed: in
         s = derive_seed(seed, name)
         acc, acc_lo, acc_hi = bootstrap_mean(part["hit"].to_numpy(float), n_resamples, s, level)
         mass, mass_lo, mass_hi = bootstrap_mean(part["mass_inside"].to_numpy(float), n_resamples, s + 1, level)
+        tol, tol_lo, tol_hi = bootstrap_mean(part["hit_tol"].to_numpy(float), n_resamples, s, level)
         rows.append({
             "subset": name, "n": int(len(part)),
             "pointing_acc": acc, "pointing_lo": acc_lo, "pointing_hi": acc_hi,
             "mass_inside": mass, "mass_lo": mass_lo, "mass_hi": mass_hi,
             "chance": float(part["region_frac"].mean()) if len(part) else float("nan"),
+            "pointing_tol_acc": tol, "pointing_tol_lo": tol_lo, "pointing_tol_hi": tol_hi,
+            "chance_tol": float(part["region_tol_frac"].mean()) if len(part) else float("nan"),
             "median_snr": float(part["snr"].median()) if len(part) else float("nan"),
         })
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
@@ -261,7 +281,7 @@ def accuracy_vs_snr(per_image: pd.DataFrame, edges: np.ndarray, n_resamples: int
 # ----------------------------------------------------------------------------------------------
 # The study table: results/tables/shap_localization.csv
 
-TABLE_COLUMNS = ["test_set", "dataset", "model", *SUMMARY_COLUMNS, "hq_snr", "region_source"]
+TABLE_COLUMNS = ["test_set", "dataset", "model", *SUMMARY_COLUMNS, "hq_snr", "tolerance_px", "region_source"]
 
 
 def test_set_scores(per_image: pd.DataFrame, test_rows: pd.DataFrame) -> pd.DataFrame:
@@ -298,6 +318,7 @@ def localization_table(config: dict, per_image_paths: dict[tuple[str, str], str 
             summary.insert(0, "dataset", ds)
             summary.insert(0, "test_set", ts_name)
             summary["hq_snr"] = float(shap_cfg["hq_snr"])
+            summary["tolerance_px"] = int(shap_cfg["pointing_tolerance"])
             summary["region_source"] = "+".join(sorted(set(sel["region_source"])))
             parts.append(summary)
     if not parts:

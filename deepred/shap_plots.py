@@ -36,7 +36,8 @@ def pick_examples(per_image: pd.DataFrame, n: int) -> np.ndarray:
 def examples_figure(per_image: pd.DataFrame, images: np.ndarray, attr: np.ndarray, regions: np.ndarray,
                     title: str, png: str | Path, n_examples: int) -> None:
     """Top row: colour composites with the object region outlined; bottom row: band-summed SHAP maps
-    (red raises the redshift estimate, blue lowers it) with the region and the |SHAP| peak marked."""
+    (red raises the redshift estimate, blue lowers it) with the region and the |SHAP| peak marked
+    (green: inside, orange: within the pointing tolerance, magenta: elsewhere)."""
     pos = pick_examples(per_image, n_examples)
     ncol = max(len(pos), 1)
     fig, axes = plt.subplots(2, ncol, figsize=(1.9 * ncol, 4.3), squeeze=False)
@@ -49,11 +50,13 @@ def examples_figure(per_image: pd.DataFrame, images: np.ndarray, attr: np.ndarra
         bottom.imshow(shap_map, origin="lower", cmap="RdBu_r", vmin=-vmax, vmax=vmax)
         for ax, colour in ((top, "white"), (bottom, "black")):
             ax.contour(regions[i].astype(float), levels=[0.5], colors=colour, linewidths=0.8)
-            ax.plot(row["peak_x"], row["peak_y"], marker="x", color="lime" if row["hit"] else "magenta", ms=7, mew=2)
+            colour_peak = "lime" if row["hit"] else ("orange" if row.get("hit_tol", False) else "magenta")
+            ax.plot(row["peak_x"], row["peak_y"], marker="x", color=colour_peak, ms=7, mew=2)
             ax.set_xticks([])
             ax.set_yticks([])
         top.set_title(f"{row['class_group']}\nS/N {row['snr']:.0f}", fontsize=8)
-        bottom.set_title(("hit" if row["hit"] else "miss") + f", in {row['mass_inside']:.0%}", fontsize=8)
+        verdict = "hit" if row["hit"] else ("near" if row.get("hit_tol", False) else "miss")
+        bottom.set_title(f"{verdict}, in {row['mass_inside']:.0%}", fontsize=8)
     if not len(pos):  # none of the explained cutouts is in this test set: say so instead of failing
         for ax in axes.flat:
             ax.axis("off")
@@ -91,7 +94,7 @@ def accuracy_snr_figure(config: dict, test_set: str, per_image_by_model: dict[st
         ax.set_xscale("log")
     ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel("signal-to-noise")
-    ax.set_ylabel("pointing-game accuracy")
+    ax.set_ylabel("pointing-game accuracy (strict)")
     ax.set_title(f"SHAP localization vs S/N: {test_set}", fontsize=10)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never hides a point
     save(fig, png)

@@ -39,6 +39,14 @@ def test_pointing_game_and_mass_inside_by_hand():
     np.testing.assert_allclose(s["mass_inside"], [5 / 8, 3 / 7])
     np.testing.assert_allclose(s["region_frac"], [4 / 64, 4 / 64])
     assert (s.loc[1, "peak_y"], s.loc[1, "peak_x"]) == (7, 7)
+    # with a tolerance, a peak within that many pixels of the region is a hit too
+    near = np.zeros((1, 1, 8, 8))
+    near[0, 0, 3, 7] = 1.0  # 3 px right of the region's edge column 4
+    assert not score_attributions(near, region[:1], tolerance=2)["hit_tol"][0]
+    tol3 = score_attributions(near, region[:1], tolerance=3)
+    assert tol3["hit_tol"][0] and not tol3["hit"][0]
+    assert tol3["region_tol_frac"][0] > tol3["region_frac"][0]
+    np.testing.assert_array_equal(s["hit_tol"], s["hit"])  # tolerance 0: the strict game
 
 
 def test_zero_attribution_points_nowhere():
@@ -116,6 +124,8 @@ def per_image_table(n=60, seed=0):
         "hit": snr > 30,  # the high-S/N images are the hits
         "mass_inside": np.clip(snr / 100, 0, 1),
         "region_frac": 0.1,
+        "hit_tol": snr > 20,
+        "region_tol_frac": 0.2,
         "class_group": groups,
         "snr": snr,
     })
@@ -129,6 +139,7 @@ def test_summary_rows_intervals_and_determinism():
     assert s.loc["all", "pointing_acc"] == pytest.approx(pi.hit.mean())
     assert s.loc["all", "pointing_lo"] < s.loc["all", "pointing_acc"] < s.loc["all", "pointing_hi"]
     assert s.loc["galaxy", "n"] == 20 and s.loc["all", "chance"] == pytest.approx(0.1)
+    assert s.loc["all", "pointing_tol_acc"] == pytest.approx((pi.snr > 20).mean()) and s.loc["all", "chance_tol"] == pytest.approx(0.2)
     again = summarize(pi, hq_snr=30.0, n_resamples=300, seed=5).set_index("subset")
     pd.testing.assert_frame_equal(s, again)
     with pytest.raises(LocalizationError, match="lack column"):

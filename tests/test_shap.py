@@ -23,7 +23,8 @@ from deepred.explain import ExplainError, explain_and_score, shap_attributions
 from deepred.localization import summarize
 
 C = 24  # cutout side
-SHAP_CFG = dict(n_explain=24, n_background=16, nsamples=32, batch_size=64, snr_bins=3, segmentation_thresh=1.5)
+SHAP_CFG = dict(n_explain=24, n_background=16, nsamples=32, batch_size=64, snr_bins=3, segmentation_thresh=1.5,
+                pointing_tolerance=2)
 
 
 def write_signal_dataset(root: Path, signal_on: str, n: int = 400, seed: int = 0, real_like: bool = False
@@ -112,6 +113,7 @@ def test_score_fails_when_the_signal_is_off_the_object_and_rewards_training(toy)
     # Same images explained for the trained and untrained network (same seed, same dataset).
     assert on["object_id"].tolist() == untrained["object_id"].tolist()
     assert off["hit"].mean() <= 0.1 and off["mass_inside"].mean() < off["region_frac"].mean() + 0.05
+    assert off["hit_tol"].mean() <= 0.1  # a small tolerance does not rescue a model that looks elsewhere
     assert on["hit"].mean() >= 0.5
     assert on["hit"].mean() > untrained["hit"].mean() + 0.3
     assert on["mass_inside"].mean() > untrained["mass_inside"].mean()

@@ -100,7 +100,7 @@ def test_figures_of_a_test_set_without_explained_cutouts(tmp_path):
 
     cfg = tiny_config({"tiny": {"n": 240}})
     empty = pd.DataFrame(columns=["object_id", "class_group", "snr", "hit", "mass_inside", "region_frac",
-                                  "peak_y", "peak_x"])
+                                  "peak_y", "peak_x", "hit_tol", "region_tol_frac"])
     examples_figure(empty, np.empty((0, 4, 9, 9)), np.empty((0, 4, 9, 9)), np.empty((0, 9, 9), bool), "none",
                     tmp_path / "ex.png", 4)
     binned = accuracy_snr_figure(cfg, "tiny", {"a1": empty}, tmp_path / "snr.png")
