@@ -5,7 +5,7 @@ The explainer is shap's GradientExplainer (expected gradients) on the model's po
 transformer backbones. Its background is a seeded random sample of the training split; the images
 explained are a seeded sample of the test split, balanced over class groups (galaxy, lens, lensed SN)
 and, within each, over signal-to-noise bins. Everything is seeded from the config's master seed and
-the (model, dataset) names, so the same config gives the same numbers.
+the dataset's name, so the same config gives the same numbers and every model explains the same cutouts.
 """
 
 from __future__ import annotations
@@ -195,7 +195,9 @@ def explain_model(model_dir: str | Path, processed_dir: str | Path, config: dict
     if model_scaling and model_scaling != data_scaling:
         raise ExplainError(f"{model_dir}: model trained on '{model_scaling}'-scaled cutouts, {processed_dir} holds "
                            f"'{data_scaling}'-scaled ones")
-    seed = derive_seed(config["seed"], "shap", model, dataset)
+    # One seed per dataset, not per model: every model explains the same cutouts against the same background,
+    # so the models' scores are paired.
+    seed = derive_seed(config["seed"], "shap", dataset)
     device = "cuda" if torch.cuda.is_available() else "cpu"  # a GPU where the scheduler gave one (gpu=1)
     per_image, attr, regions = explain_and_score(trained.point_module(), ds, shap_cfg, seed, device)
     out_dir = Path(out_dir)

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from matplotlib.ticker import NullFormatter
+
 from deepred.figures import label, plt, save
 from deepred.localization import accuracy_vs_snr, derive_seed, test_set_scores
 from deepred.tables import quantile_edges
@@ -92,6 +94,7 @@ def accuracy_snr_figure(config: dict, test_set: str, per_image_by_model: dict[st
     ax.axvline(hq, color="k", ls="-.", lw=0.6, label=f"high quality: S/N >= {hq:g}")
     if np.nanmin(pooled, initial=np.inf) > 0:
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide on a short log range
     ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel("signal-to-noise")
     ax.set_ylabel("pointing-game accuracy (strict)")
