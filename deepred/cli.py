@@ -147,7 +147,7 @@ def cmd_predict(args) -> int:
     predictor = load_predictor(args.model, _results_dir(args), device=args.device, batch_size=args.batch_size)
     log.info("model %s (%s, trained on %s): bands %s, %dx%d px, %s\"/px, scaling %s, head %s, on %s",
              predictor.model_dir, predictor.kind, predictor.dataset, ",".join(predictor.bands), predictor.cutout,
-             predictor.cutout, predictor.pixel_scale, predictor.scaling, predictor.head, predictor.device)
+             predictor.cutout, predictor.pixel_scale, predictor.scaling["method"], predictor.head, predictor.device)
     unused: set = set()
     items, total, kind = open_input(args.input, predictor.bands, args.bands, parse_band_map(args.band_map),
                                     args.id_column, args.ids, unused)

@@ -70,7 +70,7 @@ class Predictor:
     bands: list[str]
     cutout: int
     pixel_scale: float | None
-    scaling: str
+    scaling: dict  # stats.json's scaling of the training data: method (+ asinh softening per band)
     head: str  # point | pdf
     grid: np.ndarray | None
     meta: dict
@@ -119,11 +119,14 @@ def _read_meta(model_dir: Path) -> dict:
     return meta
 
 
-def _scaling_method(value, where: str) -> str:
-    method = value.get("method") if isinstance(value, dict) else value
+def _scaling(value, where: str) -> dict:
+    """The training data's scaling record, checked: a known method, and asinh's per-band softening."""
+    method = value.get("method") if isinstance(value, dict) else None
     if method not in SCALINGS:
         raise InferenceError(f"{where}: scaling {value!r} is not one of {', '.join(SCALINGS)}")
-    return method
+    if method == "asinh" and not value.get("softening"):
+        raise InferenceError(f"{where}: asinh scaling without its per-band softening; retrain on current data")
+    return value
 
 
 def _training_stats(meta: dict, model_dir: Path) -> dict:
@@ -236,7 +239,7 @@ def load_predictor(spec: str | Path, results_dir: str | Path = "results", device
         bands=[str(b) for b in meta.get("bands", stats.get("bands"))],
         cutout=int(meta.get("cutout", stats.get("cutout"))),
         pixel_scale=None if ps is None else float(ps),
-        scaling=_scaling_method(scaling, where),
+        scaling=_scaling(scaling, where),
         head=head,
         grid=None if grid is None else np.asarray(grid, dtype=np.float64),
         meta=meta,

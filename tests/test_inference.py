@@ -257,7 +257,8 @@ def test_hogsvr_model_works_too(tiny_dataset, tmp_path):
     for oid in rows["object_id"]:
         write_band_files(tmp_path / "in", oid, images[int(truth.index[truth["object_id"] == oid][0])])
     pred = load_predictor("hogsvr/tiny", tmp_path, device="cpu")
-    assert (pred.kind, pred.pixel_scale, pred.scaling) == ("hogsvr", SCALE, "asinh")
+    assert (pred.kind, pred.pixel_scale, pred.scaling["method"]) == ("hogsvr", SCALE, "asinh")
+    assert len(pred.scaling["softening"]) == 4
     s = predict_cutouts(pred, open_input(tmp_path / "in", pred.bands)[0], tmp_path / "o.parquet", progress=False)
     got = pd.read_parquet(tmp_path / "o.parquet").set_index("object_id").loc[rows["object_id"], "z_pred"]
     ref = model.predict_images(ProcessedDataset(tiny_dataset).images(rows))

@@ -67,11 +67,29 @@ def test_split_assignment_is_deterministic_and_near_fractions():
 def test_scalings_are_finite_and_recorded(tmp_path):
     raw = write_raw_folder(tmp_path / "raw", n=60)
     images = np.load(raw / "images.npy")
-    mm = scale_images(images, "minmax")
+    mm = scale_images(images, {"method": "minmax"})
     assert mm.min() == 0.0 and mm.max() == 1.0
-    assert np.isfinite(scale_images(images, "asinh")).all()
     _, stats = run(tmp_path, raw, scaling="minmax")
     assert stats["scaling"]["method"] == "minmax"
+    out, stats = run(tmp_path, raw, scaling="asinh")
+    soft = np.asarray(stats["scaling"]["softening"])
+    # the fixture's sky noise is 1.0 in every band
+    np.testing.assert_allclose(soft, 1.0, rtol=0.1)
+    ds = ProcessedDataset(out)
+    np.testing.assert_allclose(ds.images(ds.catalog[:3]), np.arcsinh(images[:3] / soft[None, :, None, None]), rtol=1e-5)
+    with pytest.raises(ValueError, match="unknown scaling"):
+        scale_images(images, {"method": "log"})
+
+
+def test_asinh_scaling_keeps_colours(tmp_path):
+    """One softening per band for the whole dataset: two objects of equal colour but different brightness
+    keep the same band difference in their bright cores (a per-image noise estimate would not)."""
+    img = np.zeros((2, 2, 9, 9), np.float32)
+    img[0, :, 4, 4] = [1000.0, 2000.0]
+    img[1, :, 4, 4] = [4000.0, 8000.0]
+    scaled = scale_images(img, {"method": "asinh", "softening": [1.0, 1.0]})
+    colour = scaled[:, 1, 4, 4] - scaled[:, 0, 4, 4]
+    np.testing.assert_allclose(colour, np.log(2.0), atol=1e-3)
 
 
 def _corrupt(raw, fn):

@@ -36,35 +36,59 @@ def assign_splits(system_ids, fractions: dict, seed: int) -> np.ndarray:
     return out
 
 
-def robust_sigma(images: np.ndarray) -> np.ndarray:
-    """Per image and band noise estimate, 1.4826 * MAD over the pixels: shape (n, bands, 1, 1)."""
-    flat = images.reshape(images.shape[0], images.shape[1], -1)
-    med = np.median(flat, axis=-1, keepdims=True)
-    mad = np.median(np.abs(flat - med), axis=-1, keepdims=True)
-    return (1.4826 * mad)[..., None]
+SOFTENING_SAMPLE = 2048  # objects (the first, in source order) used to estimate each band's sky noise
+BORDER = 4  # pixels of the cutout frame used as sky
 
 
-def scale_images(images: np.ndarray, method: str) -> np.ndarray:
-    """Per-image scaling, recorded in stats.json.
+def border_sigma(images: np.ndarray) -> np.ndarray:
+    """Per image and band sky noise, 1.4826 * MAD over the cutout's outer frame: shape (n, bands)."""
+    frame = np.ones(images.shape[-2:], dtype=bool)
+    frame[BORDER:-BORDER, BORDER:-BORDER] = False
+    sky = images[..., frame]
+    med = np.median(sky, axis=-1, keepdims=True)
+    return 1.4826 * np.median(np.abs(sky - med), axis=-1)
 
-    asinh: arcsinh(x / sigma) per band, sigma the image's robust noise (linear near the sky, logarithmic
-    in bright cores, so faint and bright objects share one dynamic range).
-    minmax: (x - min) / (max - min) over all bands jointly, as DeepGraviLens' published processing.
+
+def estimate_softening(source: RawSource, band_idx: list[int], rows: int) -> list[float]:
+    """Asinh softening per band: the median sky noise of the first SOFTENING_SAMPLE objects.
+
+    One constant per band for the whole dataset (Lupton et al. 1999 asinh magnitudes), so the ratio of
+    two bands' pixels, the colour, survives scaling; a per-image noise estimate would scramble it.
     """
-    images = images.astype(np.float32, copy=False)
+    sigmas, seen = [], 0
+    for chunk in source.chunks(rows):
+        images = chunk.images[:, band_idx].astype(np.float64)
+        ok = np.isfinite(images.reshape(len(images), -1)).all(axis=1)
+        sigmas.append(border_sigma(images[ok]))
+        seen += len(images)
+        if seen >= SOFTENING_SAMPLE:
+            break
+    sigma = np.median(np.concatenate(sigmas), axis=0) if sigmas else np.zeros(len(band_idx))
+    # A noiseless band (MAD 0, e.g. a simulation without noise) falls back to a tiny positive constant.
+    return [float(v) if v > 0 else 1e-6 for v in sigma]
+
+
+def scale_images(images: np.ndarray, scaling: dict) -> np.ndarray:
+    """Scale cutouts as stats.json's `scaling` says ({"method": ..., "softening": [per band]}).
+
+    asinh: arcsinh(x / b_band), b the dataset's sky noise per band (linear near the sky, logarithmic in
+    bright cores, colours kept). minmax: (x - min) / (max - min) over all bands jointly, per image, as
+    DeepGraviLens' published processing. none: unchanged.
+    """
+    method = scaling.get("method") if isinstance(scaling, dict) else None
+    images = np.asarray(images, dtype=np.float32)
     if method == "asinh":
-        sigma = robust_sigma(images)
-        # A noiseless band (MAD 0) falls back to 1% of its peak so the transform stays finite.
-        peak = np.abs(images).reshape(images.shape[0], images.shape[1], -1).max(-1)[..., None, None]
-        sigma = np.where(sigma > 0, sigma, np.maximum(0.01 * peak, 1e-12))
-        return np.arcsinh(images / sigma).astype(np.float32)
+        soft = np.asarray(scaling.get("softening") or [], dtype=np.float32)
+        if soft.shape != (images.shape[1],):
+            raise ValueError(f"asinh scaling needs one softening per band ({images.shape[1]}), got {soft.tolist()}")
+        return np.arcsinh(images / soft[None, :, None, None]).astype(np.float32)
     if method == "minmax":
         lo = images.min(axis=(1, 2, 3), keepdims=True)
         hi = images.max(axis=(1, 2, 3), keepdims=True)
         return ((images - lo) / np.where(hi > lo, hi - lo, 1.0)).astype(np.float32)
     if method == "none":
         return images
-    raise ValueError(f"unknown scaling '{method}'; known: {', '.join(SCALINGS)}")
+    raise ValueError(f"unknown scaling {scaling!r}; known methods: {', '.join(SCALINGS)}")
 
 
 class _ShardSink:
@@ -130,8 +154,12 @@ def normalize(source: RawSource, dataset: str, ds_cfg: dict, out_dir: str | Path
     bands, cutout, label = list(ds_cfg["bands"]), int(ds_cfg["cutout"]), ds_cfg["label_column"]
     lo, hi = ds_cfg["label_range"]
     skip = ds_cfg.get("on_bad", "error") == "skip"
-    scaling = ds_cfg.get("scaling", "asinh")
     band_idx = _band_index(source, bands, str(source.inputs[0]) if source.inputs else dataset)
+    rows_per_shard = int(ds_cfg.get("rows_per_shard", 512))
+    scaling = {"method": ds_cfg.get("scaling", "asinh"), "per_image": ds_cfg.get("scaling") == "minmax"}
+    if scaling["method"] == "asinh":
+        scaling["softening"] = estimate_softening(source, band_idx, rows_per_shard)
+        scaling["softening_from"] = f"median border-frame sky noise of the first {SOFTENING_SAMPLE} objects"
 
     tmp = out_dir / ".shards.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -145,11 +173,11 @@ def normalize(source: RawSource, dataset: str, ds_cfg: dict, out_dir: str | Path
     n_pix = 0
     done = 0
     try:
-        for chunk in source.chunks(int(ds_cfg.get("rows_per_shard", 512))):
+        for chunk in source.chunks(rows_per_shard):
             _check_chunk(chunk, source, cutout, label)
             if sink is None:
                 has_masks = chunk.masks is not None
-                sink = _ShardSink(tmp, int(ds_cfg.get("rows_per_shard", 512)), has_masks)
+                sink = _ShardSink(tmp, rows_per_shard, has_masks)
             images = chunk.images[:, band_idx]
             truth = chunk.truth
             labels = pd.to_numeric(truth[label], errors="coerce").to_numpy(dtype=float)
@@ -221,7 +249,7 @@ def normalize(source: RawSource, dataset: str, ds_cfg: dict, out_dir: str | Path
             "survey": source.survey,
             "label_column": label,
             "label_range": [lo, hi],
-            "scaling": {"method": scaling, "per_image": True},
+            "scaling": scaling,
             "band_mean": mean.tolist(),  # of the scaled train pixels
             "band_std": std.tolist(),
             "label_train_median": float(np.median(train_labels)),
@@ -230,7 +258,7 @@ def normalize(source: RawSource, dataset: str, ds_cfg: dict, out_dir: str | Path
             "n_objects": int(len(catalog)),
             "n_rejected": len(rejects),
             "split_counts": counts,
-            "rows_per_shard": int(ds_cfg.get("rows_per_shard", 512)),
+            "rows_per_shard": rows_per_shard,
             "n_shards": sink.k,
             "has_masks": bool(has_masks),
             "source_meta": source.meta,
