@@ -128,3 +128,14 @@ def shap_targets():
     return [f"{RESULTS}/tables/shap_localization.csv"] + [
         f"{RESULTS}/figures/shap/{ts}/accuracy_vs_snr.png" for ts in TEST_SETS
     ]
+
+
+def shap_outputs():
+    """Every SHAP table and figure file (for the results archive)."""
+    if not SHAP_MODELS:
+        return []
+    return shap_targets() + [
+        f"{RESULTS}/figures/shap/{ts}/examples_{m}.png"
+        for ts in TEST_SETS
+        for m in SHAP_MODELS
+    ]

@@ -200,6 +200,7 @@ rule transfer_table:
 rule archive:
     input:
         results=metrics_targets(config, bool(TRANSFER_MODELS)),
+        shap=shap_outputs(),  # SHAP localization table and figures (rules/shap.smk)
         metrics=expand(
             f"{RESULTS}/metrics/{{ts}}/{{kind}}.csv",
             ts=TEST_SETS,
