@@ -9,6 +9,8 @@ region (H, W):
 
 Each image also carries the region's share of the cutout (`region_frac`): the pointing accuracy and the
 mass share that an attribution spread uniformly at random would get, so a score is read against chance.
+A second pointing score (`hit_tol`, chance `region_tol_frac`) counts peaks within `shap.pointing_tolerance`
+pixels of the region as hits, like the tolerance of Zhang et al. (2016)'s pointing game.
 
 The region is the true footprint mask where the data know it (simulations); otherwise a `sep`
 segmentation of the band-summed image, keeping the segment under the central pixel (or the detection
