@@ -4,7 +4,8 @@ import re
 import sys
 from pathlib import Path
 
-sys.path.insert(0, workflow.basedir)  # the deepred package of this checkout, even without install
+# the deepred package of this checkout, even without install
+sys.path.insert(0, workflow.basedir)
 
 from deepred.config import ConfigError, validate_config
 
@@ -22,11 +23,15 @@ except ConfigError as exc:
 DATA = config["data_dir"]
 RESULTS = config["results_dir"]
 DATASETS = list(config["datasets"])
-SIMULATED = [d for d in DATASETS if config["datasets"][d]["source"]["kind"] == "simulate"]
+SIMULATED = [
+    d for d in DATASETS if config["datasets"][d]["source"]["kind"] == "simulate"
+]
 TEST_SETS = list(config["test_sets"])
 # Networks trained by rules/train.smk: enabled backbones + enabled neural baselines.
 ARCHITECTURES = [a for a, c in config["architectures"].items() if c["enabled"]]
-NEURAL_BASELINES = [b for b in ("photoz", "netz", "a1", "a3") if config["baselines"][b]["enabled"]]
+NEURAL_BASELINES = [
+    b for b in ("photoz", "netz", "a1", "a3") if config["baselines"][b]["enabled"]
+]
 NEURAL_MODELS = ARCHITECTURES + NEURAL_BASELINES
 ENSEMBLE_MEMBERS = [m for m in config["ensemble"]["members"] if m in ARCHITECTURES]
 
@@ -50,14 +55,18 @@ def raw_inputs(wildcards):
             dataset=wildcards.dataset,
             name=["images.npy", "masks.npy", "truth.parquet", "meta.json"],
         )
-    if kind in ("deepgravilens", "kids", "sdss"):  # real surveys: the pinned files (rules/download.smk)
+    # real surveys: the pinned files (rules/download.smk)
+    if kind in ("deepgravilens", "kids", "sdss"):
         return real_raw_files(wildcards.dataset)
-    raise WorkflowError(f"dataset '{wildcards.dataset}': no raw inputs known for source kind '{kind}'")
+    raise WorkflowError(
+        f"dataset '{wildcards.dataset}': no raw inputs known for source kind '{kind}'"
+    )
 
 
 # Real survey sources (rules/download.smk): their pinned files.
 REAL = [d for d in DATASETS if config["datasets"][d]["source"]["kind"] != "simulate"]
-from deepred.download import MANIFEST_DONE  # stamp: every file a manifest lists is verified
+# stamp: every file a manifest lists is verified
+from deepred.download import MANIFEST_DONE
 
 
 def real_raw_files(dataset):
@@ -92,9 +101,15 @@ def download_spec(wildcards):
 def all_targets():
     targets = [processed(d) for d in DATASETS]
     if config["baselines"]["hogsvr"]["enabled"]:  # HOG+SVR (rules/baselines.smk)
-        targets += expand(f"{RESULTS}/predictions/hogsvr/{{dataset}}.parquet", dataset=DATASETS)
+        targets += expand(
+            f"{RESULTS}/predictions/hogsvr/{{dataset}}.parquet", dataset=DATASETS
+        )
     # networks and ensembles (rules/train.smk)
-    targets += expand(f"{RESULTS}/predictions/{{model}}/{{dataset}}.parquet", model=NEURAL_MODELS, dataset=DATASETS)
+    targets += expand(
+        f"{RESULTS}/predictions/{{model}}/{{dataset}}.parquet",
+        model=NEURAL_MODELS,
+        dataset=DATASETS,
+    )
     if ENSEMBLE_MEMBERS:
         targets += expand(
             f"{RESULTS}/predictions/ensemble_{{method}}/{{dataset}}.parquet",
@@ -102,7 +117,8 @@ def all_targets():
             dataset=DATASETS,
         )
     targets += shap_targets()  # SHAP localization table and figures (rules/shap.smk)
-    targets += metrics_targets(config, bool(TRANSFER_MODELS))  # tables and figures (rules/metrics.smk)
+    # tables and figures (rules/metrics.smk)
+    targets += metrics_targets(config, bool(TRANSFER_MODELS))
     return targets
 
 

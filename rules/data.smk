@@ -7,17 +7,19 @@ rule simulate:
         masks=f"{DATA}/raw/{{dataset}}/masks.npy",
         truth=f"{DATA}/raw/{{dataset}}/truth.parquet",
         meta=f"{DATA}/raw/{{dataset}}/meta.json",
-    params:
-        source=lambda wc: config["datasets"][wc.dataset]["source"],
-        seed=config["seed"],
     log:
         "logs/simulate/{dataset}.log",
     benchmark:
         f"{RESULTS}/benchmarks/simulate/{{dataset}}.tsv"
+    conda:
+        "../envs/deepred.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime="30m",
+    params:
+        source=lambda wc: config["datasets"][wc.dataset]["source"],
+        seed=config["seed"],
     script:
         "../workflow_scripts/simulate.py"
 
@@ -30,15 +32,17 @@ rule normalize:
         stats=f"{DATA}/processed/{{dataset}}/stats.json",
         rejects=f"{DATA}/processed/{{dataset}}/rejects.parquet",
         shards=directory(f"{DATA}/processed/{{dataset}}/shards"),
-    params:
-        dataset_cfg=lambda wc: config["datasets"][wc.dataset],
     log:
         "logs/normalize/{dataset}.log",
     benchmark:
         f"{RESULTS}/benchmarks/normalize/{{dataset}}.tsv"
+    conda:
+        "../envs/deepred.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime="30m",
+    params:
+        dataset_cfg=lambda wc: config["datasets"][wc.dataset],
     script:
         "../workflow_scripts/normalize.py"
