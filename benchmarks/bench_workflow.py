@@ -4,7 +4,7 @@ Targets: the default config's whole DAG within 30 minutes on a 2-core CPU (issue
 default target in under 5 seconds running no job (issue 2). Per-job times come from the rules' `benchmark:`
 files under results/benchmarks/. Output: results/benchmarks/workflow.json.
 
-    python benchmarks/bench_workflow.py [--configfile config.yaml] [--cores 2] [--skip-full]
+    python benchmarks/bench_workflow.py [--configfile config.yaml] [--cores 2] [--skip-full] [-- --keep-going]
 """
 
 from __future__ import annotations
@@ -48,10 +48,12 @@ def main() -> None:
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--skip-full", action="store_true", help="only time the no-op rerun of a finished DAG")
     ap.add_argument("--out", default=str(ROOT / "results" / "benchmarks" / "workflow.json"))
+    ap.add_argument("snakemake_args", nargs="*", help="passed on to snakemake (after --), e.g. --keep-going")
     args = ap.parse_args()
     base = ["--cores", str(args.cores), "--profile", "profiles/default"]
     if args.configfile:
         base += ["--configfile", args.configfile]
+    base += args.snakemake_args
     logdir = ROOT / "logs" / "bench"
     logdir.mkdir(parents=True, exist_ok=True)
     result: dict = {"cores": args.cores, "configfile": args.configfile or "config.yaml"}

@@ -3,7 +3,8 @@
 Which pairs: the evaluation dataset must carry every band the model was trained on (the model's bands are
 taken from it, in the model's order: a g,r,i,z model runs on SDSS u,g,r,i,z through its g,r,i,z planes), its
 cutouts must be at least as large (larger ones are centre-cropped to the model's size) and its per-image
-scaling must be the same. A model never gets a zero-filled or invented band: KiDS (u,g,r,i) lacks z, so a
+scaling method must be the same (asinh cutouts are re-expressed with the training set's per-band
+softening, exactly: asinh is invertible). A model never gets a zero-filled or invented band: KiDS (u,g,r,i) lacks z, so a
 DES-like g,r,i,z model is not evaluated there and its cell in transfer_nmad.csv is empty ("n/a").
 The pixel scale is not matched (0.263"/px DES vs 0.396"/px SDSS): that difference is part of the domain shift
 the table measures.
@@ -23,6 +24,7 @@ import pandas as pd
 from deepred import metrics as M
 from deepred.config import ConfigError
 from deepred.data.contract import DataError, ProcessedDataset
+from deepred.data.normalize import scale_images, scaling_for_bands, unscale_images
 from deepred.io import write_csv
 from deepred.tables import FLOAT_FORMAT
 
@@ -79,14 +81,20 @@ def transfer_predict(model_dir, eval_processed_dir, out_path, batch_size: int = 
         raise DataError(f"{eval_processed_dir}: bands {ds.bands} lack the model's {mb} ({model_dir})")
     if int(ds.stats["cutout"]) < mc:
         raise DataError(f"{eval_processed_dir}: cutout {ds.stats['cutout']} < the model's {mc} ({model_dir})")
-    if meta.get("scaling") and meta["scaling"] != ds.stats["scaling"]:
-        raise DataError(f"{eval_processed_dir}: scaling {ds.stats['scaling']} != the model's {meta['scaling']}")
+    model_scaling = meta.get("scaling") or ds.stats["scaling"]
+    data_scaling = scaling_for_bands(ds.stats["scaling"], ds.bands, mb)
+    if model_scaling.get("method") != data_scaling.get("method"):
+        raise DataError(f"{eval_processed_dir}: scaling {data_scaling['method']} != the model's "
+                        f"{model_scaling.get('method')} ({model_dir})")
     rows = ds.split("test")
-    if ds.bands == mb and int(ds.stats["cutout"]) == mc:
+    if ds.bands == mb and int(ds.stats["cutout"]) == mc and data_scaling == model_scaling:
         frame = predict_rows(model_dir, eval_processed_dir, rows, trained=tm, batch_size=batch_size)
         grid = frame.attrs.get("pdf_grid")
-    else:  # band subset and/or centre crop: predict_rows takes exact matches only
-        out = tm.predict(adapt_images(ds.images(rows), ds.bands, mb, mc), batch_size=batch_size)
+    else:  # band subset, centre crop and/or another dataset's asinh softening: predict_rows takes exact matches
+        images = adapt_images(ds.images(rows), ds.bands, mb, mc)
+        if data_scaling != model_scaling:  # back to flux, then scaled as the model's training data was
+            images = scale_images(unscale_images(images, data_scaling), model_scaling)
+        out = tm.predict(images, batch_size=batch_size)
         frame = pd.DataFrame({
             "object_id": rows["object_id"].astype("string").to_numpy(),
             "split": rows["split"].astype("string").to_numpy(),

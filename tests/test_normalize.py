@@ -9,7 +9,7 @@ import pytest
 from conftest import make_tiny_raw, tiny_config
 from deepred.data.contract import DataError, ProcessedDataset
 from deepred.data.contract import test_set_rows as select_test_set
-from deepred.data.normalize import assign_splits, normalize, scale_images
+from deepred.data.normalize import assign_splits, normalize, scale_images, scaling_for_bands, unscale_images
 from deepred.data.raw import read_simulated
 
 
@@ -183,3 +183,18 @@ def test_test_set_rows_apply_query(tiny_dataset):
     config = {"test_sets": {"hpl": {"dataset": "tiny", "table": "t", "query": "high_prob_lens"}}}
     rows = select_test_set(config, "hpl", tiny_dataset)
     assert len(rows) > 0 and rows["high_prob_lens"].all() and (rows["split"] == "test").all()
+
+
+def test_unscale_inverts_asinh_and_rescales_between_datasets():
+    rng = np.random.default_rng(0)
+    flux = rng.normal(0, 5, (3, 2, 8, 8)).astype(np.float32)
+    a = {"method": "asinh", "softening": [0.5, 2.0]}
+    b = {"method": "asinh", "softening": [1.5, 0.7]}
+    np.testing.assert_allclose(unscale_images(scale_images(flux, a), a), flux, rtol=1e-4, atol=1e-4)
+    # cutouts scaled for dataset A, re-expressed as dataset B's training data was scaled
+    np.testing.assert_allclose(scale_images(unscale_images(scale_images(flux, a), a), b), scale_images(flux, b),
+                               rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="not invertible"):
+        unscale_images(flux, {"method": "minmax"})
+    sub = scaling_for_bands({"method": "asinh", "softening": [1, 2, 3]}, ["g", "r", "i"], ["i", "g"])
+    assert sub["softening"] == [3, 1]

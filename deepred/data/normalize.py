@@ -91,6 +91,25 @@ def scale_images(images: np.ndarray, scaling: dict) -> np.ndarray:
     raise ValueError(f"unknown scaling {scaling!r}; known methods: {', '.join(SCALINGS)}")
 
 
+def unscale_images(images: np.ndarray, scaling: dict) -> np.ndarray:
+    """Undo scale_images where it is invertible (asinh, none): back to calibrated flux."""
+    method = scaling.get("method")
+    if method == "asinh":
+        soft = np.asarray(scaling["softening"], dtype=np.float64)
+        return (np.sinh(np.asarray(images, dtype=np.float64)) * soft[None, :, None, None]).astype(np.float32)
+    if method == "none":
+        return np.asarray(images, dtype=np.float32)
+    raise ValueError(f"scaling {method!r} is not invertible (per-image minmax loses the flux scale)")
+
+
+def scaling_for_bands(scaling: dict, bands: list[str], chosen: list[str]) -> dict:
+    """The scaling record restricted to `chosen` bands, in their order (per-band softening reindexed)."""
+    out = dict(scaling)
+    if "softening" in scaling:
+        out["softening"] = [scaling["softening"][bands.index(b)] for b in chosen]
+    return out
+
+
 class _ShardSink:
     """Buffers accepted objects and writes full shards into a temporary folder."""
 
