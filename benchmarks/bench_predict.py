@@ -4,7 +4,7 @@
    each architecture of the config (default: config.yaml's resnet, efficientnet, swin, mixer), a model
    folder is written with deepred.models.checkpoint.write_model (the trained weights do not change the
    cost, so a fresh network is used; a trained results/models/{arch}/... folder works alike) and
-   `predict_cutouts` streams an NPY cube of raw 45x45x4 cutouts through it: reading, per-image asinh
+   `predict_cutouts` streams an NPY cube of raw 45x45x4 cutouts through it: reading, per-band asinh
    scaling, the network and the Parquet writer, all counted. The FITS reading rate (one file per band)
    is measured once, separately.
 2. Memory: `deepred predict` runs in a fresh subprocess on NPY cubes of 1,000 and 50,000 cutouts and
@@ -79,7 +79,7 @@ def make_model(results: Path, arch: str, config: dict) -> Path:
     net = build_model(arch, config, len(BANDS), CUTOUT).eval()
     out = results / "models" / arch / "bench"
     write_model(out, net, {"model": arch, "dataset": "bench", "bands": BANDS, "in_chans": len(BANDS), "cutout": CUTOUT,
-                           "pixel_scale": 0.263, "scaling": {"method": "asinh", "per_image": True},
+                           "pixel_scale": 0.263, "scaling": {"method": "asinh", "per_image": False, "softening": [1.0] * 4},
                            "head": net.head, "grid": None if net.head == "point" else net.grid.tolist(),
                            "config": config, "n_params": int(sum(p.numel() for p in net.parameters()))})
     return out
