@@ -12,7 +12,7 @@ Inputs (all yield one `Item` per object, in input order, so memory does not grow
   folder. The catalogue is read in chunks.
 
 Pixels are expected in calibrated linear flux, as the training data before normalization (the raw images
-of data/raw/{dataset}/); they get the per-image scaling recorded in the model's metadata
+of data/raw/{dataset}/); they get the scaling (method and per-band softening) recorded in the model's metadata
 (deepred.data.normalize.scale_images), so predictions equal the pipeline's for the same pixels.
 Objects that cannot be used (not a FITS image, wrong size, NaN pixels, a band missing) are not fatal:
 they go to the rejects file with the file and the reason, and the others are written.

@@ -73,7 +73,7 @@ def class_group(obj_class: str) -> str:
 
 
 def flux_like(images: np.ndarray, scaling: str) -> np.ndarray:
-    """Undo the per-image scaling where it is monotone and invertible up to a factor (asinh -> sinh),
+    """Undo the scaling where it is monotone and invertible up to a factor (asinh -> sinh),
     so sums over pixels behave like fluxes in noise units."""
     if scaling == "asinh":
         return np.sinh(np.asarray(images, dtype=np.float64))

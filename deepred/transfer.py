@@ -2,7 +2,7 @@
 
 Which pairs: the evaluation dataset must carry every band the model was trained on (the model's bands are
 taken from it, in the model's order: a g,r,i,z model runs on SDSS u,g,r,i,z through its g,r,i,z planes), its
-cutouts must be at least as large (larger ones are centre-cropped to the model's size) and its per-image
+cutouts must be at least as large (larger ones are centre-cropped to the model's size) and its
 scaling method must be the same (asinh cutouts are re-expressed with the training set's per-band
 softening, exactly: asinh is invertible). A model never gets a zero-filled or invented band: KiDS (u,g,r,i) lacks z, so a
 DES-like g,r,i,z model is not evaluated there and its cell in transfer_nmad.csv is empty ("n/a").
