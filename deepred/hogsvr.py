@@ -28,7 +28,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVR
 
 from deepred.data.contract import DataError, ProcessedDataset
-from deepred.io import atomic_path, sha256_file, write_json, write_parquet
+from deepred.io import atomic_path, read_verified_model, sha256_file, write_json, write_parquet
 from deepred.metrics import metric_values, sample_arrays
 from deepred.provenance import provenance
 
@@ -148,16 +148,10 @@ class HogSVRModel:
     def load(cls, model_dir: str | Path) -> "HogSVRModel":
         """Read model.json + model.npz, verifying the checksum; never unpickles."""
         model_dir = Path(model_dir)
-        meta_path, npz = model_dir / "model.json", model_dir / "model.npz"
-        for p in (meta_path, npz):
-            if not p.is_file():
-                raise HogSVRError(f"{p}: missing (not a fitted HOG+SVR model folder)")
-        meta = json.loads(meta_path.read_text())
+        meta, npz = read_verified_model(model_dir, "model.npz", "weights_sha256", HogSVRError,
+                                        "not a fitted HOG+SVR model folder")
         if meta.get("model") != MODEL_NAME or meta.get("format_version") != FORMAT_VERSION:
-            raise HogSVRError(f"{meta_path}: not a HOG+SVR model of format {FORMAT_VERSION}")
-        digest = sha256_file(npz)
-        if digest != meta.get("weights_sha256"):
-            raise HogSVRError(f"{npz}: SHA-256 {digest} does not match {meta.get('weights_sha256')} in {meta_path}")
+            raise HogSVRError(f"{model_dir / 'model.json'}: not a HOG+SVR model of format {FORMAT_VERSION}")
         with np.load(npz, allow_pickle=False) as z:
             missing = [k for k in _ARRAYS if k not in z.files]
             if missing:

@@ -19,7 +19,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
-from deepred.io import atomic_path, sha256_file, write_json
+from deepred.io import atomic_path, read_verified_model, sha256_file, write_json
 from deepred.models.heads import PointModule, RedshiftNet, pdf_summary
 
 
@@ -121,14 +121,8 @@ def load_trained(model_dir: str | Path) -> TrainedModel:
     from deepred.models.registry import build_model
 
     model_dir = Path(model_dir)
-    meta_path, weights = model_dir / "model.json", model_dir / "model.safetensors"
-    for p in (meta_path, weights):
-        if not p.is_file():
-            raise CheckpointError(f"{p}: missing (train the model first)")
-    meta = json.loads(meta_path.read_text())
-    digest = sha256_file(weights)
-    if digest != meta.get("sha256"):
-        raise CheckpointError(f"{weights}: SHA-256 {digest[:12]}... does not match model.json ({str(meta.get('sha256'))[:12]}...)")
+    meta, weights = read_verified_model(model_dir, "model.safetensors", "sha256", CheckpointError,
+                                        "train the model first")
     net = build_model(meta["model"], meta["config"], int(meta["in_chans"]), int(meta["cutout"]))
     try:
         net.load_state_dict(load_file(str(weights)), strict=True)
