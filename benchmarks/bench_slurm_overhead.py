@@ -28,22 +28,15 @@ from pathlib import Path
 
 import yaml
 
+from deepred.slurm import copy_workflow
+
 ROOT = Path(__file__).resolve().parent.parent
-WORKFLOW_PATHS = ("Snakefile", "rules", "workflow_scripts", "deepred", "profiles", "config", "config.yaml", "envs")
 
 
 def fresh_copy(dest: Path) -> Path:
     if dest.exists():
         shutil.rmtree(dest)
-    dest.mkdir(parents=True)
-    for name in WORKFLOW_PATHS:
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        elif src.exists():
-            shutil.copy2(src, dest / name)
-    os.symlink("profiles/slurm", dest / "slurm")
-    return dest
+    return copy_workflow(ROOT, dest)
 
 
 def run(workdir: Path, args: list[str], log: Path, timeout_s: int) -> float:

@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 
 class SlurmPreflightError(RuntimeError):
@@ -23,6 +24,23 @@ class SlurmPreflightError(RuntimeError):
 
 
 LOCAL_HINT = "To run without SLURM: `snakemake --cores N <target>` (local CPU, profiles/default)."
+
+
+# What a scratch copy of the workflow needs to run on its own (the SLURM tests and overhead benchmark).
+WORKFLOW_PATHS = ("Snakefile", "rules", "workflow_scripts", "deepred", "profiles", "config", "config.yaml", "envs")
+
+
+def copy_workflow(repo: Path, dest: Path) -> Path:
+    """Copy the workflow files of `repo` into `dest`, with the root `slurm` profile link as in the repo."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in WORKFLOW_PATHS:
+        src = repo / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        elif src.exists():
+            shutil.copy2(src, dest / name)
+    os.symlink("profiles/slurm", dest / "slurm")  # what makes `--profile slurm` resolve at the root
+    return dest
 
 
 def _run(cmd: list[str], timeout: float) -> subprocess.CompletedProcess:

@@ -22,10 +22,11 @@ import pandas as pd
 import pytest
 import yaml
 
+from deepred.slurm import copy_workflow
+
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parent.parent
-WORKFLOW_PATHS = ("Snakefile", "rules", "workflow_scripts", "deepred", "profiles", "config", "config.yaml", "envs")
 PROFILE_ARGS = ["--profile", "slurm", "--profile", "profiles/slurm-ci"]
 ACCOUNT = os.environ.get("SLURM_LOCAL_ACCOUNT", "deepred")  # created by scripts/slurm_local_up.sh
 
@@ -52,18 +53,6 @@ def cluster():
         if os.environ.get("DEEPRED_REQUIRE_SLURM") == "1":
             pytest.fail(f"DEEPRED_REQUIRE_SLURM=1 but {problem}")
         pytest.skip(problem)
-
-
-def _copy_workflow(dest: Path) -> Path:
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in WORKFLOW_PATHS:
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        elif src.exists():
-            shutil.copy2(src, dest / name)
-    os.symlink("profiles/slurm", dest / "slurm")  # what makes `--profile slurm` resolve, as in the repo
-    return dest
 
 
 class Run:
@@ -141,7 +130,7 @@ def _config(workdir: Path) -> dict:
 @pytest.fixture(scope="module")
 def e2e(cluster, tmp_path_factory):
     """The whole CI study (config/ci.yaml, default target) through SLURM."""
-    workdir = _copy_workflow(tmp_path_factory.mktemp("slurm_e2e"))
+    workdir = copy_workflow(REPO, tmp_path_factory.mktemp("slurm_e2e"))
     run = Run(workdir, [*PROFILE_ARGS, "--configfile", "config/ci.yaml"], timeout=480)
     assert run.rc == 0, run.explain()
     return run
@@ -209,7 +198,7 @@ def test_rerun_after_one_architecture_changes_submits_only_its_jobs(e2e, timelim
 
 
 def test_invalid_account_is_refused_before_any_submission(cluster, tmp_path):
-    workdir = _copy_workflow(tmp_path / "wf")
+    workdir = copy_workflow(REPO, tmp_path / "wf")
     run = Run(workdir, [*PROFILE_ARGS, "--configfile", "config/ci.yaml"], timeout=120,
               env={"SLURM_ACCOUNT": "no_such_account_xyz"})
     assert run.rc != 0
@@ -241,7 +230,7 @@ def timelimit_run(e2e, tmp_path_factory):
     killed even if this shared machine runs 1.5x faster than then; each retry resumes from the checkpoint and
     trains ~1 minute more, until one finishes (up to 5 retries: a slower machine only costs attempts)."""
     cfg = _config(e2e.workdir)
-    workdir = _copy_workflow(tmp_path_factory.mktemp("slurm_timelimit"))
+    workdir = copy_workflow(REPO, tmp_path_factory.mktemp("slurm_timelimit"))
     shutil.copytree(e2e.workdir / cfg["data_dir"], workdir / cfg["data_dir"])  # no need to simulate again
     epoch_s = _epoch_wall_seconds(e2e.workdir / "logs" / "train" / TIMEOUT_MODEL / f"{TIMEOUT_DATASET}.log")
     epochs = max(50, int(140.0 / epoch_s))
