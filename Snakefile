@@ -21,6 +21,25 @@ include: "rules/metrics.smk"
 include: "rules/shap.smk"
 
 
+# Cheap bookkeeping rules run in the main Snakemake process, also under `--profile slurm`: a SLURM job
+# each would cost a queue wait and a status poll for seconds of work. Downloads run there too, because
+# compute nodes often have no internet.
+localrules:
+    all,
+    download,
+    download_manifest_files,
+    download_all,
+    ensemble,
+    metrics_test_set,
+    tables,
+    figures_test_set,
+    improvement_figure,
+    transfer_table,
+    shap_table,
+    shap_figures,
+    archive,
+
+
 rule all:
     default_target: True
     input:

@@ -18,6 +18,8 @@ import hashlib
 import json
 import logging
 import math
+import os
+import socket
 import time
 from pathlib import Path
 
@@ -232,6 +234,12 @@ def _restore_opt(opt: torch.optim.Optimizer, tensors: dict, groups: dict) -> Non
     opt.load_state_dict({"state": state, "param_groups": groups["param_groups"]})
 
 
+def _trained_by() -> str:
+    """Which process trained an epoch (history.csv): a resumed run's epochs name more than one."""
+    job = os.environ.get("SLURM_JOB_ID")
+    return f"slurm:{job}" if job else f"pid:{os.getpid()}@{socket.gethostname()}"
+
+
 def train_model(model_name: str, dataset: str, config: dict, processed_dir, out_dir, threads: int | None = None) -> dict:
     """Train `model_name` on `dataset`; write model.safetensors, model.json, history.csv into out_dir."""
     t_start = time.time()
@@ -362,6 +370,7 @@ def train_model(model_name: str, dataset: str, config: dict, processed_dir, out_
             "images_per_s": seen / max(train_s, 1e-9),
             "epoch_seconds": time.time() - t0,
             "best": improved,
+            "trained_by": _trained_by(),
         }
         state["history"].append(row)
         state["epoch"] = epoch + 1

@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 import pytest
@@ -55,6 +56,16 @@ def cluster():
         pytest.skip(problem)
 
 
+class Submission(NamedTuple):
+    """One rule run inside a SLURM job (a group job, profiles/slurm `groups`, runs several)."""
+
+    rule: str
+    wildcards: dict
+    jobid: str
+    log: str
+    group: str | None  # the profile's group name, None for a job of its own
+
+
 class Run:
     """One Snakemake invocation through SLURM and what it submitted."""
 
@@ -66,8 +77,8 @@ class Run:
         res = subprocess.run(cmd, cwd=workdir, env=full_env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
         self.seconds = time.monotonic() - t0
         self.rc, self.out, self.workdir = res.returncode, res.stdout + res.stderr, workdir
-        self.jobs = _submitted(self.out)  # [(rule, wildcards, slurm_jobid, slurm_log)]
-        ids = [j[2] for j in self.jobs]
+        self.jobs, self.local = _submitted(self.out)
+        ids = sorted({j.jobid for j in self.jobs})
         if ids:  # leave nothing behind after a timeout or failure
             subprocess.run(["scancel", *ids], capture_output=True, timeout=30)
         self.sacct = _sacct(ids)
@@ -75,30 +86,47 @@ class Run:
     def explain(self) -> str:
         return f"rc={self.rc} after {self.seconds:.0f} s\n" + self.out[-4000:]
 
-    def of_rule(self, rule: str) -> list[tuple[str, dict, str, str]]:
-        return [j for j in self.jobs if j[0] == rule]
+    def of_rule(self, rule: str) -> list[Submission]:
+        return [j for j in self.jobs if j.rule == rule]
 
 
-def _submitted(out: str) -> list[tuple[str, dict, str, str]]:
-    """(rule, wildcards, SLURM job id, SLURM log) per submission, from Snakemake's own report of it."""
-    blocks, current = {}, None
+def _rule_blocks(text: str) -> tuple[dict[str, dict], list[dict]]:
+    """Snakemake's job blocks ("rule X:" / "localrule X:", then jobid and wildcards lines) in a log:
+    {jobid: block} and the blocks in order; each block is {rule, wildcards, local}."""
+    by_id, blocks, current = {}, [], None
+    for line in text.splitlines():
+        s = line.strip()
+        m = re.match(r"^(local)?rule (\w+):$", s)
+        if m:
+            current = {"rule": m.group(2), "wildcards": {}, "local": bool(m.group(1))}
+            blocks.append(current)
+        elif current is not None and s.startswith("jobid:"):
+            by_id[s.split(":", 1)[1].strip()] = current
+        elif current is not None and s.startswith("wildcards:"):
+            current["wildcards"] = dict(kv.split("=", 1) for kv in s.split(":", 1)[1].strip().split(", "))
+    return by_id, blocks
+
+
+def _submitted(out: str) -> tuple[list[Submission], list[dict]]:
+    """What Snakemake's own report says it submitted (one Submission per rule run in a SLURM job) and the
+    jobs it ran itself (the Snakefile's localrules). A group job is submitted under a UUID; its member
+    rules are read from its SLURM log, where the job step lists them."""
+    by_id, blocks = _rule_blocks(out)
     jobs = []
     for line in out.splitlines():
-        s = line.strip()
-        m = re.match(r"^(?:local)?rule (\w+):$", s)
-        if m:
-            current = {"rule": m.group(1), "wildcards": {}}
+        m = re.match(r"^Job (\S+) has been submitted with SLURM jobid (\d+) \(log: (.+)\)\.$", line.strip())
+        if not m:
             continue
-        if current is not None:
-            if s.startswith("jobid:"):
-                blocks[s.split(":", 1)[1].strip()] = current
-            elif s.startswith("wildcards:"):
-                current["wildcards"] = dict(kv.split("=", 1) for kv in s.split(":", 1)[1].strip().split(", "))
-        m = re.match(r"^Job (\d+) has been submitted with SLURM jobid (\d+) \(log: (.+)\)\.$", s)
-        if m:
-            b = blocks.get(m.group(1), {"rule": "?", "wildcards": {}})
-            jobs.append((b["rule"], b["wildcards"], m.group(2), m.group(3)))
-    return jobs
+        jobid, log = m.group(2), m.group(3)
+        if m.group(1) in by_id:
+            members, group = [by_id[m.group(1)]], None
+        else:  # logs/slurm/group_<group>_<member rules>/<jobid>.log
+            _, in_job = _rule_blocks(Path(log).read_text()) if Path(log).exists() else ({}, [])
+            members = list({(b["rule"], str(b["wildcards"])): b for b in in_job}.values())
+            rules = "_".join(sorted({b["rule"] for b in members}))
+            group = Path(log).parent.name.removeprefix("group_").removesuffix("_" + rules)
+        jobs += [Submission(b["rule"], b["wildcards"], jobid, log, group) for b in members]
+    return jobs, [b for b in blocks if b["local"]]
 
 
 def _sacct(ids: list[str], wait_s: float = 30.0) -> dict[str, dict]:
@@ -147,20 +175,35 @@ def test_end_to_end_runs_every_job_as_a_slurm_job(e2e):
             assert (results / "predictions" / model / f"{dataset}.parquet").exists(), (model, dataset)
 
     assert e2e.jobs, e2e.explain()
-    assert len({j[2] for j in e2e.jobs}) == len(e2e.jobs)
-    for rule, wc, jobid, _ in e2e.jobs:
-        rec = e2e.sacct.get(jobid)
-        assert rec is not None, f"SLURM job {jobid} ({rule} {wc}) unknown to sacct"
+    assert len({(j.rule, str(j.wildcards)) for j in e2e.jobs}) == len(e2e.jobs)
+    for job in e2e.jobs:
+        rec = e2e.sacct.get(job.jobid)
+        assert rec is not None, f"SLURM job {job.jobid} ({job.rule} {job.wildcards}) unknown to sacct"
         assert rec["State"] == "COMPLETED", rec
-        assert rec["Comment"].startswith(f"rule_{rule}"), rec  # the executor plugin names the rule there
-        assert rec["JobName"] == e2e.sacct[e2e.jobs[0][2]]["JobName"]  # one run, one job name (its UUID)
+        # the executor plugin names the rule, or the group and its rules, there
+        expected = f"rule_{job.rule}" if job.group is None else "rule_" + Path(job.log).parent.name[len("group_"):]
+        assert rec["Comment"].startswith(expected), (job, rec)
+        assert rec["JobName"] == e2e.sacct[e2e.jobs[0].jobid]["JobName"]  # one run, one job name (its UUID)
+    # the profile's groups: a dataset's preparation is one SLURM job, a network's training and predictions
+    # (and its SHAP explanation) another
+    groups = {j.group for j in e2e.jobs}
+    assert {"prepare", "model"} <= groups, groups
+    for job in e2e.of_rule("predict") + e2e.of_rule("shap_explain"):
+        trained = [t for t in e2e.of_rule("train") if t.wildcards == job.wildcards]
+        assert trained and trained[0].jobid == job.jobid, f"{job} did not run in its training's SLURM job"
+    # every other job ran in the main Snakemake process: only the Snakefile's cheap localrules
+    declared = set(re.search(r"^localrules:\n((?:    \w+,\n)+)", (REPO / "Snakefile").read_text(), re.M)
+                   .group(1).replace(",", "").split())
+    ran_locally = {b["rule"] for b in e2e.local}
+    assert "tables" in ran_locally and ran_locally <= declared, (ran_locally, declared)
+    assert not {j.rule for j in e2e.jobs} & declared
 
 
 def test_training_jobs_ran_with_the_gpu_request(e2e):
     cfg = _config(e2e.workdir)
     networks = [m for m, c in cfg["architectures"].items() if c.get("enabled", True)]
     networks += [b for b in ("photoz", "netz", "a1", "a3") if cfg["baselines"][b]["enabled"]]
-    trained = {(wc["model"], wc["dataset"]): (jobid, log) for _, wc, jobid, log in e2e.of_rule("train")}
+    trained = {(j.wildcards["model"], j.wildcards["dataset"]): (j.jobid, j.log) for j in e2e.of_rule("train")}
     assert set(trained) == {(m, d) for m in networks for d in cfg["datasets"]}
     for (model, dataset), (jobid, slurm_log) in trained.items():
         rec = e2e.sacct[jobid]
@@ -171,11 +214,11 @@ def test_training_jobs_ran_with_the_gpu_request(e2e):
         # the executor's per-job log under logs/slurm/ is kept and shows the job step ran the rule
         assert Path(slurm_log).is_relative_to(e2e.workdir / "logs" / "slurm")
         assert f"rule train:" in Path(slurm_log).read_text()
-    for _, _, jobid, _ in e2e.of_rule("shap_explain"):
-        assert "gres/gpu=1" in e2e.sacct[jobid]["AllocTRES"]
+    for job in e2e.of_rule("shap_explain"):
+        assert "gres/gpu=1" in e2e.sacct[job.jobid]["AllocTRES"]
     for rule in ("simulate", "normalize", "hogsvr"):
-        for _, _, jobid, _ in e2e.of_rule(rule):
-            assert "gres/gpu" not in e2e.sacct[jobid]["AllocTRES"], (rule, e2e.sacct[jobid])
+        for job in e2e.of_rule(rule):
+            assert "gres/gpu" not in e2e.sacct[job.jobid]["AllocTRES"], (rule, e2e.sacct[job.jobid])
 
 
 def test_rerun_after_one_architecture_changes_submits_only_its_jobs(e2e, timelimit_run):
@@ -187,14 +230,14 @@ def test_rerun_after_one_architecture_changes_submits_only_its_jobs(e2e, timelim
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     run = Run(e2e.workdir, [*PROFILE_ARGS, "--configfile", "config/ci.yaml"], timeout=300)
     assert run.rc == 0, run.explain()
-    submitted = [(rule, wc) for rule, wc, _, _ in run.jobs]
+    submitted = [(j.rule, j.wildcards) for j in run.jobs]
     trained = sorted((wc["model"], wc["dataset"]) for rule, wc in submitted if rule == "train")
     assert trained == sorted((changed, d) for d in cfg["datasets"]), submitted
     for rule, wc in submitted:
         assert rule not in ("simulate", "normalize", "hogsvr"), submitted
         if "model" in wc:
             assert wc["model"] == changed, f"{rule} {wc} resubmitted though only {changed} changed"
-    assert all(run.sacct[j]["State"] == "COMPLETED" for _, _, j, _ in run.jobs), run.sacct
+    assert all(run.sacct[j.jobid]["State"] == "COMPLETED" for j in run.jobs), run.sacct
 
 
 def test_invalid_account_is_refused_before_any_submission(cluster, tmp_path):
@@ -251,15 +294,18 @@ def test_training_killed_by_the_time_limit_is_retried_and_resumes(timelimit_run)
     timelimit_run["thread"].join()
     run = timelimit_run["box"]["run"]
     assert run.rc == 0, run.explain()
-    attempts = [(jobid, run.sacct[jobid], Path(log)) for rule, _, jobid, log in run.jobs if rule == "train"]
+    attempts = [(j.jobid, run.sacct[j.jobid], Path(j.log)) for j in run.of_rule("train")]
     states = [rec["State"] for _, rec, _ in attempts]
     assert len(attempts) >= 2 and set(states[:-1]) == {"TIMEOUT"} and states[-1] == "COMPLETED", (
         f"expected timed-out attempts, then a completed one: {states}\n" + run.explain()
     )
-    for jobid, rec, slurm_log in attempts:
+    for jobid, rec, _ in attempts:
         assert rec["Timelimit"] == "00:01:00" and "gres/gpu=1" in rec["AllocTRES"], rec
-        if rec["State"] == "TIMEOUT":  # SLURM's own word, in the kept log under logs/slurm/
-            assert re.search(rf"JOB {jobid} ON \S+ CANCELLED AT \S+ DUE TO TIME LIMIT", slurm_log.read_text())
+    # SLURM's own word, in the kept log under logs/slurm/, for the first attempt (sized to outlast the limit).
+    # A later attempt may finish its epochs just as SLURM's ~30 s enforcement sweep comes due: sacct then
+    # says TIMEOUT but the log has no cancel line, and the next attempt only finalizes (resumes after E of E).
+    first_id, _, first_log = attempts[0]
+    assert re.search(rf"JOB {first_id} ON \S+ CANCELLED AT \S+ DUE TO TIME LIMIT", first_log.read_text())
 
     workdir, epochs = timelimit_run["workdir"], timelimit_run["epochs"]
     # Snakemake starts a retried job's rule log afresh: it is the last attempt's
@@ -267,9 +313,13 @@ def test_training_killed_by_the_time_limit_is_retried_and_resumes(timelimit_run)
     assert f"SLURM job {attempts[-1][0]} " in log
     m = re.search(rf"resuming from \S+ after epoch (\d+) of {epochs}", log)
     assert m, "the retry did not resume from the checkpoint:\n" + log[-3000:]
-    assert 1 <= int(m.group(1)) < epochs
-    # the history has every epoch exactly once, across the attempts
+    assert 1 <= int(m.group(1)) <= epochs
+    # the history has every epoch exactly once, trained by more than one attempt, the first attempt first
     model_dir = workdir / timelimit_run["cfg"]["results_dir"] / "models" / TIMEOUT_MODEL / TIMEOUT_DATASET
     hist = pd.read_csv(model_dir / "history.csv")
     assert hist["epoch"].tolist() == list(range(1, epochs + 1))
+    trained_by = hist["trained_by"].tolist()
+    assert trained_by[0] == f"slurm:{first_id}", trained_by
+    assert set(trained_by) <= {f"slurm:{jobid}" for jobid, _, _ in attempts}, trained_by
+    assert len(set(trained_by)) >= 2, f"one attempt trained every epoch: {set(trained_by)}"
     assert (model_dir / "model.safetensors").stat().st_size > 0
