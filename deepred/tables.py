@@ -206,6 +206,13 @@ def test_set_metrics(config: dict, test_set: str, pred_paths: dict[str, str | Pa
         point[model] = (zp, zt)
     metrics_long = pd.DataFrame(long_rows)
 
+    # The floor every model must clear: predicting the training split's median label for every test object
+    train_labels = catalog.loc[(catalog["split"] == "train").to_numpy(), label].to_numpy(float)
+    if not len(train_labels):
+        raise DataError(f"{processed_dir}: no training rows; the training-median reference needs them")
+    zt_test = rows[label].to_numpy(float)
+    median_nmad = float(M.metric_values("nmad", M.sample_arrays(np.full(n, np.median(train_labels)), zt_test), params))
+
     # NMAD with its interval and the paired-bootstrap improvement over the best baseline
     alpha = 100 * (1 - mcfg["ci_level"]) / 2
     bases = baseline_models(config)
@@ -214,7 +221,8 @@ def test_set_metrics(config: dict, test_set: str, pred_paths: dict[str, str | Pa
     for model in models:
         r = {**base, "table": ts["table"], "model": model, "family": model_family(config, model), "n": n,
              "nmad": nmad_val[model], "nmad_ci_lo": np.nan, "nmad_ci_hi": np.nan, "best_baseline": best_base or "",
-             "improvement": np.nan, "improvement_ci_lo": np.nan, "improvement_ci_hi": np.nan}
+             "improvement": np.nan, "improvement_ci_lo": np.nan, "improvement_ci_hi": np.nan,
+             "median_nmad": median_nmad, "nmad_over_median": nmad_val[model] / median_nmad if median_nmad else np.nan}
         if idx is not None:
             r["nmad_ci_lo"], r["nmad_ci_hi"] = np.percentile(nmad_boot[model], [alpha, 100 - alpha])
         if best_base:

@@ -89,6 +89,13 @@ def test_tables_end_to_end(tiny_dataset, tmp_path):
     assert (g["best_baseline"] == bb).all()
     assert g.loc[bb, "improvement"] == pytest.approx(0.0)
     assert g.loc["resnet", "improvement"] == pytest.approx(1 - g.loc["resnet", "nmad"] / g.loc[bb, "nmad"], rel=1e-4)
+    # the training-median reference, recomputed by hand from the catalogue
+    gen = cat[(cat["split"] == "test") & ~cat["high_prob_lens"]]
+    z = gen["z_lens"].to_numpy(float)
+    dz = (np.median(cat.loc[cat["split"] == "train", "z_lens"]) - z) / (1 + z)
+    floor = 1.4826 * np.median(np.abs(dz - np.median(dz)))
+    assert g["median_nmad"].to_numpy() == pytest.approx(floor, rel=1e-4)
+    assert g["nmad_over_median"].to_numpy() == pytest.approx(g["nmad"].to_numpy() / floor, rel=1e-4)
 
     summ = pd.read_csv(written["summary"])
     assert list(summ.columns) == ["test_set", "dataset", "model", "family", "metric", "value", "ci_lo", "ci_hi", "n"]
