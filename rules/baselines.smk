@@ -22,5 +22,7 @@ rule hogsvr:
     resources:
         mem_mb=4000,
         runtime="30m",
+    params:
+        section=config["baselines"]["hogsvr"],  # rerun trigger: editing the HOG or SVR grid refits
     script:
         "../workflow_scripts/hogsvr.py"

@@ -25,6 +25,11 @@ rule shap_explain:
         mem_mb=4000,
         runtime="30m",
         gpu=1,
+    params:
+        # rerun trigger: the explainer's settings (which models, and threads, only select or run jobs)
+        settings={
+            k: v for k, v in config["shap"].items() if k not in ("models", "threads")
+        },
     script:
         "../workflow_scripts/shap_explain.py"
 

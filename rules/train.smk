@@ -87,5 +87,6 @@ rule ensemble:
         runtime="15m",
     params:
         members=ENSEMBLE_MEMBERS,
+        positive=config["ensemble"]["positive"],
     script:
         "../workflow_scripts/ensemble.py"

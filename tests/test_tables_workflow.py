@@ -75,3 +75,12 @@ def test_changing_one_model_reruns_only_its_jobs(tmp_path):
         ("tables", "improvement_figure", "transfer_table", "all"), 1)
     for untouched in ("simulate", "normalize", "hogsvr"):
         assert untouched not in jobs
+
+    # the HOG+SVR grid is a rerun trigger too: refit on both datasets, retrain nothing
+    _smk(tmp_path, "--touch")
+    cfg["baselines"]["hogsvr"]["C"] = [1.0, 1000.0]
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    jobs = _job_counts(_smk(tmp_path, "-n"))
+    assert jobs.pop("hogsvr") == 2 and jobs.pop("metrics_test_set") == 2
+    for untouched in ("simulate", "normalize", "train", "predict", "ensemble", "transfer_predict"):
+        assert untouched not in jobs, jobs
