@@ -28,6 +28,20 @@ def _config(head="point"):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
+def test_fresh_backbone_starts_at_the_label_centre(arch):
+    """The output layer starts at zero: every input gets the label centre (a flat PDF), not a random value."""
+    torch.manual_seed(0)
+    for head in ("point", "pdf"):
+        net = build_model(arch, _config(head), 4, 45).eval()
+        grid = make_grid(0.1, 1.2, 100)
+        net.set_normalization(np.zeros(4), np.ones(4), 0.5, 0.2, grid if head == "pdf" else None)
+        with torch.no_grad():
+            z = net.point(net(torch.randn(3, 4, 45, 45) * 5))
+        expected = 0.5 if head == "point" else float(grid.mean())
+        np.testing.assert_allclose(z.numpy(), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("cutout,bands,head", [(45, 4, "point"), (64, 5, "pdf")])
 def test_forward_every_backbone_both_cutouts_and_heads(arch, cutout, bands, head):
     torch.manual_seed(0)

@@ -97,6 +97,13 @@ def create_backbone(arch: str, arch_cfg: dict, in_chans: int, img_size: int, num
             f"architecture '{arch}': timm.create_model('{name}', in_chans={in_chans}, num_classes={num_outputs}, "
             f"**{kwargs}) failed: {exc}"
         ) from exc
+    out_layer = net.get_classifier()
+    if isinstance(out_layer, nn.Linear):
+        # start from a constant prediction (the label centre, or a flat PDF): timm's random output layer put
+        # EfficientNet's first predictions several label sigmas off and cost it its first epochs
+        with torch.no_grad():
+            out_layer.weight.zero_()
+            out_layer.bias.zero_()
     with torch.no_grad():  # fail now, not in the first training step, when the input size does not fit
         try:
             net.eval()(torch.zeros(1, in_chans, img_size, img_size))
