@@ -3,7 +3,8 @@
 The stacked ensemble is z = intercept + sum_m w_m * z_m over the members' point estimates, fit by least
 squares on the validation split only (test rows never enter the fit; `fit_split` in model.json says so).
 `ensemble.positive` constrains the weights to be >= 0 (non-negative least squares), which keeps a
-collinear set of members from trading huge positive and negative weights. The mean ensemble averages
+collinear set of members from trading huge positive and negative weights; `ensemble.convex` (the default
+config's choice) further makes them sum to one with no intercept, fit in (z - z_true) / (1 + z_true). The mean ensemble averages
 the members. Each writes predictions in the file contract and results/models/ensemble_{stacked,mean}/
 {dataset}/model.json with the members, their weights and folders, so `load_ensemble` can predict new cutouts.
 """
@@ -65,10 +66,29 @@ def member_table(pred_paths: dict[str, str | Path]) -> pd.DataFrame:
     return table.sort_values("object_id").reset_index(drop=True)
 
 
-def fit_stacked(z_members: np.ndarray, z_true: np.ndarray, positive: bool = True) -> tuple[np.ndarray, float]:
-    """(weights, intercept) of the least-squares stack of member predictions (n, m) onto z_true."""
-    reg = LinearRegression(positive=positive).fit(z_members, z_true)
-    return reg.coef_.astype(float), float(reg.intercept_)
+def fit_stacked(z_members: np.ndarray, z_true: np.ndarray, positive: bool = True,
+                convex: bool = False) -> tuple[np.ndarray, float]:
+    """(weights, intercept) of the least-squares stack of member predictions (n, m) onto z_true.
+
+    convex: weights >= 0 summing to one and no intercept, fit on (z - z_true) / (1 + z_true), the scale NMAD
+    measures. A convex combination cannot extrapolate beyond its members, so a few hundred validation rows do
+    not buy an offset or a scale that fails on new objects (Breiman 1996, "Stacked regressions")."""
+    if not convex:
+        reg = LinearRegression(positive=positive).fit(z_members, z_true)
+        return reg.coef_.astype(float), float(reg.intercept_)
+    from scipy.optimize import minimize
+
+    a = z_members / (1.0 + z_true)[:, None]
+    b = z_true / (1.0 + z_true)
+    m = z_members.shape[1]
+    res = minimize(lambda w: float(np.sum((a @ w - b) ** 2)), np.full(m, 1.0 / m),
+                   jac=lambda w: 2.0 * a.T @ (a @ w - b), method="SLSQP", bounds=[(0.0, 1.0)] * m,
+                   constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0, "jac": lambda w: np.ones(m)}],
+                   options={"ftol": 1e-14, "maxiter": 1000})
+    if not res.success:
+        raise EnsembleError(f"convex stacking did not converge: {res.message}")
+    w = np.clip(res.x, 0.0, None)
+    return w / w.sum(), 0.0
 
 
 @dataclass
@@ -117,7 +137,8 @@ def fit_ensembles(dataset: str, config: dict, pred_paths: dict[str, str | Path],
     fit_mask = (table["split"] == FIT_SPLIT).to_numpy()
     z_true = table["z_true"].to_numpy(float)
     positive = bool(config.get("ensemble", {}).get("positive", True))
-    w, b = fit_stacked(zm[fit_mask], z_true[fit_mask], positive=positive)
+    convex = bool(config.get("ensemble", {}).get("convex", False))
+    w, b = fit_stacked(zm[fit_mask], z_true[fit_mask], positive=positive, convex=convex)
     weights = {"stacked": (w, b), "mean": (np.full(len(members), 1.0 / len(members)), 0.0)}
 
     first_meta = _member_meta(model_root, members[0], dataset)
@@ -139,7 +160,8 @@ def fit_ensembles(dataset: str, config: dict, pred_paths: dict[str, str | Path],
             "members": members,
             "weights": {m: float(v) for m, v in zip(members, w_m)},
             "intercept": float(b_m),
-            "positive_weights": positive if method == "stacked" else None,
+            "positive_weights": positive or convex if method == "stacked" else None,
+            "convex": convex if method == "stacked" else None,
             "fit_split": FIT_SPLIT if method == "stacked" else None,
             "n_fit": int(fit_mask.sum()),
             "fit_object_ids_sha256": _ids_digest(table.loc[fit_mask, "object_id"]),

@@ -88,5 +88,6 @@ rule ensemble:
     params:
         members=ENSEMBLE_MEMBERS,
         positive=config["ensemble"]["positive"],
+        convex=config["ensemble"]["convex"],
     script:
         "../workflow_scripts/ensemble.py"

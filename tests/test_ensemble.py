@@ -98,3 +98,21 @@ def test_saved_ensemble_predicts_new_cutouts_like_the_pipeline(tiny_dataset, tmp
     want = pred.set_index("object_id").loc[test["object_id"].astype(str), "z_pred"].to_numpy()
     np.testing.assert_allclose(z, want, rtol=1e-5)
     assert ens.meta["bands"] == ["g", "r", "i", "z"] and ens.meta["cutout"] == 45
+
+
+@pytest.mark.parametrize("convex", [True, False])
+def test_convex_and_free_stacks(tmp_path, convex):
+    """convex: weights >= 0 summing to one, no intercept; off: non-negative least squares with an intercept,
+    which can undo a member's shrinkage towards the mean (member b) where a convex combination cannot."""
+    z, split, members = synthetic(seed=2)
+    cfg = tiny_config({"d": {}})
+    cfg["ensemble"]["convex"] = convex
+    fit = fit_ensembles("d", cfg, write_members(tmp_path, z, split, members), tmp_path / "m", tmp_path / "p")
+    st = fit["ensemble_stacked"]
+    w = np.array(list(st["weights"].values()))
+    assert (w >= 0).all() and st["convex"] is convex
+    if convex:
+        assert w.sum() == pytest.approx(1.0) and st["intercept"] == 0.0
+        assert st["weights"]["c"] < 0.2  # the biased member gets little weight
+    else:
+        assert st["intercept"] != 0.0

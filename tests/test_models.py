@@ -28,11 +28,17 @@ def _config(head="point"):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_fresh_backbone_starts_at_the_label_centre(arch):
-    """The output layer starts at zero: every input gets the label centre (a flat PDF), not a random value."""
+def test_zero_init_head_starts_at_the_label_centre(arch):
+    """zero_init_head: every input gets the label centre (a flat PDF), not a random value; off keeps timm's init."""
     torch.manual_seed(0)
+    off = _config()
+    off["architectures"][arch]["zero_init_head"] = False
+    if arch != "mixer":  # timm's MlpMixer zero-initializes its own head
+        assert build_model(arch, off, 4, 45).body.get_classifier().weight.detach().abs().max() > 0
     for head in ("point", "pdf"):
-        net = build_model(arch, _config(head), 4, 45).eval()
+        cfg = _config(head)
+        cfg["architectures"][arch]["zero_init_head"] = True
+        net = build_model(arch, cfg, 4, 45).eval()
         grid = make_grid(0.1, 1.2, 100)
         net.set_normalization(np.zeros(4), np.ones(4), 0.5, 0.2, grid if head == "pdf" else None)
         with torch.no_grad():

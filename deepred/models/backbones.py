@@ -98,9 +98,10 @@ def create_backbone(arch: str, arch_cfg: dict, in_chans: int, img_size: int, num
             f"**{kwargs}) failed: {exc}"
         ) from exc
     out_layer = net.get_classifier()
-    if isinstance(out_layer, nn.Linear):
+    if arch_cfg.get("zero_init_head") and isinstance(out_layer, nn.Linear):
         # start from a constant prediction (the label centre, or a flat PDF): timm's random output layer put
-        # EfficientNet's first predictions several label sigmas off and cost it its first epochs
+        # EfficientNet's first predictions several label sigmas off and cost it its first epochs (Swin, whose
+        # head timm already initializes small, trained worse from zero: hence a per-architecture switch)
         with torch.no_grad():
             out_layer.weight.zero_()
             out_layer.bias.zero_()
