@@ -4,9 +4,10 @@ The stacked ensemble is z = intercept + sum_m w_m * z_m over the members' point 
 squares on the validation split only (test rows never enter the fit; `fit_split` in model.json says so).
 `ensemble.positive` constrains the weights to be >= 0 (non-negative least squares), which keeps a
 collinear set of members from trading huge positive and negative weights; `ensemble.convex` (the default
-config's choice) further makes them sum to one with no intercept, fit in (z - z_true) / (1 + z_true). The mean ensemble averages
-the members. Each writes predictions in the file contract and results/models/ensemble_{stacked,mean}/
-{dataset}/model.json with the members, their weights and folders, so `load_ensemble` can predict new cutouts.
+config's choice) further makes them sum to one with no intercept, fit in (z - z_true) / (1 + z_true).
+The mean ensemble averages the members. Each writes predictions in the file contract and
+results/models/ensemble_{stacked,mean}/{dataset}/model.json with the members, their weights and folders, so
+`load_ensemble` can predict new cutouts.
 """
 
 from __future__ import annotations
