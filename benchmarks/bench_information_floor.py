@@ -29,18 +29,14 @@ sys.path.insert(0, str(ROOT))
 
 from deepred.data.contract import ProcessedDataset  # noqa: E402
 from deepred.data.normalize import unscale_images  # noqa: E402
-from deepred.metrics import get_metric  # noqa: E402
+from deepred.metrics import nmad  # noqa: E402
 
 APERTURES_PX = (4, 8)
 
 
-def nmad(z_pred, z_true) -> float:
-    return float(get_metric("nmad").func({"z_pred": np.asarray(z_pred, float), "z_true": np.asarray(z_true, float)}, {}))
-
-
 def aperture_features(images: np.ndarray) -> np.ndarray:
     """(N, bands, H, W) calibrated flux -> magnitudes in APERTURES_PX and adjacent-band colours."""
-    n, b, h, w = images.shape
+    h, w = images.shape[-2:]
     yy, xx = np.mgrid[:h, :w]
     r = np.hypot(yy - (h - 1) / 2, xx - (w - 1) / 2)
     feats = []

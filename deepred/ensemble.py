@@ -23,7 +23,7 @@ import pandas as pd
 from sklearn.linear_model import LinearRegression
 
 from deepred.io import write_json
-from deepred.metrics import get_metric
+from deepred.metrics import nmad
 from deepred.predict import read_predictions, write_predictions
 from deepred.provenance import provenance
 
@@ -35,10 +35,6 @@ METHODS = ("stacked", "mean")
 
 class EnsembleError(ValueError):
     """Member predictions missing, misaligned or unusable; the message names the file."""
-
-
-def _nmad(z_pred, z_true) -> float:
-    return float(get_metric("nmad").func({"z_pred": np.asarray(z_pred, float), "z_true": np.asarray(z_true, float)}, {}))
 
 
 def member_table(pred_paths: dict[str, str | Path]) -> pd.DataFrame:
@@ -143,7 +139,7 @@ def fit_ensembles(dataset: str, config: dict, pred_paths: dict[str, str | Path],
     weights = {"stacked": (w, b), "mean": (np.full(len(members), 1.0 / len(members)), 0.0)}
 
     first_meta = _member_meta(model_root, members[0], dataset)
-    member_val = {m: _nmad(zm[fit_mask, i], z_true[fit_mask]) for i, m in enumerate(members)}
+    member_val = {m: nmad(zm[fit_mask, i], z_true[fit_mask]) for i, m in enumerate(members)}
     out = {}
     for method, (w_m, b_m) in weights.items():
         name = f"ensemble_{method}"
@@ -166,7 +162,7 @@ def fit_ensembles(dataset: str, config: dict, pred_paths: dict[str, str | Path],
             "fit_split": FIT_SPLIT if method == "stacked" else None,
             "n_fit": int(fit_mask.sum()),
             "fit_object_ids_sha256": _ids_digest(table.loc[fit_mask, "object_id"]),
-            "metrics": {"val_nmad": _nmad(z_pred[fit_mask], z_true[fit_mask]), "member_val_nmad": member_val},
+            "metrics": {"val_nmad": nmad(z_pred[fit_mask], z_true[fit_mask]), "member_val_nmad": member_val},
             "member_dirs": {m: f"../../{m}/{dataset}" for m in members},
             **{k: first_meta.get(k) for k in ("bands", "in_chans", "cutout", "pixel_scale", "scaling", "label_column")},
             "provenance": provenance(config, list(pred_paths.values())),

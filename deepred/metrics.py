@@ -46,6 +46,12 @@ def _nmad(s, p):
     return NMAD_SCALE * np.median(np.abs(d - med), axis=-1)
 
 
+def nmad(z_pred, z_true) -> float:
+    """NMAD of dz = (z_pred - z_true) / (1 + z_true) for two arrays, without the checks of sample_arrays
+    (the trainer's validation score, the ensemble's member scores)."""
+    return float(_nmad({"z_pred": np.asarray(z_pred, float), "z_true": np.asarray(z_true, float)}, {}))
+
+
 def _sigma_iqr(s, p):
     q75, q25 = np.percentile(dz(s["z_pred"], s["z_true"]), [75.0, 25.0], axis=-1)
     return (q75 - q25) / IQR_SCALE

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from deepred.config import ConfigError, dataset_config
 from deepred.data.contract import DataError, ProcessedDataset, shard_name
 from deepred.io import sha256_file, write_csv, write_json
-from deepred.metrics import get_metric
+from deepred.metrics import nmad
 from deepred.models.backbones import load_local_weights
 from deepred.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_model
 from deepred.models.heads import RedshiftNet, make_grid
@@ -61,10 +61,6 @@ def training_params(model_name: str, config: dict) -> dict:
 def derive_seed(*parts) -> int:
     digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=4).digest()
     return int.from_bytes(digest, "little") & 0x7FFFFFFF
-
-
-def nmad(z_pred: np.ndarray, z_true: np.ndarray) -> float:
-    return float(get_metric("nmad").func({"z_pred": np.asarray(z_pred, float), "z_true": np.asarray(z_true, float)}, {}))
 
 
 def check_inputs(proc: ProcessedDataset, ds_cfg: dict, dataset: str) -> tuple[int, int]:
