@@ -1,6 +1,6 @@
 # Real survey files (source kinds deepgravilens, kids, sdss): one verified download per pinned file.
-# Downloads run where Snakemake itself runs (localrule: a cluster's login node has the network, its
-# compute nodes often not). With download.offline (or DEEPRED_OFFLINE=1) nothing is fetched: files placed
+# Downloads run where Snakemake itself runs (the Snakefile's `localrules`: a cluster's login node has the
+# network, its compute nodes often not). With download.offline (or DEEPRED_OFFLINE=1) nothing is fetched: files placed
 # under data/raw/{dataset}/ are verified against their pinned checksums instead.
 ruleorder: download > simulate
 
@@ -13,7 +13,6 @@ rule download:
     wildcard_constraints:
         dataset="|".join(REAL) or "(?!)",
         file=pinned_file_names(),
-    localrule: True
     conda:
         "../envs/deepred.yaml"
     threads: 1
@@ -39,7 +38,6 @@ rule download_manifest_files:
             d for d in REAL if config["datasets"][d]["source"].get("manifest")
         )
         or "(?!)",
-    localrule: True
     conda:
         "../envs/deepred.yaml"
     threads: 1
