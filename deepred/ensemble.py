@@ -5,6 +5,10 @@ squares on the validation split only (test rows never enter the fit; `fit_split`
 `ensemble.positive` constrains the weights to be >= 0 (non-negative least squares), which keeps a
 collinear set of members from trading huge positive and negative weights; `ensemble.convex` (the default
 config's choice) further makes them sum to one with no intercept, fit in (z - z_true) / (1 + z_true).
+`ensemble.cv_folds` (K >= 2) chooses, by K-fold cross-validation on the validation rows, between that stack
+and the single member that is best on the training folds (weight one on it): with a few hundred validation
+rows and one dominant member, the stack's extra weights can cost more in variance than they gain (Breiman
+1996 chooses stacking weights the same way).
 The mean ensemble averages the members. Each writes predictions in the file contract and
 results/models/ensemble_{stacked,mean}/{dataset}/model.json with the members, their weights and folders, so
 `load_ensemble` can predict new cutouts.
@@ -88,6 +92,29 @@ def fit_stacked(z_members: np.ndarray, z_true: np.ndarray, positive: bool = True
     return w / w.sum(), 0.0
 
 
+def select_by_cv(z_members: np.ndarray, z_true: np.ndarray, members: list[str], folds: int, seed: int,
+                 positive: bool = True, convex: bool = False) -> dict:
+    """Out-of-fold NMAD of the stack and of the best single member over `folds` seeded folds of the fit rows.
+
+    Returns {"chosen": "stacked" or the member's name, "cv_nmad_stacked", "cv_nmad_best_member", "folds"};
+    a tie keeps the stack."""
+    from sklearn.model_selection import KFold
+
+    n = len(z_true)
+    if n < 2 * folds:
+        raise EnsembleError(f"ensemble.cv_folds={folds} needs >= {2 * folds} validation rows, got {n}")
+    oof_stack, oof_member = np.empty(n), np.empty(n)
+    for fit_idx, held in KFold(folds, shuffle=True, random_state=seed).split(z_true):
+        w, b = fit_stacked(z_members[fit_idx], z_true[fit_idx], positive=positive, convex=convex)
+        oof_stack[held] = b + z_members[held] @ w
+        best = int(np.argmin([nmad(z_members[fit_idx, i], z_true[fit_idx]) for i in range(len(members))]))
+        oof_member[held] = z_members[held, best]
+    cv_stack, cv_member = nmad(oof_stack, z_true), nmad(oof_member, z_true)
+    best_all = int(np.argmin([nmad(z_members[:, i], z_true) for i in range(len(members))]))
+    return {"chosen": "stacked" if cv_stack <= cv_member else members[best_all], "folds": int(folds),
+            "cv_nmad_stacked": cv_stack, "cv_nmad_best_member": cv_member}
+
+
 @dataclass
 class EnsembleModel:
     members: list[str]
@@ -136,6 +163,17 @@ def fit_ensembles(dataset: str, config: dict, pred_paths: dict[str, str | Path],
     positive = bool(config.get("ensemble", {}).get("positive", True))
     convex = bool(config.get("ensemble", {}).get("convex", False))
     w, b = fit_stacked(zm[fit_mask], z_true[fit_mask], positive=positive, convex=convex)
+    folds = int(config.get("ensemble", {}).get("cv_folds", 0))
+    selection = None
+    if folds == 1:
+        raise EnsembleError("ensemble.cv_folds=1: use 0 (always the stack) or >= 2 folds")
+    if folds >= 2:
+        selection = select_by_cv(zm[fit_mask], z_true[fit_mask], members, folds, int(config["seed"]),
+                                 positive=positive, convex=convex)
+        if selection["chosen"] != "stacked":
+            w, b = (np.array([float(m == selection["chosen"]) for m in members]), 0.0)
+        log.info("%s: %d-fold validation NMAD stack %.4f, best single member %.4f -> %s", dataset, folds,
+                 selection["cv_nmad_stacked"], selection["cv_nmad_best_member"], selection["chosen"])
     weights = {"stacked": (w, b), "mean": (np.full(len(members), 1.0 / len(members)), 0.0)}
 
     first_meta = _member_meta(model_root, members[0], dataset)
@@ -159,6 +197,7 @@ def fit_ensembles(dataset: str, config: dict, pred_paths: dict[str, str | Path],
             "intercept": float(b_m),
             "positive_weights": positive or convex if method == "stacked" else None,
             "convex": convex if method == "stacked" else None,
+            "cv_selection": selection if method == "stacked" else None,
             "fit_split": FIT_SPLIT if method == "stacked" else None,
             "n_fit": int(fit_mask.sum()),
             "fit_object_ids_sha256": _ids_digest(table.loc[fit_mask, "object_id"]),

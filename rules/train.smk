@@ -89,5 +89,6 @@ rule ensemble:
         members=ENSEMBLE_MEMBERS,
         positive=config["ensemble"]["positive"],
         convex=config["ensemble"]["convex"],
+        cv_folds=config["ensemble"]["cv_folds"],
     script:
         "../workflow_scripts/ensemble.py"

@@ -116,3 +116,32 @@ def test_convex_and_free_stacks(tmp_path, convex):
         assert st["weights"]["c"] < 0.2  # the biased member gets little weight
     else:
         assert st["intercept"] != 0.0
+
+
+def test_cross_validation_chooses_between_the_stack_and_the_best_member(tmp_path):
+    """One dominant member among noisy ones: the stack's weights only add variance, so 5-fold validation picks
+    the member alone; two equally good members with independent errors: averaging them wins, the stack stays."""
+    rng = np.random.default_rng(3)
+    n = 600
+    z = rng.uniform(0.1, 1.0, n)
+    split = np.where(np.arange(n) % 2 == 0, "val", "test")
+    cfg = tiny_config({"d": {}})
+    cfg["ensemble"].update({"convex": True, "cv_folds": 5})
+    dominant = {"good": z + rng.normal(0, 0.01, n), "bad1": z + rng.normal(0, 0.08, n),
+                "bad2": 0.5 * z + 0.3 + rng.normal(0, 0.08, n)}
+    st = fit_ensembles("d", cfg, write_members(tmp_path / "a", z, split, dominant), tmp_path / "a" / "m",
+                       tmp_path / "a" / "p")["ensemble_stacked"]
+    sel = st["cv_selection"]
+    assert sel["chosen"] == "good" and sel["folds"] == 5
+    assert sel["cv_nmad_best_member"] < sel["cv_nmad_stacked"]
+    assert st["weights"] == {"good": 1.0, "bad1": 0.0, "bad2": 0.0} and st["intercept"] == 0.0
+    twins = {"x": z + rng.normal(0, 0.03, n), "y": z + rng.normal(0, 0.03, n)}
+    st = fit_ensembles("d", cfg, write_members(tmp_path / "b", z, split, twins), tmp_path / "b" / "m",
+                       tmp_path / "b" / "p")["ensemble_stacked"]
+    assert st["cv_selection"]["chosen"] == "stacked"
+    assert st["cv_selection"]["cv_nmad_stacked"] < st["cv_selection"]["cv_nmad_best_member"]
+    assert 0.3 < st["weights"]["x"] < 0.7
+    cfg["ensemble"]["cv_folds"] = 1
+    with pytest.raises(EnsembleError, match="cv_folds=1"):
+        fit_ensembles("d", cfg, write_members(tmp_path / "c", z, split, twins), tmp_path / "c" / "m",
+                      tmp_path / "c" / "p")
