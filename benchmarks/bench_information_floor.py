@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from deepred.data.contract import ProcessedDataset  # noqa: E402
 from deepred.data.normalize import unscale_images  # noqa: E402
+from deepred.io import write_json  # noqa: E402
 from deepred.metrics import nmad  # noqa: E402
 
 APERTURES_PX = (4, 8)
@@ -98,8 +99,7 @@ def main() -> None:
     for name in names:
         result[name] = floor_of(root / name, args.label, args.seed)
         print(name, json.dumps(result[name]), flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out, result)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from deepred.config import load_config  # noqa: E402
 from deepred.data.contract import ProcessedDataset  # noqa: E402
 from deepred.data.normalize import normalize  # noqa: E402
 from deepred.data.sources import open_source  # noqa: E402
+from deepred.io import write_json  # noqa: E402
 from deepred.metrics import nmad  # noqa: E402
 from deepred.provenance import provenance  # noqa: E402
 from deepred.simulate import simulate_dataset  # noqa: E402
@@ -114,10 +115,7 @@ def main() -> None:
                        "training_median_nmad": median_nmad, "half_median_target": median_nmad / 2, **fut.result()}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(args.out).with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"config": args.config, "rows": rows, "provenance": provenance(config, [])}, indent=2) + "\n")
-    tmp.replace(args.out)
+    write_json(args.out, {"config": args.config, "rows": rows, "provenance": provenance(config, [])})
 
 
 if __name__ == "__main__":

@@ -98,6 +98,9 @@ def _check_semantics(config: dict) -> None:
             problems.append(
                 f"config key 'ensemble.members': unknown architecture '{m}'; known: {', '.join(archs) or '(none)'}"
             )
+    if config.get("ensemble", {}).get("cv_folds") == 1:  # checked at load, not after hours of training
+        problems.append("config key 'ensemble.cv_folds': 1 fold is no cross-validation; use 0 (always the stack) "
+                        "or >= 2")
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
 

@@ -92,14 +92,15 @@ def fit_stacked(z_members: np.ndarray, z_true: np.ndarray, positive: bool = True
     return w / w.sum(), 0.0
 
 
-def select_by_cv(z_members: np.ndarray, z_true: np.ndarray, members: list[str], folds: int, seed: int,
-                 positive: bool = True, convex: bool = False) -> dict:
+def select_by_cv(z_members: np.ndarray, z_true: np.ndarray, folds: int, seed: int, positive: bool = True,
+                 convex: bool = False) -> dict:
     """Out-of-fold NMAD of the stack and of the best single member over `folds` seeded folds of the fit rows.
 
-    Returns {"chosen": "stacked" or the member's name, "cv_nmad_stacked", "cv_nmad_best_member", "folds"};
-    a tie keeps the stack."""
+    Returns {"stack_wins" (a tie keeps the stack), "cv_nmad_stacked", "cv_nmad_best_member", "folds"}."""
     from sklearn.model_selection import KFold
 
+    if folds < 2:
+        raise EnsembleError(f"ensemble.cv_folds={folds}: use 0 (always the stack) or >= 2 folds")
     n = len(z_true)
     if n < 2 * folds:
         raise EnsembleError(f"ensemble.cv_folds={folds} needs >= {2 * folds} validation rows, got {n}")
@@ -107,12 +108,11 @@ def select_by_cv(z_members: np.ndarray, z_true: np.ndarray, members: list[str], 
     for fit_idx, held in KFold(folds, shuffle=True, random_state=seed).split(z_true):
         w, b = fit_stacked(z_members[fit_idx], z_true[fit_idx], positive=positive, convex=convex)
         oof_stack[held] = b + z_members[held] @ w
-        best = int(np.argmin([nmad(z_members[fit_idx, i], z_true[fit_idx]) for i in range(len(members))]))
+        best = int(np.argmin([nmad(col, z_true[fit_idx]) for col in z_members[fit_idx].T]))
         oof_member[held] = z_members[held, best]
     cv_stack, cv_member = nmad(oof_stack, z_true), nmad(oof_member, z_true)
-    best_all = int(np.argmin([nmad(z_members[:, i], z_true) for i in range(len(members))]))
-    return {"chosen": "stacked" if cv_stack <= cv_member else members[best_all], "folds": int(folds),
-            "cv_nmad_stacked": cv_stack, "cv_nmad_best_member": cv_member}
+    return {"stack_wins": cv_stack <= cv_member, "folds": int(folds), "cv_nmad_stacked": cv_stack,
+            "cv_nmad_best_member": cv_member}
 
 
 @dataclass
@@ -160,16 +160,17 @@ def fit_ensembles(dataset: str, config: dict, pred_paths: dict[str, str | Path],
     zm = table[[f"z_{m}" for m in members]].to_numpy(float)
     fit_mask = (table["split"] == FIT_SPLIT).to_numpy()
     z_true = table["z_true"].to_numpy(float)
-    positive = bool(config.get("ensemble", {}).get("positive", True))
-    convex = bool(config.get("ensemble", {}).get("convex", False))
+    ens_cfg = config.get("ensemble", {})
+    positive = bool(ens_cfg.get("positive", True))
+    convex = bool(ens_cfg.get("convex", False))
+    member_val = {m: nmad(zm[fit_mask, i], z_true[fit_mask]) for i, m in enumerate(members)}
     w, b = fit_stacked(zm[fit_mask], z_true[fit_mask], positive=positive, convex=convex)
-    folds = int(config.get("ensemble", {}).get("cv_folds", 0))
+    folds = int(ens_cfg.get("cv_folds", 0))
     selection = None
-    if folds == 1:
-        raise EnsembleError("ensemble.cv_folds=1: use 0 (always the stack) or >= 2 folds")
-    if folds >= 2:
-        selection = select_by_cv(zm[fit_mask], z_true[fit_mask], members, folds, int(config["seed"]),
-                                 positive=positive, convex=convex)
+    if folds:
+        selection = select_by_cv(zm[fit_mask], z_true[fit_mask], folds, int(config["seed"]), positive=positive,
+                                 convex=convex)
+        selection["chosen"] = "stacked" if selection.pop("stack_wins") else min(member_val, key=member_val.get)
         if selection["chosen"] != "stacked":
             w, b = (np.array([float(m == selection["chosen"]) for m in members]), 0.0)
         log.info("%s: %d-fold validation NMAD stack %.4f, best single member %.4f -> %s", dataset, folds,
@@ -177,7 +178,6 @@ def fit_ensembles(dataset: str, config: dict, pred_paths: dict[str, str | Path],
     weights = {"stacked": (w, b), "mean": (np.full(len(members), 1.0 / len(members)), 0.0)}
 
     first_meta = _member_meta(model_root, members[0], dataset)
-    member_val = {m: nmad(zm[fit_mask, i], z_true[fit_mask]) for i, m in enumerate(members)}
     out = {}
     for method, (w_m, b_m) in weights.items():
         name = f"ensemble_{method}"

@@ -48,6 +48,7 @@ def test_every_key_of_config_yaml_has_a_comment():
         (lambda c: c["datasets"]["sdss"].update(splits={"train": 0.8, "val": 0.15, "test": 0.15}), "fractions sum to 1.1"),
         (lambda c: c["test_sets"]["sdss"].update(dataset="sdds"), "unknown dataset 'sdds'"),
         (lambda c: c.update(seed=-1), "config key 'seed': -1 is less than the minimum of 0"),
+        (lambda c: c["ensemble"].update(cv_folds=1), "config key 'ensemble.cv_folds': 1 fold is no cross-validation"),
     ],
 )
 def test_bad_config_names_the_key(default_config, mutate, message):
