@@ -90,13 +90,11 @@ class DownloadSettings:
 
 
 class _Hasher:
-    """SHA-256 and MD5 in one pass (only those the spec pins)."""
+    """SHA-256 (always: lock files record it, deepred.pins) and MD5 (when the spec pins it, or asked) in one pass."""
 
-    def __init__(self, spec: FileSpec):
-        self.h = {}
-        if spec.sha256 or not spec.md5:
-            self.h["sha256"] = hashlib.sha256()
-        if spec.md5:
+    def __init__(self, spec: FileSpec | None = None, md5: bool = False):
+        self.h = {"sha256": hashlib.sha256()}
+        if md5 or (spec is not None and spec.md5):
             self.h["md5"] = hashlib.md5(usedforsecurity=False)
 
     def update(self, data) -> None:
@@ -114,6 +112,36 @@ def _hash_into(hasher: _Hasher, path: Path) -> int:
             hasher.update(block)
             n += len(block)
     return n
+
+
+def hash_file(path: str | Path, md5: bool = False) -> tuple[int, dict[str, str]]:
+    """(size, {"sha256": ..., "md5": ...}) of a file, streamed CHUNK bytes at a time (md5 only when asked)."""
+    hasher = _Hasher(md5=md5)
+    size = _hash_into(hasher, Path(path))
+    return size, hasher.digests()
+
+
+def stamped_sums(path: str | Path) -> dict[str, str] | None:
+    """The sums of a still-valid verification stamp (same size and mtime as the file), else None."""
+    path = Path(path)
+    try:
+        st = path.stat()
+        rec = json.loads(_stamp(path).read_text())
+        if rec["size"] == st.st_size and rec["mtime_ns"] == st.st_mtime_ns and isinstance(rec["sums"], dict):
+            return dict(rec["sums"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
+def write_stamp(path: str | Path, sums: dict[str, str]) -> None:
+    """Record the sums of a file just verified (keyed by its size and mtime); a read-only folder is tolerated."""
+    path = Path(path)
+    st = path.stat()
+    try:
+        _stamp(path).write_text(json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sums": sums}))
+    except OSError:
+        pass
 
 
 def _mismatch(spec: FileSpec, size: int, digests: dict[str, str]) -> str | None:
