@@ -32,11 +32,12 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         srv = self.server
         rel = unquote(urlparse(self.path).path).lstrip("/")
-        path = (srv.root / rel).resolve()
+        routed = getattr(srv, "routes", {}).get(rel)  # ZenodoServer: API paths mapped to files
+        path = routed if routed is not None else (srv.root / rel).resolve()
         rng = self.headers.get("Range")
         entry = {"path": rel, "range": rng, "start": 0, "sent": 0, "status": None}
         srv.requests.append(entry)
-        if srv.root not in path.parents or not path.is_file():
+        if (routed is None and srv.root not in path.parents) or not path.is_file():
             entry["status"] = 404
             self.send_error(404)
             return
@@ -268,3 +269,103 @@ def write_kids(folder: str | Path, n: int, bands=("u", "g", "r", "i"), cutout: i
     else:
         table.to_csv(folder / catalog, index=False)
     return table
+
+
+# ------------------------------------------------------------------------------------- DeepGraviLens dataset.zip
+# The Zenodo record 7860294 serves the data as one `dataset.zip`; the authors' README says its content goes into a
+# `dataset/` folder and their loader (networks/data_utils.py) reads dataset/{subset}/GROUP_{k}_{ims|lcs|mds}_{T}.npy.
+DGL_SUBSETS = {"des_deep_data": 14, "full_data": 7, "high_cad_data": 14, "lsst_data": 14}
+
+
+def write_dgl_folders(root: str | Path, systems_per_group: int = 3, groups=(1, 2), subsets=None) -> dict:
+    """The four subset folders under root, in the real layout (write_deepgravilens per subset: 8 rotated /
+    mirrored copies per system, older-pandas metadata pickles). Returns subset -> truth frame."""
+    root = Path(root)
+    out = {}
+    for i, (subset, T) in enumerate((subsets or DGL_SUBSETS).items()):
+        out[subset] = write_deepgravilens(root / subset, systems_per_group=systems_per_group, groups=groups, T=T, seed=i)
+    return out
+
+
+def write_zip_of(folder: str | Path, zip_path: str | Path, top: str | None = None, compression=None) -> Path:
+    """Zip every file under folder (member names relative to it, optionally under one top-level folder)."""
+    import zipfile
+
+    folder, zip_path = Path(folder), Path(zip_path)
+    zip_path.parent.mkdir(parents=True, exist_ok=True)
+    comp = zipfile.ZIP_DEFLATED if compression is None else compression
+    with zipfile.ZipFile(zip_path, "w", compression=comp) as zf:
+        for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+            rel = f.relative_to(folder).as_posix()
+            zf.write(f, f"{top}/{rel}" if top else rel)
+    return zip_path
+
+
+def add_raw_member(zip_path: str | Path, name: str, data: bytes = b"x", mode: int | None = None) -> None:
+    """Append a member with an arbitrary (possibly malicious) name and Unix mode, as a hostile archive would."""
+    import zipfile
+
+    info = zipfile.ZipInfo(name)
+    info.create_system = 3
+    if mode is not None:
+        info.external_attr = mode << 16
+    with zipfile.ZipFile(zip_path, "a") as zf:
+        zf.writestr(info, data)
+
+
+def corrupt_member(zip_path: str | Path, name: str) -> None:
+    """Flip one byte inside a STORED member's data (its CRC-32 no longer matches; the directory is intact)."""
+    import zipfile
+
+    with zipfile.ZipFile(zip_path) as zf:
+        info = zf.getinfo(name)
+        assert info.compress_type == zipfile.ZIP_STORED, "corrupt_member needs a stored member"
+    raw = bytearray(Path(zip_path).read_bytes())
+    # local header: 30 bytes + name + extra, then the data
+    off = info.header_offset
+    n_name = int.from_bytes(raw[off + 26 : off + 28], "little")
+    n_extra = int.from_bytes(raw[off + 28 : off + 30], "little")
+    pos = off + 30 + n_name + n_extra + info.file_size // 2
+    raw[pos] ^= 0xFF
+    Path(zip_path).write_bytes(bytes(raw))
+
+
+def zenodo_record_json(record: int, files: dict[str, Path], base_url: str) -> dict:
+    """A record as Zenodo's REST API returns it (GET /api/records/<id>), reduced to the fields used:
+    files[] with key, size, checksum "md5:<hex>" and links.self (the download URL .../files/<key>/content)."""
+    import hashlib
+
+    entries = []
+    for key, path in files.items():
+        data_md5 = hashlib.md5(Path(path).read_bytes()).hexdigest()
+        entries.append({
+            "id": f"file-{key}", "key": key, "size": Path(path).stat().st_size, "checksum": f"md5:{data_md5}",
+            "links": {"self": f"{base_url}/api/records/{record}/files/{key}/content"},
+        })
+    return {"id": record, "recid": str(record), "metadata": {"title": "DeepGraviLens (test copy)"}, "files": entries}
+
+
+class ZenodoServer(RangeServer):
+    """A loopback Zenodo: GET /api/records/<id> serves the record JSON, GET /api/records/<id>/files/<key>/content
+    the file (with Range support); every request is logged in .requests. `publish(record, files, md5=...)`
+    (re)writes the record; a wrong md5 for a key simulates a record whose published checksum does not match."""
+
+    def __init__(self, root: str | Path, honor_range: bool = True):
+        root = Path(root)
+        root.mkdir(parents=True, exist_ok=True)
+        super().__init__(root, honor_range)
+        self.httpd.routes = {}
+
+    def publish(self, record: int, files: dict[str, Path], md5: dict[str, str] | None = None) -> dict:
+        import json
+
+        rec = zenodo_record_json(record, files, self.url)
+        for e in rec["files"]:
+            if md5 and e["key"] in md5:
+                e["checksum"] = f"md5:{md5[e['key']]}"
+        jpath = self.httpd.root / f"record-{record}.json"
+        jpath.write_text(json.dumps(rec))
+        self.httpd.routes[f"api/records/{record}"] = jpath
+        for key, path in files.items():
+            self.httpd.routes[f"api/records/{record}/files/{key}/content"] = Path(path).resolve()
+        return rec
