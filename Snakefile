@@ -27,6 +27,8 @@ include: "rules/shap.smk"
 localrules:
     all,
     download,
+    download_archive,
+    extract_archive,
     download_manifest_files,
     download_all,
     ensemble,

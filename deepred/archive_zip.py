@@ -64,6 +64,11 @@ def lock_key(archive_name: str, member: str) -> str:
     return f"{archive_name}!{member}"
 
 
+def member_key(archive_name: str, folder: str, name: str) -> str:
+    """The lock key of configured file `name` extracted from `<folder>/<name>` of an archive."""
+    return lock_key(archive_name, "/".join(p for p in (folder.strip("/"), name) if p))
+
+
 def _unsafe(info: zipfile.ZipInfo) -> str | None:
     name = info.filename
     if not name:
@@ -194,7 +199,7 @@ def extract_members(archive: str | Path, folder: str, names: list[str], dest_dir
         todo = []
         for m in members:
             dest = _dest(dest_dir, m.name)
-            key = lock_key(archive_name, _rel_member(m.member, folder))
+            key = member_key(archive_name, folder, m.name)
             entry = lock.get(key) if lock is not None else None
             if dest.is_file() and entry is not None and dest.stat().st_size == m.info.file_size:
                 try:
@@ -221,12 +226,3 @@ def extract_members(archive: str | Path, folder: str, names: list[str], dest_dir
             log.info("%s: extracted %s (%d bytes, CRC-32 and size checked)", dest, m.member, rec["size"])
             report[m.name] = {"member": m.member, "size": rec["size"], "sha256": rec["sha256"], "extracted": True}
     return report
-
-
-def _rel_member(member: str, folder: str) -> str:
-    """`<folder>/<name>` without any optional top-level folder in front of it."""
-    folder = folder.strip("/")
-    i = member.find(f"{folder}/") if folder else -1
-    if folder and (i == 0 or (i > 0 and member[i - 1] == "/")):
-        return member[i:]
-    return member

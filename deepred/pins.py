@@ -207,3 +207,25 @@ def _check_entry(name: str, file: Path, entry: dict, lock_path: Path, use_stamp:
             "is not the one recorded (a changed archive, or a corrupt copy); delete it to fetch it again, or "
             f"`deepred pins update` if the archive really changed"
         )
+
+
+def lock_specs(raw_dir: str | Path, src: dict, specs: dict) -> dict:
+    """name -> FileSpec with the pins of a source's lock filled in for files the config leaves unpinned
+    (members extracted from `source.archive` under their `<archive>!<folder>/<name>` key, other files under
+    their name). Readers verify the bytes against these, so pickled metadata is checked before unpickling."""
+    from deepred.archive_zip import member_key
+    from deepred.download import FileSpec, archive_name, source_lock
+
+    unpinned = [n for n, s in specs.items() if not s.pinned]
+    if not unpinned:
+        return specs
+    lock = Lock(source_lock(src, Path(raw_dir).name))
+    arch = src.get("archive")
+    folder = str((arch or {}).get("folder") or src.get("subset") or "")
+    out = dict(specs)
+    for n in unpinned:
+        key = member_key(archive_name(arch), folder, n) if arch else n
+        e = lock.get(key)
+        if e is not None and e.get("sha256"):
+            out[n] = FileSpec(name=n, url=specs[n].url, size=e.get("size"), sha256=str(e["sha256"]).lower())
+    return out

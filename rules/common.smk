@@ -65,13 +65,43 @@ def raw_inputs(wildcards):
 
 # Real survey sources (rules/download.smk): their pinned files.
 REAL = [d for d in DATASETS if config["datasets"][d]["source"]["kind"] != "simulate"]
-# stamp: every file a manifest lists is verified
-from deepred.download import MANIFEST_DONE
+# stamps: every file a manifest lists is verified; a dataset's archive members are extracted and verified
+from deepred.download import (
+    ARCHIVE_DONE,
+    ARCHIVES_DIR,
+    MANIFEST_DONE,
+    archive_id,
+    archive_name,
+    source_lock,
+)
+
+# Archives (source.archive, e.g. DeepGraviLens' dataset.zip): downloaded once into data/raw/_archives/{id}/,
+# however many datasets extract from them; the lock is the first such dataset's (config/paper.yaml: one lock).
+ARCHIVE_DATASETS = [d for d in REAL if config["datasets"][d]["source"].get("archive")]
+ARCHIVES = {}
+for _d in ARCHIVE_DATASETS:
+    _src = config["datasets"][_d]["source"]
+    ARCHIVES.setdefault(
+        archive_id(_src["archive"]),
+        {
+            "archive": _src["archive"],
+            "file": archive_name(_src["archive"]),
+            "lock": str(source_lock(_src, _d)),
+        },
+    )
+
+
+def archive_file(dataset):
+    arch = config["datasets"][dataset]["source"]["archive"]
+    return f"{DATA}/raw/{ARCHIVES_DIR}/{archive_id(arch)}/{archive_name(arch)}"
 
 
 def real_raw_files(dataset):
-    """The files listed in a real dataset's source (+ its manifest and the stamp of its listed files)."""
+    """The files listed in a real dataset's source (+ its manifest and the stamp of its listed files);
+    for a source with an archive, the stamp of its extracted members."""
     src = config["datasets"][dataset]["source"]
+    if src.get("archive"):
+        return [f"{DATA}/raw/{dataset}/{ARCHIVE_DONE}"]
     names = [f["name"] for f in src.get("files", [])]
     if src.get("manifest"):
         names += [src["manifest"]["name"], MANIFEST_DONE]
@@ -82,6 +112,7 @@ def pinned_file_names():
     names = {
         f["name"]
         for d in REAL
+        if not config["datasets"][d]["source"].get("archive")  # extracted, not downloaded
         for f in config["datasets"][d]["source"].get("files", [])
     }
     names |= {

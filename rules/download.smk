@@ -1,7 +1,10 @@
-# Real survey files (source kinds deepgravilens, kids, sdss): one verified download per pinned file.
-# Downloads run where Snakemake itself runs (the Snakefile's `localrules`: a cluster's login node has the
-# network, its compute nodes often not). With download.offline (or DEEPRED_OFFLINE=1) nothing is fetched: files placed
-# under data/raw/{dataset}/ are verified against their pinned checksums instead.
+# Real survey files (source kinds deepgravilens, kids, sdss): one verified download per file, pinned in the
+# config or in the source's lock file (config/pins/<dataset>.lock.yaml, recorded at first download:
+# deepred/pins.py); or one archive (source.archive, e.g. DeepGraviLens' dataset.zip from its Zenodo record)
+# downloaded once into data/raw/_archives/ and extracted member by member into each dataset's raw folder.
+# Downloads and extraction run where Snakemake itself runs (the Snakefile's `localrules`: a cluster's login node
+# has the network, its compute nodes often not). With download.offline (or DEEPRED_OFFLINE=1) nothing is
+# fetched: files placed under data/raw/ are verified against their pins instead.
 ruleorder: download > simulate
 
 
@@ -21,6 +24,51 @@ rule download:
         runtime="12h",
     params:
         spec=download_spec,
+        lock=lambda wc: str(source_lock(config["datasets"][wc.dataset]["source"], wc.dataset)),
+        settings=config["download"],
+    script:
+        "../workflow_scripts/download.py"
+
+
+rule download_archive:
+    output:
+        f"{DATA}/raw/{ARCHIVES_DIR}/{{archive}}/{{file}}",
+    log:
+        f"logs/download/{ARCHIVES_DIR}/{{archive}}/{{file}}.log",
+    wildcard_constraints:
+        archive="|".join(re.escape(a) for a in ARCHIVES) or "(?!)",
+        file="|".join(re.escape(a["file"]) for a in ARCHIVES.values()) or "(?!)",
+    conda:
+        "../envs/deepred.yaml"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime="24h",
+    params:
+        archive=lambda wc: ARCHIVES[wc.archive]["archive"],
+        lock=lambda wc: ARCHIVES[wc.archive]["lock"],
+        settings=config["download"],
+    script:
+        "../workflow_scripts/download.py"
+
+
+rule extract_archive:
+    input:
+        archive=lambda wc: archive_file(wc.dataset),
+    output:
+        f"{DATA}/raw/{{dataset}}/{ARCHIVE_DONE}",
+    log:
+        "logs/download/{dataset}/extract.log",
+    wildcard_constraints:
+        dataset="|".join(ARCHIVE_DATASETS) or "(?!)",
+    conda:
+        "../envs/deepred.yaml"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime="4h",
+    params:
+        source=lambda wc: config["datasets"][wc.dataset]["source"],
         settings=config["download"],
     script:
         "../workflow_scripts/download.py"

@@ -1,5 +1,7 @@
-"""Snakemake script: fetch and verify one pinned file (rule download), or every file a manifest lists
-(rule download_manifest_files)."""
+"""Snakemake script: fetch and verify one file (rule download: pinned in the config, or in the source's lock,
+recorded at first download), every file a manifest lists (rule download_manifest_files), an archive (rule
+download_archive: Zenodo record JSON, published md5, SHA-256 into the lock), or a dataset's members of it
+(rule extract_archive)."""
 
 from deepred.logs import setup_logging, snakemake_log
 
@@ -7,10 +9,31 @@ setup_logging(snakemake_log(snakemake))  # noqa: F821 (snakemake is injected)
 
 from pathlib import Path  # noqa: E402
 
-from deepred.download import DownloadSettings, FileSpec, fetch, fetch_manifest  # noqa: E402
+from deepred.download import (  # noqa: E402
+    ZENODO_API,
+    DownloadSettings,
+    FileSpec,
+    extract_dataset,
+    fetch,
+    fetch_archive,
+    fetch_locked,
+    fetch_manifest,
+)
+from deepred.pins import Lock  # noqa: E402
 
-settings = DownloadSettings.from_config({"download": snakemake.params.settings})  # noqa: F821
-if snakemake.rule == "download":  # noqa: F821
-    fetch(FileSpec.from_config(snakemake.params.spec), snakemake.output[0], settings)  # noqa: F821
+smk = snakemake  # noqa: F821
+settings = DownloadSettings.from_config({"download": smk.params.settings})
+if smk.rule == "download":
+    spec = FileSpec.from_config(smk.params.spec)
+    if spec.pinned:
+        fetch(spec, smk.output[0], settings)
+    else:
+        fetch_locked(spec, smk.output[0], settings, Lock(smk.params.lock))
+elif smk.rule == "download_archive":
+    api = smk.params.settings.get("zenodo_api") or ZENODO_API
+    fetch_archive(smk.params.archive, Path(smk.output[0]), settings, Lock(smk.params.lock), api)
+elif smk.rule == "extract_archive":
+    dataset = smk.wildcards.dataset
+    extract_dataset({"datasets": {dataset: {"source": smk.params.source}}}, dataset, Path(smk.output[0]).parent, settings)
 else:
-    fetch_manifest(Path(snakemake.input.manifest), Path(snakemake.output[0]), settings)  # noqa: F821
+    fetch_manifest(Path(smk.input.manifest), Path(smk.output[0]), settings)

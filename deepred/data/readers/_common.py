@@ -9,6 +9,7 @@ import pandas as pd
 
 from deepred.data.contract import DataError
 from deepred.download import DownloadError, FileSpec, read_manifest, verify_file
+from deepred.pins import lock_specs
 
 
 
@@ -17,8 +18,13 @@ def source_specs(raw_dir: Path, src: dict) -> dict[str, FileSpec]:
     specs = {f["name"]: FileSpec.from_config(f) for f in src.get("files", [])}
     man = src.get("manifest")
     if man:
-        mspec = FileSpec.from_config(man)
-        specs[mspec.name] = mspec
+        specs[man["name"]] = FileSpec.from_config(man)
+    try:  # files the config leaves unpinned: their pins from the source's lock file (deepred.pins)
+        specs = lock_specs(raw_dir, src, specs)
+    except DownloadError as exc:
+        raise DataError(str(exc)) from exc
+    if man:
+        mspec = specs[man["name"]]
         mpath = verified(raw_dir, mspec)
         try:
             listed = read_manifest(mpath)
