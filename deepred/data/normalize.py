@@ -185,7 +185,7 @@ def normalize(source: RawSource, dataset: str, ds_cfg: dict, out_dir: str | Path
     tmp.mkdir()
     has_masks = None
     sink = None
-    catalog_parts, rejects = [], []
+    catalog_parts, rejects = [], list(source.rejects)  # the source's own rejects first (e.g. cutout edges)
     seen: set[str] = set()
     band_sum = np.zeros(len(bands))
     band_sq = np.zeros(len(bands))

@@ -34,6 +34,9 @@ class RawSource:
     chunks: Callable[[int], Iterator[RawChunk]]  # chunks(rows) -> iterator over RawChunk
     inputs: list[Path] = field(default_factory=list)  # files whose checksums go into provenance
     meta: dict = field(default_factory=dict)
+    # objects the source itself left out before normalization ({object_id, file, reason}; e.g. a cutout too
+    # close to an image edge): normalize writes them into rejects.parquet ahead of its own
+    rejects: list[dict] = field(default_factory=list)
 
 
 RAW_SIM_FILES = ("images.npy", "truth.parquet", "meta.json")

@@ -26,4 +26,8 @@ def open_source(config: dict, dataset: str) -> RawSource:
         return readers.read_sdss(raw_dir(config, dataset), src, dataset)
     if kind == "kids":
         return readers.read_kids(raw_dir(config, dataset), src, dataset, int(ds["cutout"]))
+    if kind == "cutouts":  # catalogue-driven cutouts from survey frames/tiles/services (deepred.cutouts)
+        from deepred.cutouts.source import OUT, read_cutouts
+
+        return read_cutouts(raw_dir(config, dataset) / OUT)
     raise NotImplementedError(f"dataset '{dataset}': source kind '{kind}' has no reader yet")
