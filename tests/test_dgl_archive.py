@@ -219,3 +219,38 @@ def test_metadata_pickle_is_verified_against_the_lock_before_unpickling(tmp_path
     monkeypatch.setattr(dglr, "load_metadata_pickle", never)
     with pytest.raises(DataError, match="the pickle was NOT loaded"):
         open_source(cfg, "des_deep")
+
+
+def test_pins_cli_update_then_download_then_verify(tmp_path, dgl_tree, capsys):
+    from deepred.cli import main
+
+    z = write_zip_of(dgl_tree[0], tmp_path / "served" / "dataset.zip")
+    with ZenodoServer(tmp_path / "served") as srv:
+        srv.publish(REC, {"dataset.zip": z})
+        cfg = _config(tmp_path, srv.url + "/api", {"des_deep": SUBSETS["des_deep"]})
+        (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+        lock_path = tmp_path / "config" / "pins" / "deepgravilens.lock.yaml"
+        # update: the published size and md5 go into the lock before anything is downloaded
+        assert main(["pins", "update", "--configfile", str(tmp_path / "cfg.yaml")]) == 0
+        pending = Lock(lock_path).get("dataset.zip")
+        assert pending["md5"] == hashlib.md5(z.read_bytes()).hexdigest() and "sha256" not in pending
+        n = len(srv.requests)
+        _fetch_all(cfg)  # the download uses the lock's URL and md5: no second record request
+        assert [r["path"] for r in srv.requests[n:]] == [f"api/records/{REC}/files/dataset.zip/content"]
+        assert Lock(lock_path).get("dataset.zip")["sha256"] == hashlib.sha256(z.read_bytes()).hexdigest()
+        capsys.readouterr()
+        assert main(["pins", "verify", "--configfile", str(tmp_path / "cfg.yaml"), "--rehash"]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert len(lines) == 5 and all(line.endswith(": ok") for line in lines)  # the zip and 4 members
+        # a member damaged in place: verify names it and fails
+        ims = tmp_path / "data" / "raw" / "des_deep" / "GROUP_2_ims_14.npy"
+        ims.write_bytes(b"\0" * ims.stat().st_size)
+        assert main(["pins", "verify", "--configfile", str(tmp_path / "cfg.yaml")]) == 1
+        assert "des_deep: dataset.zip!des_deep_data/GROUP_2_ims_14.npy: MISMATCH" in capsys.readouterr().out
+        # the record changes (a new dataset.zip): update replaces the entry and forgets the members
+        z2 = write_zip_of(dgl_tree[0], tmp_path / "served2" / "dataset.zip", top="dataset")
+        srv.publish(REC, {"dataset.zip": z2})
+        assert main(["pins", "update", "--configfile", str(tmp_path / "cfg.yaml")]) == 0
+        assert "the record changed" in capsys.readouterr().out
+        lock = Lock(lock_path)
+        assert lock.names() == ["dataset.zip"] and lock.get("dataset.zip")["md5"] == hashlib.md5(z2.read_bytes()).hexdigest()
