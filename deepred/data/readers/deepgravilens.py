@@ -12,7 +12,9 @@ not independent: all copies of a system get one system_id, derived from a hash o
 for the copies), never from the row order; the split then keeps them together.
 
 Pickle executes code when loaded. The metadata file is read into memory, its bytes are checked against the
-pinned checksum, and only those same bytes are unpickled (no window for a swap in between).
+pinned checksum, and only those same bytes are unpickled (no window for a swap in between). Files extracted from
+the record's dataset.zip (source.archive) are pinned by their member's SHA-256 in the source's lock, recorded
+after the archive's checksum and the member's CRC-32 passed (deepred.archive_zip, deepred.pins).
 """
 
 from __future__ import annotations
