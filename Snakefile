@@ -31,6 +31,7 @@ localrules:
     extract_archive,
     download_manifest_files,
     download_all,
+    cutout_images,
     ensemble,
     metrics_test_set,
     tables,

@@ -58,6 +58,9 @@ def raw_inputs(wildcards):
     # real surveys: the pinned files (rules/download.smk)
     if kind in ("deepgravilens", "kids", "sdss"):
         return real_raw_files(wildcards.dataset)
+    # catalogue-driven cutouts (deepred/cutouts; rules cutout_images and cutouts in rules/download.smk)
+    if kind == "cutouts":
+        return cutout_files(wildcards.dataset)
     raise WorkflowError(
         f"dataset '{wildcards.dataset}': no raw inputs known for source kind '{kind}'"
     )
@@ -105,6 +108,8 @@ def real_raw_files(dataset):
     names = [f["name"] for f in src.get("files", [])]
     if src.get("manifest"):
         names += [src["manifest"]["name"], MANIFEST_DONE]
+    if src["kind"] == "cutouts":  # + the stamp of the survey images its targets need
+        names.append(CUTOUT_STAMP)
     return [f"{DATA}/raw/{dataset}/{n}" for n in names]
 
 
@@ -186,3 +191,26 @@ def shap_outputs():
         for ts in TEST_SETS
         for m in SHAP_MODELS
     ]
+
+
+# Catalogue-driven cutouts (source kind `cutouts`, deepred/cutouts): images fetched into data/raw/{dataset}/images/
+# (stamp images.fetched.json, a local rule: the network), then cut into data/raw/{dataset}/cutouts/.
+from deepred.cutouts.source import FETCH_STAMP as CUTOUT_STAMP
+
+CUTOUT_DATASETS = [
+    d for d in DATASETS if config["datasets"][d]["source"]["kind"] == "cutouts"
+]
+
+
+def cutout_files(dataset):
+    """The cut folder's files (normalize's inputs for a `cutouts` source)."""
+    return [
+        f"{DATA}/raw/{dataset}/cutouts/{n}"
+        for n in ("truth.parquet", "rejects.parquet", "meta.json")
+    ]
+
+
+def cutout_source_files(wildcards):
+    """The pinned files of a cutouts source (target table, tile list)."""
+    src = config["datasets"][wildcards.dataset]["source"]
+    return [f"{DATA}/raw/{wildcards.dataset}/{f['name']}" for f in src.get("files", [])]

@@ -101,3 +101,55 @@ rule download_manifest_files:
 rule download_all:
     input:
         [f for d in REAL for f in real_raw_files(d)],
+
+
+# Catalogue-driven cutouts (source kind `cutouts`): every survey image the targets need, fetched once
+# (concurrent, resumable, cached, verified against or recorded in the source's lock); a local rule.
+rule cutout_images:
+    input:
+        cutout_source_files,
+    output:
+        f"{DATA}/raw/{{dataset}}/{CUTOUT_STAMP}",
+    log:
+        "logs/download/{dataset}/cutout_images.log",
+    wildcard_constraints:
+        dataset="|".join(CUTOUT_DATASETS) or "(?!)",
+    conda:
+        "../envs/deepred.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime="48h",
+    params:
+        source=lambda wc: config["datasets"][wc.dataset]["source"],
+        settings=config["download"],
+    script:
+        "../workflow_scripts/cutouts.py"
+
+
+# ... then cut from the cache (no network): one TAN grid per target, every band resampled onto it.
+rule cutouts:
+    input:
+        files=cutout_source_files,
+        stamp=f"{DATA}/raw/{{dataset}}/{CUTOUT_STAMP}",
+    output:
+        truth=f"{DATA}/raw/{{dataset}}/cutouts/truth.parquet",
+        rejects=f"{DATA}/raw/{{dataset}}/cutouts/rejects.parquet",
+        meta=f"{DATA}/raw/{{dataset}}/cutouts/meta.json",
+        shards=directory(f"{DATA}/raw/{{dataset}}/cutouts/shards"),
+    log:
+        "logs/cutouts/{dataset}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/cutouts/{{dataset}}.tsv"
+    wildcard_constraints:
+        dataset="|".join(CUTOUT_DATASETS) or "(?!)",
+    conda:
+        "../envs/deepred.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime="12h",
+    params:
+        dataset_cfg=lambda wc: config["datasets"][wc.dataset],
+    script:
+        "../workflow_scripts/cutouts.py"

@@ -119,8 +119,13 @@ class Provider:
     def __init__(self, cfg: dict, bands: list[str], size: int, pixel_scale: float):
         self.cfg, self.bands, self.size, self.pixel_scale = dict(cfg), list(bands), int(size), float(pixel_scale)
 
-    def required_columns(self) -> list[str]:
+    @classmethod
+    def columns_for(cls, cfg: dict) -> list[str]:
+        """Target-table columns the provider needs besides id/RA/Dec (e.g. SDSS run/camcol/field)."""
         return []
+
+    def required_columns(self) -> list[str]:
+        return self.columns_for(self.cfg)
 
     def requests(self, target: dict) -> dict[str, ImageRequest | str]:
         raise NotImplementedError
@@ -160,8 +165,9 @@ class SDSSFrames(Provider):
     DEFAULT_BASE = "https://data.sdss.org/sas/dr17/eboss/photoObj/frames"
     PATTERN = "{rerun}/{run}/{camcol}/frame-{band}-{run:06d}-{camcol}-{field:04d}.fits.bz2"
 
-    def required_columns(self):
-        return [self.cfg.get("run_column", "run"), self.cfg.get("camcol_column", "camcol"), self.cfg.get("field_column", "field")]
+    @classmethod
+    def columns_for(cls, cfg):
+        return [cfg.get("run_column", "run"), cfg.get("camcol_column", "camcol"), cfg.get("field_column", "field")]
 
     def requests(self, target):
         try:

@@ -110,7 +110,7 @@ def load_targets(config: dict, dataset: str) -> tuple[pd.DataFrame, Path]:
     idc, rac, decc = src.get("id_column", "id"), src.get("ra_column", "ra"), src.get("dec_column", "dec")
     columns = dict(src.get("columns") or {ds["label_column"]: "z"})
     grade_col = src.get("grade_column")
-    provider_cols = PROVIDERS[src["provider"]["name"]](src["provider"], ds["bands"], ds["cutout"], 1.0).required_columns()
+    provider_cols = PROVIDERS[src["provider"]["name"]].columns_for(src["provider"])
     require_columns(table, [idc, rac, decc, *columns.values(), *provider_cols, *([grade_col] if grade_col else [])], path)
     grades = dict(src.get("grades") or {})
     if grade_col and grades.get("keep") is not None:
@@ -177,6 +177,10 @@ def fetch_images(config: dict, dataset: str, stamp: str | Path | None = None) ->
     t0 = time.monotonic()
     outcomes = fetcher.fetch_all(wanted)
     fatal = [o for o in outcomes.values() if o.fatal]
+    if fatal and src.get("download_failures", "error") == "reject":
+        for o in fatal:  # their targets become rejects with this reason; the next run asks again
+            log.warning("%s: %s (its targets are rejected)", o.key, o.problem)
+        fatal = []
     if fatal:
         listed = "; ".join(o.problem for o in fatal[:5])
         raise DownloadError(f"dataset '{dataset}': {len(fatal)} of {len(wanted)} images could not be fetched "
