@@ -9,6 +9,8 @@ deepred.data.normalize.normalize and returns the processed folder.
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +71,44 @@ def make_tiny_raw(raw_dir, n=240, bands=("g", "r", "i", "z"), cutout=45, seed=0,
 torch.set_num_threads(1)  # the test machine's cores are shared
 
 REPO = Path(__file__).resolve().parent.parent
+
+# The checkout's own run outputs: tests must neither read, depend on nor write them (a finished `make run`
+# must not change what the tests see). The session fails if any file in them appears, changes or goes.
+CHECKOUT_OUTPUTS = ("data", "results", "logs", ".snakemake")
+
+
+def _outputs_state() -> dict[str, tuple[int, int]]:
+    state = {}
+    for top in CHECKOUT_OUTPUTS:
+        for dirpath, dirnames, filenames in os.walk(REPO / top):
+            for name in filenames:
+                path = Path(dirpath) / name
+                try:
+                    st = path.lstat()
+                except FileNotFoundError:
+                    continue
+                state[str(path.relative_to(REPO))] = (st.st_size, st.st_mtime_ns)
+    return state
+
+
+def pytest_sessionstart(session):
+    session.config.stash[_OUTPUTS_KEY] = _outputs_state()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    before = session.config.stash.get(_OUTPUTS_KEY, None)
+    if before is None:
+        return
+    after = _outputs_state()
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    if changed:
+        print(f"\nERROR: the test session changed {len(changed)} file(s) in the checkout's "
+              f"{', '.join(CHECKOUT_OUTPUTS)} (tests must work in temporary directories): "
+              + ", ".join(changed[:10]) + (" ..." if len(changed) > 10 else ""), file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+_OUTPUTS_KEY = pytest.StashKey[dict]()
 
 
 def tiny_config(datasets: dict[str, dict], results_dir="results", data_dir="data") -> dict:

@@ -21,6 +21,8 @@ import pytest
 import yaml
 import yte
 
+from deepred.slurm import copy_workflow
+
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 SLURM_TOOLS = {"sbatch", "srun", "salloc", "squeue", "sacct", "sacctmgr", "scontrol", "sinfo", "scancel", "sshare",
@@ -34,12 +36,19 @@ def _profile(name: str) -> dict:
         return yte.process_yaml(fh, require_use_yte=True)
 
 
-def _snakemake(args, env_update=None, drop_env=(), timeout=120):
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    """A copy of the workflow (what a fresh clone holds): the checkout's own data/, results/ and .snakemake/
+    are never read or written, so a finished `make run` cannot turn these dry runs into no-ops."""
+    return copy_workflow(REPO, tmp_path_factory.mktemp("workflow"))
+
+
+def _snakemake(workdir, args, env_update=None, drop_env=(), timeout=120):
     env = {k: v for k, v in os.environ.items() if k not in drop_env}
     env.update(env_update or {})
     t0 = time.monotonic()
     res = subprocess.run(
-        [sys.executable, "-m", "snakemake", *args], cwd=REPO, env=env, capture_output=True, text=True,
+        [sys.executable, "-m", "snakemake", *args], cwd=workdir, env=env, capture_output=True, text=True,
         timeout=timeout, stdin=subprocess.DEVNULL,
     )
     return res, time.monotonic() - t0
@@ -59,15 +68,16 @@ def _jobs(dry_run_output: str) -> list[tuple[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def literal_dry_run():
+def literal_dry_run(workdir):
     """`snakemake --profile slurm -n results/tables/kids_nmad.csv` at the root, no account/partition set."""
-    res, _ = _snakemake(["--profile", "slurm", "-n", TARGET], drop_env=("SLURM_ACCOUNT", "SLURM_PARTITION"))
+    res, _ = _snakemake(workdir, ["--profile", "slurm", "-n", TARGET], drop_env=("SLURM_ACCOUNT", "SLURM_PARTITION"))
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     return res.stdout + res.stderr
 
 
-def test_profile_name_resolves_at_repository_root(literal_dry_run):
+def test_profile_name_resolves_at_repository_root(literal_dry_run, workdir):
     assert (REPO / "slurm").resolve() == (REPO / "profiles" / "slurm").resolve()
+    assert (workdir / "slurm").resolve() == (workdir / "profiles" / "slurm").resolve()
     assert "Using profiles slurm" in literal_dry_run or "Using profile slurm" in literal_dry_run
     assert "workflow specific profile profiles/default" in literal_dry_run
     assert "This was a dry-run" in literal_dry_run
@@ -90,9 +100,9 @@ def test_gpu_rules_request_a_gpu_and_no_tasks(literal_dry_run):
     assert "slurm_partition" not in literal_dry_run
 
 
-def test_account_and_partition_come_from_the_environment():
+def test_account_and_partition_come_from_the_environment(workdir):
     res, _ = _snakemake(
-        ["--profile", "slurm", "-n", "data/processed/kids/catalog.parquet"],
+        workdir, ["--profile", "slurm", "-n", "data/processed/kids/catalog.parquet"],
         env_update={"SLURM_ACCOUNT": "astro123", "SLURM_PARTITION": "gpu-a100"},
     )
     assert res.returncode == 0, res.stderr[-3000:]
@@ -134,7 +144,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_missing_sbatch_fails_fast_and_clearly(tmp_path):
+def test_missing_sbatch_fails_fast_and_clearly(tmp_path, workdir):
     # this machine's PATH, minus every SLURM client program (they share /usr/bin with everything else)
     bindir = tmp_path / "bin"
     bindir.mkdir()
@@ -145,7 +155,7 @@ def test_missing_sbatch_fails_fast_and_clearly(tmp_path):
             if tool not in SLURM_TOOLS and not (bindir / tool).exists():
                 (bindir / tool).symlink_to(Path(d) / tool)
     res, took = _snakemake(
-        ["--profile", "slurm", "data/processed/kids/catalog.parquet"],
+        workdir, ["--profile", "slurm", "data/processed/kids/catalog.parquet"],
         env_update={"PATH": f"{VENV_BIN}:{bindir}"},
         timeout=60,
     )
@@ -158,7 +168,7 @@ def test_missing_sbatch_fails_fast_and_clearly(tmp_path):
 
 
 @pytest.mark.skipif(shutil.which("scontrol") is None, reason="needs the SLURM client (scontrol) installed")
-def test_unreachable_controller_fails_fast_and_clearly(tmp_path):
+def test_unreachable_controller_fails_fast_and_clearly(tmp_path, workdir):
     conf = tmp_path / "slurm.conf"
     conf.write_text(
         "ClusterName=nowhere\n"
@@ -169,7 +179,7 @@ def test_unreachable_controller_fails_fast_and_clearly(tmp_path):
         "PartitionName=debug Nodes=ghost Default=YES State=UP\n"
     )
     res, took = _snakemake(
-        ["--profile", "slurm", "data/processed/kids/catalog.parquet"], env_update={"SLURM_CONF": str(conf)},
+        workdir, ["--profile", "slurm", "data/processed/kids/catalog.parquet"], env_update={"SLURM_CONF": str(conf)},
         timeout=90,
     )
     out = res.stdout + res.stderr
