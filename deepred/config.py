@@ -73,12 +73,74 @@ def validate_config(config: dict) -> dict:
             leaves.extend(e.context or [e]) if e.validator in ("allOf", "anyOf", "oneOf") else leaves.append(e)
         msgs = sorted({_describe(e, schema) for e in leaves})
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(msgs))
+    _resolve_model_lists(config)
     _check_semantics(config)
     return config
 
 
-def _check_semantics(config: dict) -> None:
+def enabled_architectures(config: dict) -> list[str]:
+    return [a for a, c in config.get("architectures", {}).items() if c.get("enabled", True)]
+
+
+def enabled_networks(config: dict) -> list[str]:
+    """Enabled architectures, then enabled neural baselines (every baseline but the feature-based hogsvr)."""
+    neural = [b for b, c in config.get("baselines", {}).items() if b != "hogsvr" and c.get("enabled", True)]
+    return enabled_architectures(config) + neural
+
+
+def _resolve_model_lists(config: dict) -> None:
+    """`null` model lists (the schema default) mean every enabled architecture, so a minimal config is valid."""
+    for section, key in (("ensemble", "members"), ("shap", "models")):
+        if config[section].get(key) is None:
+            config[section][key] = enabled_architectures(config)
+
+
+def _model_list_problems(config: dict) -> list[str]:
+    """Models named in lists (ensemble, SHAP, transfer) must exist and be enabled: a disabled one never trains."""
+    archs, networks = enabled_architectures(config), enabled_networks(config)
     problems = []
+    for key, names, allowed, what in (
+        ("ensemble.members", config["ensemble"]["members"], archs, "enabled architecture"),
+        ("shap.models", config["shap"]["models"], networks, "enabled architecture or neural baseline"),
+        ("metrics.transfer_models", config["metrics"]["transfer_models"], networks,
+         "enabled architecture or neural baseline"),
+    ):
+        for name in names:
+            if name in allowed:
+                continue
+            section = {**config.get("baselines", {}), **config.get("architectures", {})}.get(name)
+            why = (f"'{name}' is disabled (enabled: false)" if section is not None and not section.get("enabled", True)
+                   else f"'{name}' is not an {what}")
+            close = difflib.get_close_matches(name, allowed, n=1)
+            problems.append(f"config key '{key}': {why}" + (f" (did you mean '{close[0]}'?)" if close else "")
+                            + f"; enabled: {', '.join(allowed) or '(none)'}")
+    return problems
+
+
+def _query_problems(config: dict) -> list[str]:
+    from deepred.data.contract import query_problem, source_columns  # pandas: only when a config is checked
+
+    problems = []
+    for name, ts in config["test_sets"].items():
+        ds = config["datasets"].get(ts["dataset"])
+        columns = None if ds is None or not ts.get("query") else source_columns(ds["source"])
+        if columns is None:  # no query, or a source with user columns: checked on the catalogue (test_set_rows)
+            continue
+        problem = query_problem(ts["query"], {**columns, ds["label_column"]: "float64"})
+        if problem:
+            problems.append(f"config key 'test_sets.{name}.query' ({ts['query']!r}): {problem} in the catalogue of "
+                            f"'{ts['dataset']}' ({ds['source']['kind']} source)")
+    return problems
+
+
+def _weights_problems(config: dict) -> list[str]:
+    return [f"config key 'architectures.{a}.weights': file {c['weights']} does not exist"
+            for a, c in config.get("architectures", {}).items()
+            if c.get("enabled", True) and c.get("weights") and not Path(c["weights"]).is_file()]
+
+
+def _check_semantics(config: dict) -> None:
+    problems = _model_list_problems(config) + _query_problems(config) + _weights_problems(config)
     for name, ds in config["datasets"].items():
         total = sum(ds["splits"].values())
         if abs(total - 1.0) > 1e-6:
@@ -91,12 +153,6 @@ def _check_semantics(config: dict) -> None:
             problems.append(
                 f"config key 'test_sets.{name}.dataset': unknown dataset '{ts['dataset']}'; "
                 f"known: {', '.join(config['datasets'])}"
-            )
-    archs = config.get("architectures", {})
-    for m in config.get("ensemble", {}).get("members", []):
-        if m not in archs:
-            problems.append(
-                f"config key 'ensemble.members': unknown architecture '{m}'; known: {', '.join(archs) or '(none)'}"
             )
     if config.get("ensemble", {}).get("cv_folds") == 1:  # checked at load, not after hours of training
         problems.append("config key 'ensemble.cv_folds': 1 fold is no cross-validation; use 0 (always the stack) "

@@ -47,17 +47,7 @@ class LocalizationError(ValueError):
 
 
 def explained_models(config: dict) -> list[str]:
-    """shap.models, checked: each must be a configured architecture or an enabled neural baseline
-    (kept free of torch imports: the Snakefile calls it while parsing)."""
-    from deepred.config import ConfigError
-
-    archs = [a for a, c in config.get("architectures", {}).items() if c.get("enabled", True)]
-    neural = [b for b, c in config.get("baselines", {}).items() if b != "hogsvr" and c.get("enabled", True)]
-    known = archs + neural
-    bad = [m for m in config["shap"]["models"] if m not in known]
-    if bad:
-        raise ConfigError(f"config key 'shap.models': {', '.join(bad)} not an architecture or enabled neural "
-                          f"baseline; known: {', '.join(known) or '(none)'}")
+    """shap.models of a validated config (deepred.config checks that each is an enabled network)."""
     return list(config["shap"]["models"])
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 sys.path.insert(0, workflow.basedir)
 
 from deepred.config import ConfigError, validate_config
+from deepred.data.contract import damaged_shards
 
 # A --configfile given on the command line replaces config.yaml instead of being deep-merged into it
 # (a merge would keep config.yaml's datasets and mix source keys); --config KEY=VALUE still applies.
@@ -17,6 +18,12 @@ if workflow.overwrite_configfiles:
 
 try:
     validate_config(config)
+    if workflow.is_main_process:
+        # every network must build before Snakemake may delete an old model to retrain it (cached per config);
+        # job steps skip it: their main process has checked the same config
+        from deepred.models.preflight import check_networks
+
+        check_networks(config, cache_dir=".snakemake/deepred")
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
 
@@ -41,8 +48,40 @@ wildcard_constraints:
     test_set="|".join(TEST_SETS),
 
 
+def test_set_params(wildcards):
+    """The test set's definition (its query included) and the options its metrics and figures read: the
+    `params` rerun trigger, so editing a test set's query reruns that test set's jobs and nothing else.
+    """
+    return {
+        "test_set": config["test_sets"][wildcards.test_set],
+        "seed": config["seed"],
+        "metrics": {
+            k: v for k, v in config["metrics"].items() if k not in METRICS_RUN_ONLY
+        },
+    }
+
+
+# metrics keys that select jobs or name files, and change no number of a per-test-set file
+METRICS_RUN_ONLY = ("transfer_models", "paper_R", "archive_date")
+
+
 def processed(dataset, name="catalog.parquet"):
     return f"{DATA}/processed/{dataset}/{name}"
+
+
+def shards_of(wildcard="dataset"):
+    """Input function: the dataset's shard folder, once every shard it records has its recorded size
+    (a damaged shard stops the DAG, dry runs included, naming the file and the rebuild command).
+    """
+
+    def shards(wildcards):
+        dataset = wildcards[wildcard]
+        damaged = damaged_shards(processed(dataset, ""))
+        if damaged:
+            raise WorkflowError("\n".join(damaged))
+        return processed(dataset, "shards")
+
+    return shards
 
 
 def raw_inputs(wildcards):
@@ -117,7 +156,9 @@ def pinned_file_names():
     names = {
         f["name"]
         for d in REAL
-        if not config["datasets"][d]["source"].get("archive")  # extracted, not downloaded
+        if not config["datasets"][d]["source"].get(
+            "archive"
+        )  # extracted, not downloaded
         for f in config["datasets"][d]["source"].get("files", [])
     }
     names |= {

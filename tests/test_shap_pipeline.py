@@ -3,6 +3,7 @@ normalized dataset, explained through load_trained(...).point_module(), then the
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -10,9 +11,9 @@ import pandas as pd
 import pytest
 
 from conftest import tiny_config
-from deepred.config import ConfigError
+from deepred.config import ConfigError, validate_config
 from deepred.explain import ExplainError, explain_model, load_explained
-from deepred.localization import TABLE_COLUMNS, explained_models, write_localization_table
+from deepred.localization import TABLE_COLUMNS, write_localization_table
 from deepred.shap_plots import shap_figures
 
 
@@ -86,9 +87,10 @@ def test_bad_inputs_fail_early(trained, tiny_dataset_64, tmp_path):
     cfg, model_dir, _ = trained
     with pytest.raises(ExplainError, match="bands"):
         explain_model(model_dir, tiny_dataset_64, cfg, tmp_path / "x", model="a1", dataset="tiny64")
-    bad = dict(cfg, shap=dict(cfg["shap"], models=["a1", "resnett"]))
-    with pytest.raises(ConfigError, match="resnett"):
-        explained_models(bad)
+    bad = copy.deepcopy(cfg)
+    bad["shap"]["models"] = ["a1", "resnett"]
+    with pytest.raises(ConfigError, match="'shap.models': 'resnett' is not an enabled"):
+        validate_config(bad)
     with pytest.raises(Exception, match="missing"):
         load_explained(tmp_path / "nothing")
 

@@ -8,7 +8,7 @@ import pytest
 from conftest import tiny_config
 
 from deepred import transfer as X
-from deepred.config import ConfigError
+from deepred.config import ConfigError, validate_config
 from deepred.data.contract import DataError
 
 
@@ -26,8 +26,8 @@ def test_pairs_follow_bands_and_cutouts(tiny_dataset, tiny_dataset_64):
     cfg["datasets"]["tiny64"]["cutout"] = 32
     assert "smaller" in X.compatibility(cfg, "tiny", "tiny64")
     cfg["metrics"]["transfer_models"] = ["resnte"]
-    with pytest.raises(ConfigError, match="unknown network.*resnte"):
-        X.transfer_pairs(cfg)
+    with pytest.raises(ConfigError, match="'metrics.transfer_models': 'resnte' is not an enabled .*resnet"):
+        validate_config(cfg)
     imgs = np.arange(2 * 5 * 6 * 6, dtype=np.float32).reshape(2, 5, 6, 6)
     out = X.adapt_images(imgs, ["u", "g", "r", "i", "z"], ["g", "r", "i", "z"], 4)
     assert out.shape == (2, 4, 4, 4) and np.array_equal(out[:, 0], imgs[:, 1, 1:5, 1:5])

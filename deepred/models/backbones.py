@@ -14,6 +14,7 @@ TypeError), so two generic entries are registered with timm here, sized entirely
 
 from __future__ import annotations
 
+import difflib
 import logging
 from pathlib import Path
 
@@ -65,6 +66,13 @@ def deepred_efficientnet(pretrained=False, channel_multiplier=0.5, depth_multipl
     )
 
 
+def unknown_timm_name(timm_name: str) -> str:
+    """The message for a name timm does not know, with timm's closest names."""
+    close = difflib.get_close_matches(timm_name, timm.list_models(), n=4, cutoff=0.6)
+    return f"timm has no model '{timm_name}'" + (f" (did you mean {', '.join(close)}?)" if close else
+                                                   "; timm.list_models('*resnet*') lists names")
+
+
 def needs_img_size(timm_name: str) -> bool:
     try:
         module = timm.models.model_entrypoint(timm_name).__module__
@@ -82,10 +90,7 @@ def create_backbone(arch: str, arch_cfg: dict, in_chans: int, img_size: int, num
     """The timm network of one architecture config entry: (B, in_chans, img_size, img_size) -> (B, num_outputs)."""
     name = arch_cfg["timm_name"]
     if not timm.is_model(name):
-        close = timm.list_models(f"*{name.split('_')[0]}*")[:8]
-        raise BackboneError(
-            f"architecture '{arch}': timm has no model '{name}'" + (f"; similar: {', '.join(close)}" if close else "")
-        )
+        raise BackboneError(f"architecture '{arch}': {unknown_timm_name(name)}")
     kwargs = dict(arch_cfg.get("timm_kwargs") or {})
     kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in kwargs.items()}
     if needs_img_size(name):
