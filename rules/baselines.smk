@@ -6,7 +6,7 @@ rule hogsvr:
     input:
         catalog=processed("{dataset}"),
         stats=processed("{dataset}", "stats.json"),
-        shards=processed("{dataset}", "shards"),
+        shards=shards_of("dataset"),
     output:
         model=f"{RESULTS}/models/hogsvr/{{dataset}}/model.npz",
         meta=f"{RESULTS}/models/hogsvr/{{dataset}}/model.json",
@@ -24,5 +24,6 @@ rule hogsvr:
         runtime="30m",
     params:
         section=config["baselines"]["hogsvr"],  # rerun trigger: editing the HOG or SVR grid refits
+        seed=config["seed"],  # the training-row subsample
     script:
         "../workflow_scripts/hogsvr.py"

@@ -6,7 +6,7 @@ rule shap_explain:
         meta=f"{RESULTS}/models/{{model}}/{{dataset}}/model.json",
         catalog=processed("{dataset}"),
         stats=processed("{dataset}", "stats.json"),
-        shards=processed("{dataset}", "shards"),
+        shards=shards_of("dataset"),
     output:
         per_image=f"{RESULTS}/shap/{{model}}/{{dataset}}/per_image.parquet",
         attributions=f"{RESULTS}/shap/{{model}}/{{dataset}}/attributions.npy",
@@ -26,10 +26,14 @@ rule shap_explain:
         runtime="30m",
         gpu=1,
     params:
-        # rerun trigger: the explainer's settings (which models, and threads, only select or run jobs)
+        # rerun trigger: the explainer's settings (which models, and threads, only select or run jobs;
+        # hq_snr and n_examples are read by the table and figures only)
         settings={
-            k: v for k, v in config["shap"].items() if k not in ("models", "threads")
+            k: v
+            for k, v in config["shap"].items()
+            if k not in ("models", "threads", "hq_snr", "n_examples")
         },
+        seed=config["seed"],
     script:
         "../workflow_scripts/shap_explain.py"
 
@@ -64,6 +68,15 @@ rule shap_table:
             for d in SHAP_DATASETS
         ],
         processed={d: f"{DATA}/processed/{d}" for d in SHAP_DATASETS},
+        # rerun trigger: the test sets' queries, the scoring options and the bootstrap
+        depends_on={
+            "test_sets": config["test_sets"],
+            "shap": {k: config["shap"][k] for k in ("hq_snr", "pointing_tolerance")},
+            "bootstrap": [
+                config["metrics"][k] for k in ("bootstrap_resamples", "ci_level")
+            ],
+            "seed": config["seed"],
+        },
     script:
         "../workflow_scripts/shap_table.py"
 
@@ -112,6 +125,13 @@ rule shap_figures:
         example_pngs=lambda wc: {
             m: f"{RESULTS}/figures/shap/{wc.test_set}/examples_{m}.png"
             for m in SHAP_MODELS
+        },
+        # rerun trigger: the test set's query and the figure options
+        depends_on=lambda wc: {
+            "test_set": config["test_sets"][wc.test_set],
+            "shap": {
+                k: config["shap"][k] for k in ("hq_snr", "snr_bins", "n_examples")
+            },
         },
     script:
         "../workflow_scripts/shap_figures.py"

@@ -8,7 +8,7 @@ rule train:
     input:
         catalog=processed("{dataset}"),
         stats=processed("{dataset}", "stats.json"),
-        shards=processed("{dataset}", "shards"),
+        shards=shards_of("dataset"),
     output:
         weights=f"{RESULTS}/models/{{model}}/{{dataset}}/model.safetensors",
         meta=f"{RESULTS}/models/{{model}}/{{dataset}}/model.json",
@@ -33,6 +33,7 @@ rule train:
         training={
             k: v for k, v in config["training"].items() if k not in TRAIN_RUN_ONLY
         },
+        seed=config["seed"],
     script:
         "../workflow_scripts/train.py"
 
@@ -43,7 +44,7 @@ rule predict:
         meta=f"{RESULTS}/models/{{model}}/{{dataset}}/model.json",
         catalog=processed("{dataset}"),
         stats=processed("{dataset}", "stats.json"),
-        shards=processed("{dataset}", "shards"),
+        shards=shards_of("dataset"),
     output:
         predictions=f"{RESULTS}/predictions/{{model}}/{{dataset}}.parquet",
     log:
@@ -90,5 +91,6 @@ rule ensemble:
         positive=config["ensemble"]["positive"],
         convex=config["ensemble"]["convex"],
         cv_folds=config["ensemble"]["cv_folds"],
+        seed=config["seed"],  # the cross-validation folds
     script:
         "../workflow_scripts/ensemble.py"

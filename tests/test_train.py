@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from conftest import tiny_config
-from deepred.data.contract import DataError, ProcessedDataset
+from deepred.data.contract import DataError, ProcessedDataset, shard_record
 from deepred.io import sha256_file
 from deepred.models.checkpoint import CheckpointError, load_checkpoint, load_trained
 from deepred.predict import PDF_SUMMARY, predict_model, read_predictions
@@ -138,6 +138,11 @@ def test_band_count_mismatch_fails_before_training(tiny_dataset, tmp_path):
     shutil.copytree(tiny_dataset, copy)
     shard = copy / "shards" / "images_00001.npy"
     np.save(shard, np.load(shard)[:, :3])
+    with pytest.raises(DataError, match=r"images_00001.npy: .* bytes, stats.json records"):  # the manifest sees it
+        train_model("resnet", "tiny", cfg_for(tmp_path), copy, tmp_path / "b")
+    stats = json.loads((copy / "stats.json").read_text())  # ... and a manifest that agrees: the shape check does
+    stats["shards"][shard.name] = shard_record(shard)
+    (copy / "stats.json").write_text(json.dumps(stats))
     with pytest.raises(DataError, match=r"images_00001.npy: shard has 3 bands .* takes 4 bands"):
         train_model("resnet", "tiny", cfg_for(tmp_path), copy, tmp_path / "b")
     assert not (tmp_path / "b" / "last.safetensors").exists()

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from deepred.data.contract import CATALOG_COLUMNS, SPLITS, DataError, shard_name
+from deepred.data.contract import CATALOG_COLUMNS, SPLITS, DataError, shard_name, shard_record
 from deepred.data.raw import RawChunk, RawSource
 from deepred.io import write_json, write_parquet
 from deepred.provenance import provenance
@@ -118,6 +118,7 @@ class _ShardSink:
         self.images: list[np.ndarray] = []
         self.masks: list[np.ndarray] = []
         self.k = 0
+        self.manifest: dict[str, dict] = {}  # shard file -> {bytes, sha256}, into stats.json
 
     def position(self) -> tuple[int, int]:
         """(shard, row) the next object will get."""
@@ -133,9 +134,12 @@ class _ShardSink:
     def flush(self):
         if not self.images:
             return
-        np.save(self.folder / shard_name("images", self.k), np.stack(self.images), allow_pickle=False)
+        names = [shard_name("images", self.k)] + ([shard_name("masks", self.k)] if self.with_masks else [])
+        np.save(self.folder / names[0], np.stack(self.images), allow_pickle=False)
         if self.with_masks:
-            np.save(self.folder / shard_name("masks", self.k), np.stack(self.masks).astype(np.uint8))
+            np.save(self.folder / names[1], np.stack(self.masks).astype(np.uint8))
+        for name in names:
+            self.manifest[name] = shard_record(self.folder / name)
         self.images, self.masks = [], []
         self.k += 1
 
@@ -279,6 +283,7 @@ def normalize(source: RawSource, dataset: str, ds_cfg: dict, out_dir: str | Path
             "split_counts": counts,
             "rows_per_shard": rows_per_shard,
             "n_shards": sink.k,
+            "shards": sink.manifest,  # size and SHA-256 of every shard: readers and the workflow check them
             "has_masks": bool(has_masks),
             "source_meta": source.meta,
             "provenance": provenance(config, source.inputs),
