@@ -19,6 +19,8 @@ rule simulate:
         runtime="30m",
     params:
         source=lambda wc: config["datasets"][wc.dataset]["source"],
+        bands=lambda wc: config["datasets"][wc.dataset]["bands"],
+        cutout=lambda wc: config["datasets"][wc.dataset]["cutout"],
         seed=config["seed"],
     script:
         "../workflow_scripts/simulate.py"
@@ -44,5 +46,6 @@ rule normalize:
         runtime="30m",
     params:
         dataset_cfg=lambda wc: config["datasets"][wc.dataset],
+        seed=config["seed"],  # the splits hash each system id with it
     script:
         "../workflow_scripts/normalize.py"

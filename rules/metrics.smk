@@ -40,7 +40,7 @@ rule metrics_test_set:
         mem_mb=2000,
         runtime="15m",
     params:
-        metrics_cfg=config["metrics"],
+        depends_on=test_set_params,
     script:
         "../workflow_scripts/metrics_test_set.py"
 
@@ -72,6 +72,8 @@ rule tables:
         mem_mb=1000,
         runtime="10m",
     params:
+        # which test sets make which table, the published R per test set
+        test_sets=config["test_sets"],
         paper_R=config["metrics"]["paper_R"],
     script:
         "../workflow_scripts/tables.py"
@@ -113,6 +115,8 @@ rule figures_test_set:
     resources:
         mem_mb=2000,
         runtime="15m",
+    params:
+        depends_on=test_set_params,
     script:
         "../workflow_scripts/figures_test_set.py"
 
@@ -146,7 +150,7 @@ rule transfer_predict:
         meta=f"{RESULTS}/models/{{model}}/{{train}}/model.json",
         catalog=processed("{eval}"),
         stats=processed("{eval}", "stats.json"),
-        shards=processed("{eval}", "shards"),
+        shards=shards_of("eval"),
     output:
         f"{RESULTS}/transfer/{{model}}/{{train}}__{{eval}}.parquet",
     log:
@@ -164,6 +168,8 @@ rule transfer_predict:
         mem_mb=4000,
         runtime="30m",
         gpu=1,
+    params:
+        seed=config["seed"],
     script:
         "../workflow_scripts/transfer_predict.py"
 

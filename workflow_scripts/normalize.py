@@ -14,8 +14,8 @@ dataset = snakemake.wildcards.dataset  # noqa: F821
 normalize(
     open_source(config, dataset),
     dataset,
-    config["datasets"][dataset],
+    snakemake.params.dataset_cfg,  # noqa: F821
     Path(snakemake.output.catalog).parent,  # noqa: F821
-    seed=config["seed"],
+    seed=snakemake.params.seed,  # noqa: F821
     config=config,
 )

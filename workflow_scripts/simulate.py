@@ -14,7 +14,7 @@ simulate_dataset(
     n_systems=source["n_systems"],
     seed=snakemake.params.seed,  # noqa: F821
     out_dir=Path(snakemake.output.meta).parent,  # noqa: F821
-    bands=snakemake.config["datasets"][snakemake.wildcards.dataset]["bands"],  # noqa: F821
-    cutout=snakemake.config["datasets"][snakemake.wildcards.dataset]["cutout"],  # noqa: F821
+    bands=snakemake.params.bands,  # noqa: F821
+    cutout=snakemake.params.cutout,  # noqa: F821
     class_fractions=source.get("class_fractions"),
 )
