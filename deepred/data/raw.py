@@ -69,6 +69,11 @@ def read_simulated(raw_dir: str | Path) -> RawSource:
         images = np.load(raw_dir / "images.npy", mmap_mode="r", allow_pickle=False)
     except ValueError as exc:
         raise DataError(f"{raw_dir / 'images.npy'}: unreadable NPY file ({exc})") from exc
+    if images.ndim != 4 or images.shape[1] != len(meta["bands"]):
+        raise DataError(
+            f"{raw_dir / 'images.npy'}: images have shape {images.shape}, but {raw_dir / 'meta.json'} lists "
+            f"{len(meta['bands'])} bands ({', '.join(meta['bands'])}): expected (N, {len(meta['bands'])}, H, W)"
+        )
     masks_path = raw_dir / "masks.npy"
     masks = np.load(masks_path, mmap_mode="r", allow_pickle=False) if masks_path.exists() else None
     truth = pd.read_parquet(raw_dir / "truth.parquet")
