@@ -321,10 +321,15 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (InferenceError, DataError, ConfigError, FileNotFoundError) as exc:
+    except (InferenceError, DataError, ConfigError, OSError) as exc:  # bad input or destination: named in exc
         if args.debug:
             raise
         print(f"deepred: error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # anything else is still one line; --debug shows where it came from
+        if args.debug:
+            raise
+        print(f"deepred: error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("deepred: interrupted (the output was not written)", file=sys.stderr)

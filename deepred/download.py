@@ -649,7 +649,7 @@ def pin_folder(folder: str | Path) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     import yaml
 
-    from deepred.config import load_config
+    from deepred.config import ConfigError, load_config
 
     p = argparse.ArgumentParser(prog="python -m deepred.download", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd")
@@ -663,7 +663,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "pin":
         yaml.safe_dump(pin_folder(args.folder), sys.stdout, sort_keys=False)
         return 0
-    config = load_config(args.configfile)
+    try:
+        config = load_config(args.configfile)
+    except (ConfigError, OSError) as exc:  # one line, as every DeepRed command
+        print(f"python -m deepred.download: error: {args.configfile}: {exc}", file=sys.stderr)
+        return 2
     settings = DownloadSettings.from_config(config)
     settings.offline = settings.offline or args.offline
     datasets = args.dataset or [d for d, ds in config["datasets"].items() if ds["source"]["kind"] != "simulate"]

@@ -623,6 +623,21 @@ def read_ids(path: Path) -> Iterator[str]:
                 yield s
 
 
+def checked_ids(ids_file: Path, n: int, cube: Path) -> Iterator[str]:
+    """The ids of an NPY cube's rows: exactly one per row and unique, or an InferenceError (a short, long or
+    repeating list would put predictions under the wrong names)."""
+    if not ids_file.is_file():
+        raise InferenceError(f"{ids_file}: ids file not found")
+    ids = list(read_ids(ids_file))
+    if len(ids) != n:
+        raise InferenceError(f"{ids_file}: {len(ids)} ids for the {n} cutouts of {cube}; give exactly one id per row")
+    seen: set[str] = set()
+    dupes = sorted({i for i in ids if i in seen or seen.add(i)})
+    if dupes:
+        raise InferenceError(f"{ids_file}: {len(dupes)} duplicate id(s), e.g. {', '.join(dupes[:5])}; ids must be unique")
+    return iter(ids)
+
+
 def _catalog_chunks(path: Path, chunk: int) -> Iterator[pd.DataFrame]:
     low = path.name.lower()
     if low.endswith(".csv"):
@@ -770,8 +785,9 @@ def open_input(path: str | Path, bands: list[str], band_order: list[str] | None 
         return iter_fits_folder(path, groups, bands, band_order, band_map, unused), len(groups), "fits folder"
     low = path.name.lower()
     if low.endswith(".npy"):
-        ids = read_ids(Path(ids_file)) if ids_file else None
-        return iter_npy(path, bands, band_order, band_map, ids), npy_count(path), "npy cube"
+        n = npy_count(path)
+        ids = checked_ids(Path(ids_file), n, path) if ids_file else None
+        return iter_npy(path, bands, band_order, band_map, ids), n, "npy cube"
     if low.endswith(CATALOG_SUFFIXES):
         return iter_catalog(path, bands, band_order, band_map, id_column), catalog_count(path), "catalogue"
     if _strip_fits_suffix(path.name) is not None:
