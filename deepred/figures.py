@@ -170,13 +170,16 @@ def improvement_figure(improvement: pd.DataFrame, png, pdf) -> None:
     ax.scatter(x[has_paper], d.loc[has_paper, "paper_R"], marker="D", color="k", zorder=3, s=30,
                label="paper (arXiv 2602.11281)")
     ax.axhline(1.0, color="crimson", ls="--", lw=1, label="R = 1: no gain over the best baseline")
-    for xi, r in zip(x, d["R"]):
-        ax.text(xi + 0.32, r, f"{r:.2f}", va="center", fontsize=8)
+    for xi, r in zip(x, d["R"]):  # a test set without a baseline (or network) has no R: say so at the axis
+        ax.text(xi + 0.32 if np.isfinite(r) else xi, r if np.isfinite(r) else 0.05,
+                f"{r:.2f}" if np.isfinite(r) else "no R", va="center", ha="left" if np.isfinite(r) else "center",
+                fontsize=8)
     ticks = [f"{t}\n{label(o)}\nvs {label(b)}" for t, o, b in zip(d["test_set"], d["best_deepred"], d["best_baseline"])]
     ax.set_xticks(x, ticks, fontsize=8)
     ax.set_ylabel("R = NMAD(best DeepRed) / NMAD(best baseline)")
     # the axis follows the values, not the widest interval (small test sets have very wide ones)
-    ax.set_ylim(0, max(1.2, float(np.nanmax(np.r_[d["R"], d["paper_R"]])) * 1.25))
+    shown = np.r_[d["R"], d["paper_R"]].astype(float)
+    ax.set_ylim(0, max(1.2, float(shown[np.isfinite(shown)].max(initial=0)) * 1.25))
     ax.set_title("DeepRed's gain over the best baseline (lower is better)")
     ax.legend(fontsize=8, frameon=False, bbox_to_anchor=(1.01, 1), loc="upper left")
     save(fig, png, pdf)

@@ -45,6 +45,10 @@ def deepred_models(config: dict) -> list[str]:
     return archs + (list(ENSEMBLES) if members else [])
 
 
+NO_BASELINE = "no baseline"  # best_baseline of a config with every baseline disabled (no R is computed)
+NO_DEEPRED = "no DeepRed model"
+
+
 def baseline_models(config: dict) -> list[str]:
     return [b for b, c in config.get("baselines", {}).items() if c.get("enabled", True)]
 
@@ -220,7 +224,7 @@ def test_set_metrics(config: dict, test_set: str, pred_paths: dict[str, str | Pa
     nm = []
     for model in models:
         r = {**base, "table": ts["table"], "model": model, "family": model_family(config, model), "n": n,
-             "nmad": nmad_val[model], "nmad_ci_lo": np.nan, "nmad_ci_hi": np.nan, "best_baseline": best_base or "",
+             "nmad": nmad_val[model], "nmad_ci_lo": np.nan, "nmad_ci_hi": np.nan, "best_baseline": best_base or NO_BASELINE,
              "improvement": np.nan, "improvement_ci_lo": np.nan, "improvement_ci_hi": np.nan,
              "median_nmad": median_nmad, "nmad_over_median": nmad_val[model] / median_nmad if median_nmad else np.nan}
         if idx is not None:
@@ -277,23 +281,26 @@ def improvement_table(config: dict, nmad: pd.DataFrame) -> pd.DataFrame:
         d = nmad[nmad["test_set"] == ts].set_index("model")
         ours = d[d["family"].str.startswith("deepred")]
         theirs = d[d["family"].str.startswith("baseline")]
-        if ours.empty or theirs.empty:
-            raise DataError(f"test set '{ts}': improvement needs DeepRed models and baselines; "
-                            f"have {sorted(d.index)}")
-        bo = min(ours.index, key=lambda m: (ours.loc[m, "nmad"], m))
-        bb = min(theirs.index, key=lambda m: (theirs.loc[m, "nmad"], m))
-        no, nb = ours.loc[bo, "nmad"], theirs.loc[bb, "nmad"]
-        imp = d.loc[bo, "improvement"] if d.loc[bo, "best_baseline"] == bb else M.improvement(nb, no)
-        out.append({
-            "test_set": ts, "dataset": config["test_sets"][ts]["dataset"], "n": int(d["n"].iloc[0]),
-            "best_deepred": bo, "best_deepred_nmad": no, "best_baseline": bb, "best_baseline_nmad": nb,
-            "improvement": imp, "improvement_ci_lo": d.loc[bo, "improvement_ci_lo"],
-            "improvement_ci_hi": d.loc[bo, "improvement_ci_hi"],
-            # R = 1 - improvement, so its interval is the mirrored improvement interval
-            "R": no / nb if nb else np.nan,
-            "R_ci_lo": 1 - d.loc[bo, "improvement_ci_hi"], "R_ci_hi": 1 - d.loc[bo, "improvement_ci_lo"],
-            "paper_R": paper.get(ts, np.nan),
-        })
+        row = {"test_set": ts, "dataset": config["test_sets"][ts]["dataset"], "n": int(d["n"].iloc[0]),
+               "best_deepred": NO_DEEPRED, "best_deepred_nmad": np.nan, "best_baseline": NO_BASELINE,
+               "best_baseline_nmad": np.nan, "improvement": np.nan, "improvement_ci_lo": np.nan,
+               "improvement_ci_hi": np.nan, "R": np.nan, "R_ci_lo": np.nan, "R_ci_hi": np.nan,
+               "paper_R": paper.get(ts, np.nan)}
+        if not ours.empty:
+            bo = min(ours.index, key=lambda m: (ours.loc[m, "nmad"], m))
+            row.update(best_deepred=bo, best_deepred_nmad=ours.loc[bo, "nmad"])
+        if not theirs.empty:
+            bb = min(theirs.index, key=lambda m: (theirs.loc[m, "nmad"], m))
+            row.update(best_baseline=bb, best_baseline_nmad=theirs.loc[bb, "nmad"])
+        if not ours.empty and not theirs.empty:  # a config without baselines (or networks) has no ratio
+            no, nb = row["best_deepred_nmad"], row["best_baseline_nmad"]
+            same = d.loc[bo, "best_baseline"] == bb
+            row.update(improvement=d.loc[bo, "improvement"] if same else M.improvement(nb, no),
+                       improvement_ci_lo=d.loc[bo, "improvement_ci_lo"], improvement_ci_hi=d.loc[bo, "improvement_ci_hi"],
+                       # R = 1 - improvement, so its interval is the mirrored improvement interval
+                       R=no / nb if nb else np.nan,
+                       R_ci_lo=1 - d.loc[bo, "improvement_ci_hi"], R_ci_hi=1 - d.loc[bo, "improvement_ci_lo"])
+        out.append(row)
     return pd.DataFrame(out)
 
 
