@@ -144,3 +144,41 @@ def test_concurrent_processes_record_every_entry(tmp_path):
     assert lock.names() == sorted(names)
     for n in names:
         assert lock.get(n)["sha256"] == hashlib.sha256((tmp_path / n).read_bytes()).hexdigest()
+
+
+def test_unpinned_source_files_are_recorded_at_first_download_and_verified_by_the_reader(tmp_path, caplog):
+    """SDSS files with a URL and no published checksum: fetched once, SHA-256 recorded in the source's lock (the
+    log says so); the reader verifies against the lock; a rerun makes no request; a changed file is refused."""
+    from realformats import RangeServer, write_sdss
+
+    from deepred.config import validate_config
+    from deepred.data.contract import DataError
+    from deepred.data.sources import open_source
+    from deepred.download import DownloadSettings, fetch_dataset
+
+    archive = tmp_path / "archive"
+    write_sdss(archive, 40)
+    root = Path(__file__).resolve().parent.parent
+    cfg = yaml.safe_load((root / "config.yaml").read_text())
+    lock_path = tmp_path / "pins" / "sdss.lock.yaml"
+    with RangeServer(archive) as srv:
+        cfg["data_dir"] = str(tmp_path / "data")
+        cfg["datasets"] = {"sdss": {
+            "source": {"kind": "sdss", "cube": "cube.npy", "labels": "labels.csv", "lock": str(lock_path),
+                       "files": [{"name": n, "url": f"{srv.url}/{n}"} for n in ("cube.npy", "labels.csv")]},
+            "bands": ["u", "g", "r", "i", "z"], "cutout": 64, "label_column": "z_lens"}}
+        cfg["test_sets"] = {"sdss": {"dataset": "sdss", "table": "sdss"}}
+        cfg = validate_config(cfg)
+        caplog.set_level("INFO", logger="deepred.pins")
+        raw = tmp_path / "data" / "raw" / "sdss"
+        fetch_dataset(cfg, "sdss", raw, DownloadSettings(retries=1, backoff_s=0, timeout_s=10))
+        assert "recorded sha256 of cube.npy" in caplog.text and "recorded sha256 of labels.csv" in caplog.text
+        lock = Lock(lock_path)
+        assert lock.get("cube.npy")["sha256"] == hashlib.sha256((archive / "cube.npy").read_bytes()).hexdigest()
+        n = len(srv.requests)
+        fetch_dataset(cfg, "sdss", raw, DownloadSettings(retries=1, backoff_s=0, timeout_s=10))
+        assert len(srv.requests) == n == 2
+    assert open_source(cfg, "sdss").n_objects == 40  # pins from the lock
+    (raw / "labels.csv").write_text((raw / "labels.csv").read_text().replace("0.", "1.", 1))
+    with pytest.raises(DataError, match="labels.csv"):
+        open_source(cfg, "sdss")
