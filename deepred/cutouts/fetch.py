@@ -99,7 +99,8 @@ class _HostPacer:
 class Fetcher:
     def __init__(self, cache_dir: str | Path, lock, settings: DownloadSettings, *, max_connections: int = 4,
                  delay_s: float = 0.0, max_retry_after_s: float = 600.0,
-                 check: Callable[[Path, object], None] | None = None):
+                 check: Callable[[Path, object], object] | None = None,
+                 after: Callable[[str, Path, dict, object], None] | None = None):
         self.cache = Path(cache_dir)
         self.lock = lock
         self.settings = settings
@@ -107,6 +108,7 @@ class Fetcher:
         self.pacer = _HostPacer(delay_s)
         self.max_retry_after_s = float(max_retry_after_s)
         self.check = check
+        self.after = after  # after(key, path, lock entry, what check returned or None): e.g. keep a decoded copy
 
     # ----------------------------------------------------------------------------------------------- API
     def fetch_all(self, requests: dict[str, object]) -> dict[str, Outcome]:
@@ -142,15 +144,18 @@ class Fetcher:
     # ------------------------------------------------------------------------------------------ internals
     def _verify(self, key: str, dest: Path, url: str, request, fresh: bool) -> None:
         entry = self.lock.get(key)
+        checked = None
         if entry is None or fresh:
             # Parse before trusting: a truncated/corrupt file is deleted, never recorded in the lock.
             if self.check is not None:
                 try:
-                    self.check(dest, request)
+                    checked = self.check(dest, request)
                 except ValueError as exc:
                     dest.unlink(missing_ok=True)
                     raise _BadFile(f"{exc} (deleted; the next run downloads it again)") from exc
-        self.lock.verify_or_record(key, dest, url=url)
+        entry = self.lock.verify_or_record(key, dest, url=url)
+        if self.after is not None:
+            self.after(key, dest, entry, checked)
 
     def _download(self, url: str, dest: Path) -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)

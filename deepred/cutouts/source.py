@@ -35,8 +35,17 @@ import numpy as np
 import pandas as pd
 
 from deepred.cutouts.fetch import Fetcher
-from deepred.cutouts.providers import PROVIDERS, ImageRequest, KiDSTiles, MissingBand, ProviderError
-from deepred.cutouts.resample import EdgeError, resample, target_wcs
+from deepred.cutouts.providers import (
+    PROVIDERS,
+    ImageRequest,
+    KiDSTiles,
+    MissingBand,
+    ProviderError,
+    celestial_wcs,
+    read_decoded,
+    write_decoded,
+)
+from deepred.cutouts.resample import EdgeError, pixel_area, resample, target_wcs
 from deepred.data.contract import DataError
 from deepred.data.raw import RawChunk, RawSource
 from deepred.download import DownloadError, DownloadSettings
@@ -171,9 +180,17 @@ def fetch_images(config: dict, dataset: str, stamp: str | Path | None = None) ->
             if isinstance(r, ImageRequest):
                 wanted.setdefault(r.key, r)
     lock = open_lock(lock_path(config, dataset))
-    fetcher = Fetcher(cache_dir(config, dataset), lock, _settings(config),
-                      max_connections=int(src.get("max_connections", 4)), delay_s=float(src.get("request_delay_s", 0.0)),
-                      check=provider.check)
+    root = cache_dir(config, dataset)
+    after = None
+    if provider.decodes and src.get("keep_decoded", True):
+        def after(key, path, entry, checked):
+            if read_decoded(root, key, entry.get("sha256")) is not None:
+                return
+            data, header = checked if checked is not None else provider.check(path, None)
+            write_decoded(root, key, entry["sha256"], data, header)
+
+    fetcher = Fetcher(root, lock, _settings(config), max_connections=int(src.get("max_connections", 4)),
+                      delay_s=float(src.get("request_delay_s", 0.0)), check=provider.check, after=after)
     t0 = time.monotonic()
     outcomes = fetcher.fetch_all(wanted)
     fatal = [o for o in outcomes.values() if o.fatal]
@@ -202,11 +219,21 @@ def fetch_images(config: dict, dataset: str, stamp: str | Path | None = None) ->
 
 # --------------------------------------------------------------------------------------------------- cut
 class _ImageCache:
-    """LRU of opened images (decoded SDSS frames, memory-mapped tiles), keyed by cache key."""
+    """LRU of opened images (decoded SDSS frames, memory-mapped tiles), keyed by cache key; each entry is
+    (image, WCS, flux factor, input pixel area) or the exception that made the image unusable."""
 
-    def __init__(self, provider, root: Path, size: int):
-        self.provider, self.root, self.size = provider, root, max(1, size)
+    def __init__(self, provider, root: Path, size: int, lock=None):
+        self.provider, self.root, self.size, self.lock = provider, root, max(1, size), lock
         self.items: OrderedDict[str, object] = OrderedDict()
+
+    def _read(self, req: ImageRequest):
+        if self.provider.decodes and self.lock is not None:
+            entry = self.lock.get(req.key) or {}
+            got = read_decoded(self.root, req.key, entry.get("sha256"))
+            if got is not None:  # the decoded copy of exactly this (locked) file, memory-mapped
+                data, header = got
+                return data, celestial_wcs(header, self.root / req.key), 1.0
+        return self.provider.read(self.root / req.key, req)
 
     def get(self, req: ImageRequest):
         k = (req.key, req.plane)
@@ -214,7 +241,8 @@ class _ImageCache:
             self.items.move_to_end(k)
             return self.items[k]
         try:
-            val = self.provider.read(self.root / req.key, req)
+            image, wcs_in, factor = self._read(req)
+            val = (image, wcs_in, factor, pixel_area(wcs_in))
         except (ProviderError, OSError) as exc:
             val = exc  # remembered: every target of this image is rejected with the same reason
         self.items[k] = val
@@ -227,6 +255,7 @@ def cut_one(target: dict, reqs: dict, cache: _ImageCache, missing: dict, bands: 
             pixel_scale: float, method: str, margin: int) -> tuple[np.ndarray | None, str | None, str]:
     """(cutout (bands, size, size) or None, reject reason or None, the file the reason is about)."""
     wout = target_wcs(target["ra"], target["dec"], size, pixel_scale)
+    area_out = (pixel_scale / 3600.0) ** 2
     out = np.empty((len(bands), size, size), np.float32)
     for j, b in enumerate(bands):
         req = reqs.get(b)
@@ -239,9 +268,10 @@ def cut_one(target: dict, reqs: dict, cache: _ImageCache, missing: dict, bands: 
             return None, f"band {b}: no coverage ({got})", req.key
         if isinstance(got, Exception):
             return None, f"band {b}: unusable image ({got})", req.key
-        image, wcs_in, factor = got
+        image, wcs_in, factor, area_in = got
         try:
-            out[j] = resample(image, wcs_in, wout, size, method=method, margin=margin) * factor
+            out[j] = resample(image, wcs_in, wout, size, method=method, margin=margin,
+                              area=area_out / area_in) * factor
         except EdgeError as exc:
             return None, f"band {b}: too close to the image edge ({exc})", req.key
     if not np.isfinite(out).all():
@@ -277,7 +307,8 @@ def build_cutouts(config: dict, dataset: str, out_dir: str | Path | None = None,
     del first
     ids, ra, dec = targets["object_id"].to_numpy(), targets["ra"].to_numpy(float), targets["dec"].to_numpy(float)
     pvals = {c: targets[f"P_{c}"].to_numpy() for c in pcols}
-    cache = _ImageCache(provider, cache_dir(config, dataset), int(src.get("image_cache", 16)))
+    lock = open_lock(lock_path(config, dataset)) if provider.decodes and src.get("keep_decoded", True) else None
+    cache = _ImageCache(provider, cache_dir(config, dataset), int(src.get("image_cache", 16)), lock)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "shards").mkdir(parents=True)
