@@ -4,7 +4,9 @@
 # downloaded once into data/raw/_archives/ and extracted member by member into each dataset's raw folder.
 # Downloads and extraction run where Snakemake itself runs (the Snakefile's `localrules`: a cluster's login node
 # has the network, its compute nodes often not). With download.offline (or DEEPRED_OFFLINE=1) nothing is
-# fetched: files placed under data/raw/ are verified against their pins instead.
+# fetched: files placed under data/raw/ are verified against their pins instead. The download settings are read
+# from the config by the script, not passed as params: editing retries or offline must not make Snakemake delete
+# and fetch again files that are in place and verified (the params rerun trigger).
 ruleorder: download > simulate
 
 
@@ -24,8 +26,9 @@ rule download:
         runtime="12h",
     params:
         spec=download_spec,
-        lock=lambda wc: str(source_lock(config["datasets"][wc.dataset]["source"], wc.dataset)),
-        settings=config["download"],
+        lock=lambda wc: str(
+            source_lock(config["datasets"][wc.dataset]["source"], wc.dataset)
+        ),
     script:
         "../workflow_scripts/download.py"
 
@@ -45,9 +48,12 @@ rule download_archive:
         mem_mb=500,
         runtime="24h",
     params:
-        archive=lambda wc: ARCHIVES[wc.archive]["archive"],
+        archive=lambda wc: {  # what identifies the file (not the extraction bounds)
+            k: v
+            for k, v in ARCHIVES[wc.archive]["archive"].items()
+            if k in ("zenodo", "url", "name", "size", "sha256", "md5")
+        },
         lock=lambda wc: ARCHIVES[wc.archive]["lock"],
-        settings=config["download"],
     script:
         "../workflow_scripts/download.py"
 
@@ -68,8 +74,11 @@ rule extract_archive:
         mem_mb=500,
         runtime="4h",
     params:
-        source=lambda wc: config["datasets"][wc.dataset]["source"],
-        settings=config["download"],
+        source=lambda wc: {
+            k: v
+            for k, v in config["datasets"][wc.dataset]["source"].items()
+            if k in ("archive", "files", "subset", "lock")
+        },
     script:
         "../workflow_scripts/download.py"
 
@@ -92,8 +101,6 @@ rule download_manifest_files:
     resources:
         mem_mb=500,
         runtime="24h",
-    params:
-        settings=config["download"],
     script:
         "../workflow_scripts/download.py"
 

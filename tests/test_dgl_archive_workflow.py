@@ -80,8 +80,11 @@ def test_download_all_locks_extracts_then_trains_and_tabulates(tmp_path):
         log = (work / "logs" / "download" / "_archives" / f"zenodo-{REC}" / "dataset.zip.log").read_text()
         assert "recorded sha256 of dataset.zip" in log and "downloaded and verified" in log
 
-        # rerun after success: nothing to do, zero HTTP requests
+        # rerun after success, with other download settings (not rerun triggers): nothing to do, zero requests
         n = len(srv.requests)
+        cfg = yaml.safe_load((work / "cfg.yaml").read_text())
+        cfg["download"].update({"retries": 5, "timeout_s": 30})
+        (work / "cfg.yaml").write_text(yaml.safe_dump(cfg))
         again = _snakemake(work, "--cores", "4", "download_all")
         assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
         assert len(srv.requests) == n

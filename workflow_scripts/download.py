@@ -22,7 +22,7 @@ from deepred.download import (  # noqa: E402
 from deepred.pins import Lock  # noqa: E402
 
 smk = snakemake  # noqa: F821
-settings = DownloadSettings.from_config({"download": smk.params.settings})
+settings = DownloadSettings.from_config(smk.config)  # not a param: editing retries/offline must not refetch
 if smk.rule == "download":
     spec = FileSpec.from_config(smk.params.spec)
     if spec.pinned:
@@ -30,7 +30,7 @@ if smk.rule == "download":
     else:
         fetch_locked(spec, smk.output[0], settings, Lock(smk.params.lock))
 elif smk.rule == "download_archive":
-    api = smk.params.settings.get("zenodo_api") or ZENODO_API
+    api = (smk.config.get("download") or {}).get("zenodo_api") or ZENODO_API
     fetch_archive(smk.params.archive, Path(smk.output[0]), settings, Lock(smk.params.lock), api)
 elif smk.rule == "extract_archive":
     dataset = smk.wildcards.dataset
