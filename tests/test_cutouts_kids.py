@@ -33,7 +33,11 @@ def test_kids_tiles_to_cutouts(tmp_path):
     sources = [{"ra": r.RA, "dec": r.DEC, "flux": 200.0, "kind": r.kind, "r_e": 0.8} for r in t.itertuples()]
     archive = tmp_path / "kids"
     tiles = write_kids_tiles(archive, TILES, sources, size=500, scale=SCALE)
+    # one tile's r band as the ESO archive serves it: under an archive id, its link in the tile list
+    (archive / "eso").mkdir()
+    (archive / "tiles" / "KiDS_DR4.0_150.1_0.5_r_sci.fits").rename(archive / "eso" / "ADP.2019-02-11T13:02:24.807.fits")
     with RangeServer(archive) as srv:
+        tiles["url_r"] = [None, srv.url + "/eso/ADP.2019-02-11T13:02:24.807.fits"]
         cfg = cutout_config(tmp_path / "run", "kids", t.drop(columns="kind"),
                             {"name": "kids_tiles", "base_url": srv.url + "/tiles", "tiles": "tiles.csv",
                              "tile_half_size_deg": 0.014},
@@ -42,7 +46,9 @@ def test_kids_tiles_to_cutouts(tmp_path):
                             grade_column="grade", grades={"keep": ["A", "B", "C"], "high_prob": ["A"]})
         stamp = fetch_images(cfg, "kids")
         paths = [r["path"] for r in srv.requests]
-    assert sorted(paths) == sorted(f"tiles/KiDS_DR4.0_{ra:.1f}_{dec:.1f}_{b}_sci.fits" for ra, dec in TILES for b in KIDS_BANDS)
+    named = [f"tiles/KiDS_DR4.0_{ra:.1f}_{dec:.1f}_{b}_sci.fits" for ra, dec in TILES for b in KIDS_BANDS]
+    named.remove("tiles/KiDS_DR4.0_150.1_0.5_r_sci.fits")
+    assert sorted(paths) == sorted(named + ["eso/ADP.2019-02-11T13:02:24.807.fits"])
     assert stamp["n_images"] == 8
     meta = build_cutouts(cfg, "kids")
     rej = pd.read_parquet(raw_dir(cfg, "kids") / OUT / "rejects.parquet").set_index("object_id")

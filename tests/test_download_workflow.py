@@ -32,7 +32,7 @@ def test_paper_config_is_complete_and_real():
     kinds = {d: ds["source"]["kind"] for d, ds in cfg["datasets"].items()}
     assert kinds == {
         "des_deep": "deepgravilens", "des_wide": "deepgravilens", "desi_dot": "deepgravilens",
-        "lsst_wide": "deepgravilens", "kids": "kids", "sdss": "sdss",
+        "lsst_wide": "deepgravilens", "kids": "cutouts", "sdss": "cutouts",  # cut from tiles / frames (deepred/cutouts)
     }
     assert len(cfg["test_sets"]) == 7
     assert cfg["datasets"]["des_wide"]["source"]["files"][0]["name"].endswith("_7.npy")  # DES-wide: 7 epochs
@@ -46,8 +46,8 @@ def test_paper_config_dry_run_shows_the_real_data_dag():
     out = _snakemake("--configfile", "config/paper.yaml", "-n", *targets)
     assert out.returncode == 0, out.stderr[-3000:]
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out.stdout + out.stderr, flags=re.M))
-    assert int(counts["download"]) >= 3  # kids catalogue + manifest, sdss cube + labels
-    assert int(counts["download_manifest_files"]) == 1
+    assert int(counts["download"]) >= 3  # target tables (kids, sdss) + the KiDS tile list
+    assert int(counts["cutout_images"]) == 2 and int(counts["cutouts"]) == 2  # tiles / frames, then the cutouts
     assert "simulate" not in counts
 
 

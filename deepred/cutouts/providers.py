@@ -217,7 +217,8 @@ class KiDSTiles(Provider):
     website and the ESO archive serve the files; the URL is a template in the config (`url_template`, with {tile},
     {band} and {name}). Tile centres come from the tile list (`tiles`, a table with tile name, RA, Dec:
     the DR4 tile list of the access page), and a target takes the tile whose centre is nearest in the
-    tangent plane. Pixel values: ESO science data products carry `PHOTZP` (AB magnitude = -2.5 log10(pixel)
+    tangent plane. The ESO archive serves each tile under an archive id (ADP.<date>...), not under its name:
+    columns `url_u`, `url_g`, ... in the tile list give each tile's download link and win over the template. Pixel values: ESO science data products carry `PHOTZP` (AB magnitude = -2.5 log10(pixel)
     + PHOTZP; ESO SDP standard, https://www.eso.org/sci/observing/phase3/p3sdpstd.pdf); they are converted
     to nanomaggies (zero point 22.5) with 10^(-0.4 (PHOTZP - 22.5)).
     """
@@ -231,6 +232,9 @@ class KiDSTiles(Provider):
         if tiles is None or not len(tiles):
             raise ProviderError("kids_tiles: no tile list (provider.tiles names a table with tile, ra, dec)")
         self.tile_names = tiles["tile"].astype(str).to_numpy()
+        # per-tile download links (`url_u`, `url_g`, ...: e.g. the ESO archive's ADP file URLs) win over the template
+        self.tile_urls = {b: {t: str(u) for t, u in zip(self.tile_names, tiles[f"url_{b}"]) if isinstance(u, str) and u}
+                          for b in bands if f"url_{b}" in tiles.columns}
         self.tile_ra = np.radians(tiles["ra"].to_numpy(float))
         self.tile_dec = np.radians(tiles["dec"].to_numpy(float))
         self.half = float(cfg.get("tile_half_size_deg", 0.5))
@@ -255,7 +259,8 @@ class KiDSTiles(Provider):
         out = {}
         for b in self.bands:
             name = self.NAME.format(tile=tile, band=b)
-            out[b] = ImageRequest(key=f"tiles/{name}", url=template.format(base=base, tile=tile, band=b, name=name), band=b)
+            url = self.tile_urls.get(b, {}).get(tile) or template.format(base=base, tile=tile, band=b, name=name)
+            out[b] = ImageRequest(key=f"tiles/{name}", url=url, band=b)
         return out
 
     def check(self, path, request):

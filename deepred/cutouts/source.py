@@ -202,6 +202,10 @@ def fetch_images(config: dict, dataset: str, stamp: str | Path | None = None) ->
         listed = "; ".join(o.problem for o in fatal[:5])
         raise DownloadError(f"dataset '{dataset}': {len(fatal)} of {len(wanted)} images could not be fetched "
                             f"({listed}{' ...' if len(fatal) > 5 else ''}); rerun to resume")
+    unavailable = [o for o in outcomes.values() if o.path is None]
+    if wanted and len(unavailable) == len(wanted):  # a wrong base URL or template, not a few missing images
+        raise DownloadError(f"dataset '{dataset}': none of the {len(wanted)} images could be fetched (first: "
+                            f"{unavailable[0].problem}); check source.provider's base_url / url_template")
     record = {
         "dataset": dataset,
         "provider": provider.name,
