@@ -195,6 +195,24 @@ def test_offline_and_other_users_verify_against_the_committed_lock(tmp_path, dgl
     with pytest.raises(ChecksumError, match="deepgravilens.lock.yaml"):
         fetch_dataset(_config(third, "http://127.0.0.1:9/api", {"des_deep": SUBSETS["des_deep"]}), "des_deep",
                       third / "data" / "raw" / "des_deep", offline)
+    # an archive placed by hand that no lock pins is not trusted as found: offline it is refused ...
+    fifth = tmp_path / "fifth"
+    (fifth / "data" / "raw" / "_archives" / f"zenodo-{REC}").mkdir(parents=True)
+    shutil.copy(z, fifth / "data" / "raw" / "_archives" / f"zenodo-{REC}" / "dataset.zip")
+    from deepred.download import extract_dataset
+
+    cfg5 = _config(fifth, "http://127.0.0.1:9/api", {"des_deep": SUBSETS["des_deep"]})
+    with pytest.raises(DownloadError, match="no entry for 'dataset.zip' and offline mode is on"):
+        extract_dataset(cfg5, "des_deep", fifth / "data" / "raw" / "des_deep", offline)
+    # ... online it is checked against the record's published md5 (no download) before it is locked
+    with ZenodoServer(tmp_path / "served") as srv:
+        srv.publish(REC, {"dataset.zip": z}, md5={"dataset.zip": "e" * 32})
+        with pytest.raises(ChecksumError, match="e" * 32):
+            extract_dataset(_config(fifth, srv.url + "/api", {"des_deep": SUBSETS["des_deep"]}), "des_deep",
+                            fifth / "data" / "raw" / "des_deep", FAST)
+        assert [r["path"] for r in srv.requests] == [f"api/records/{REC}"]
+    assert not (fifth / "config" / "pins" / "deepgravilens.lock.yaml").exists()
+    assert not list((fifth / "data" / "raw").glob("des_deep/GROUP_*"))
     # offline without a lock entry: a clear message, no network
     with pytest.raises(DownloadError, match="no entry for 'dataset.zip' and offline mode is on"):
         fetch_dataset(_config(tmp_path / "fourth", "http://127.0.0.1:9/api", {"des_deep": SUBSETS["des_deep"]}),

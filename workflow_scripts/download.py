@@ -34,6 +34,6 @@ elif smk.rule == "download_archive":
     fetch_archive(smk.params.archive, Path(smk.output[0]), settings, Lock(smk.params.lock), api)
 elif smk.rule == "extract_archive":
     dataset = smk.wildcards.dataset
-    extract_dataset({"datasets": {dataset: {"source": smk.params.source}}}, dataset, Path(smk.output[0]).parent, settings)
+    extract_dataset(smk.config, dataset, Path(smk.output[0]).parent, settings)
 else:
     fetch_manifest(Path(smk.input.manifest), Path(smk.output[0]), settings)
