@@ -22,7 +22,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
 from deepred.config import validate_config  # noqa: E402
-from deepred.tables import build_tables, table_models, write_test_set_metrics  # noqa: E402
+from deepred.tables import build_tables, study_paths, table_models, write_test_set_metrics  # noqa: E402
 from test_tables import SCATTER, write_pred  # noqa: E402  (the tests' contract writer)
 
 
@@ -58,7 +58,7 @@ def main(argv=None):
                                    d / "metrics.csv", d / "nmad.csv", d / "binned.csv")
         t_metrics = time.perf_counter() - t0
         t0 = time.perf_counter()
-        build_tables(cfg, tmp / "metrics", tmp / "tables")
+        build_tables(cfg, *study_paths(cfg, tmp / "metrics", tmp / "tables"))
         t_tables = time.perf_counter() - t0
         print(pd.read_csv(tmp / "tables" / "improvement.csv")[["test_set", "n", "best_deepred", "best_baseline",
                                                                   "R", "paper_R"]].to_string(index=False))

@@ -304,11 +304,22 @@ def improvement_table(config: dict, nmad: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def build_tables(config: dict, metrics_dir: str | Path, tables_dir: str | Path) -> dict[str, Path]:
-    """Stack the per-test-set CSVs into results/tables; returns {name: path} of what was written."""
-    metrics_dir, tables_dir = Path(metrics_dir), Path(tables_dir)
-    tsets = list(config["test_sets"])
-    files = {kind: {ts: metrics_dir / ts / f"{kind}.csv" for ts in tsets} for kind in ("metrics", "nmad", "binned")}
+METRIC_KINDS = ("metrics", "nmad", "binned")  # the per-test-set files of metrics_test_set
+
+
+def study_paths(config: dict, metrics_dir: str | Path, tables_dir: str | Path) -> tuple[dict, dict]:
+    """(metric_files, outputs) for build_tables outside the workflow (tests, benchmarks), where no rule
+    declares the paths: {kind: {test_set: metrics_dir/test_set/kind.csv}}, {table name: tables_dir/name.csv}."""
+    files = {kind: {ts: Path(metrics_dir) / ts / f"{kind}.csv" for ts in config["test_sets"]} for kind in METRIC_KINDS}
+    return files, {n: Path(tables_dir) / f"{n}.csv" for n in table_names(config)}
+
+
+def build_tables(config: dict, files: dict[str, dict[str, str | Path]], outputs: dict[str, str | Path]) -> None:
+    """Stack the per-test-set CSVs (`files[kind][test_set]`) into the study's tables (`outputs[name]`); the
+    paths are the workflow's, declared once in rules/metrics.smk."""
+    if set(outputs) != set(table_names(config)):
+        raise ValueError(f"tables to write {sorted(outputs)} differ from the config's {sorted(table_names(config))}")
+    files = {kind: {ts: Path(p) for ts, p in files[kind].items()} for kind in METRIC_KINDS}
     for kind in files:
         for ts, p in files[kind].items():
             if not p.exists():
@@ -316,20 +327,14 @@ def build_tables(config: dict, metrics_dir: str | Path, tables_dir: str | Path) 
     long_df = _read_all(files["metrics"])
     nmad = _read_all(files["nmad"])
     binned = _read_all(files["binned"])
-    written = {}
-    for table in dict.fromkeys(ts["table"] for ts in config["test_sets"].values()):
-        part = nmad[nmad["table"] == table].drop(columns=["table"])
-        written[f"{table}_nmad"] = tables_dir / f"{table}_nmad.csv"
-        write_csv(written[f"{table}_nmad"], part, float_format=FLOAT_FORMAT)
-    written["summary"] = tables_dir / "summary.csv"
-    write_csv(written["summary"], long_df, float_format=FLOAT_FORMAT)
-    written["improvement"] = tables_dir / "improvement.csv"
-    write_csv(written["improvement"], improvement_table(config, nmad), float_format=FLOAT_FORMAT)
+    for table in nmad_table_names(config):
+        write_csv(outputs[f"{table}_nmad"], nmad[nmad["table"] == table].drop(columns=["table"]),
+                  float_format=FLOAT_FORMAT)
+    write_csv(outputs["summary"], long_df, float_format=FLOAT_FORMAT)
+    write_csv(outputs["improvement"], improvement_table(config, nmad), float_format=FLOAT_FORMAT)
     for by, name in (("z_true", "binned_z"), ("snr", "binned_snr")):
-        part = binned[binned["binned_by"] == by] if not binned.empty else binned
-        written[name] = tables_dir / f"{name}.csv"
-        write_csv(written[name], part, float_format=FLOAT_FORMAT)
-    return written
+        write_csv(outputs[name], binned[binned["binned_by"] == by] if not binned.empty else binned,
+                  float_format=FLOAT_FORMAT)
 
 
 def nmad_table_names(config: dict) -> list[str]:
@@ -353,9 +358,12 @@ def test_set_inputs(config: dict, test_set: str) -> dict[str, str]:
     return out
 
 
+def table_names(config: dict) -> list[str]:
+    return [f"{t}_nmad" for t in nmad_table_names(config)] + ["summary", "improvement", "binned_z", "binned_snr"]
+
+
 def table_files(config: dict) -> dict[str, str]:
-    names = [f"{t}_nmad" for t in nmad_table_names(config)] + ["summary", "improvement", "binned_z", "binned_snr"]
-    return {n: f"{config['results_dir']}/tables/{n}.csv" for n in names}
+    return {n: f"{config['results_dir']}/tables/{n}.csv" for n in table_names(config)}
 
 
 def figure_files(config: dict, with_transfer: bool) -> list[str]:

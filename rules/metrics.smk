@@ -3,6 +3,7 @@
 # error naming its file; a change to one model reruns that model's jobs and these summaries only.
 from deepred.archive import archive_date
 from deepred.tables import (
+    METRIC_KINDS,
     metrics_targets,
     prediction_file,
     table_files,
@@ -20,6 +21,21 @@ except ConfigError as exc:
 TABLE_MODELS = table_models(config)
 ARCHIVE = f"{RESULTS}/archive/deepred-results-{archive_date(config)}.tar.gz"
 FIGS = f"{RESULTS}/figures"
+
+
+def archive_checksummed():
+    """What the archived results came from, checksummed in its manifest but not archived: every table
+    model's model.json (and weights), every normalized catalogue and its stats."""
+    files = []
+    for m in TABLE_MODELS:
+        weights = {"hogsvr": ["model.npz"]}.get(
+            m, ["model.safetensors"] if m in NEURAL_MODELS else []
+        )
+        for d in DATASETS:
+            files += [f"{RESULTS}/models/{m}/{d}/{f}" for f in ["model.json"] + weights]
+    return files + [
+        processed(d, f) for d in DATASETS for f in ("catalog.parquet", "stats.json")
+    ]
 
 
 rule metrics_test_set:
@@ -47,11 +63,10 @@ rule metrics_test_set:
 
 rule tables:
     input:
-        expand(
-            f"{RESULTS}/metrics/{{ts}}/{{kind}}.csv",
-            ts=TEST_SETS,
-            kind=["metrics", "nmad", "binned"],
-        ),
+        **{
+            kind: expand(f"{RESULTS}/metrics/{{ts}}/{kind}.csv", ts=TEST_SETS)
+            for kind in METRIC_KINDS
+        },
     output:
         **{
             n: report(
@@ -206,6 +221,11 @@ rule transfer_table:
 rule archive:
     input:
         results=metrics_targets(config, bool(TRANSFER_MODELS)),
+        figure_pdfs=[
+            p.removesuffix(".png") + ".pdf"
+            for p in metrics_targets(config, bool(TRANSFER_MODELS))
+            if p.endswith(".png")
+        ],
         shap=shap_outputs(),  # SHAP localization table and figures (rules/shap.smk)
         metrics=expand(
             f"{RESULTS}/metrics/{{ts}}/{{kind}}.csv",
@@ -219,6 +239,7 @@ rule archive:
                 for ts in TEST_SETS
             }
         ),
+        checksummed=archive_checksummed(),
     output:
         ARCHIVE,
     log:
@@ -229,5 +250,7 @@ rule archive:
     resources:
         mem_mb=1000,
         runtime="10m",
+    params:
+        root=RESULTS,
     script:
         "../workflow_scripts/archive.py"

@@ -68,7 +68,9 @@ def run_study(cfg, processed, preds, out):
     for ts in cfg["test_sets"]:
         d = out / "metrics" / ts
         T.write_test_set_metrics(cfg, ts, preds, processed, d / "metrics.csv", d / "nmad.csv", d / "binned.csv")
-    return T.build_tables(cfg, out / "metrics", out / "tables")
+    files, outputs = T.study_paths(cfg, out / "metrics", out / "tables")
+    T.build_tables(cfg, files, outputs)
+    return outputs
 
 
 def test_tables_end_to_end(tiny_dataset, tmp_path):
@@ -170,7 +172,7 @@ def test_missing_model_is_an_error(tiny_dataset, tmp_path):
         T.test_set_metrics(cfg, "tiny_hpl", preds, tiny_dataset)
     # a per-test-set metrics file missing stops the table step, naming it
     with pytest.raises(DataError, match="tiny_general/metrics.csv: per-test-set metrics file missing"):
-        T.build_tables(cfg, tmp_path / "nowhere", tmp_path / "tables")
+        T.build_tables(cfg, *T.study_paths(cfg, tmp_path / "nowhere", tmp_path / "tables"))
 
 
 def test_figures(tiny_dataset, tmp_path):
