@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from deepred.data.contract import DataError
+from deepred.data.table_io import read_table  # noqa: F401 (the readers and deepred.cutouts import it from here)
 from deepred.download import DownloadError, FileSpec, read_manifest, verify_file
 from deepred.pins import lock_specs
 
@@ -52,31 +52,6 @@ def spec_for(specs: dict[str, FileSpec], name: str, what: str, dataset: str) -> 
             f"({', '.join(sorted(specs)) or 'none'})"
         )
     return specs[name]
-
-
-def read_table(path: Path) -> pd.DataFrame:
-    """A label/catalogue table by extension: .csv, .parquet, .fits/.fit/.fits.gz (first table HDU)."""
-    name = path.name.lower()
-    try:
-        if name.endswith(".csv"):
-            return pd.read_csv(path)
-        if name.endswith(".parquet"):
-            return pd.read_parquet(path)
-        if name.endswith((".fits", ".fit", ".fits.gz")):
-            from astropy.table import Table
-
-            t = Table.read(path)
-            # FITS strings are bytes and big-endian columns upset pandas: convert column by column.
-            return pd.DataFrame({c: _native(np.asarray(t[c])) for c in t.colnames if t[c].ndim == 1})
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: unreadable table ({exc})") from exc
-    raise DataError(f"{path}: unknown table format (use .csv, .parquet or .fits)")
-
-
-def _native(a: np.ndarray) -> np.ndarray:
-    if a.dtype.kind == "S":
-        return np.char.decode(a, "ascii").astype(object)
-    return a.astype(a.dtype.newbyteorder("="), copy=False)
 
 
 def require_columns(df: pd.DataFrame, cols: list[str], path: Path) -> None:
