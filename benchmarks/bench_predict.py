@@ -86,7 +86,8 @@ def make_model(results: Path, arch: str, config: dict) -> Path:
 
 
 def throughput(model_dir: Path, source: Path, out: Path, batch_size: int, **kw) -> dict:
-    from deepred.inference import load_predictor, open_input, predict_cutouts
+    from deepred.inference import load_predictor, predict_cutouts
+    from deepred.inputs import open_input
 
     pred = load_predictor(model_dir, device="cpu", batch_size=batch_size)
     items, total, _ = open_input(source, pred.bands, **kw)

@@ -142,7 +142,8 @@ def _results_dir(args) -> Path:
 
 
 def cmd_predict(args) -> int:
-    from deepred.inference import InferenceError, load_predictor, open_input, parse_band_map, predict_cutouts
+    from deepred.inference import InferenceError, load_predictor, predict_cutouts
+    from deepred.inputs import open_input, parse_band_map
 
     if args.threads:
         import torch

@@ -1,5 +1,5 @@
-"""deepred.inference: readers of users' cutouts (FITS folders, MEF, cubes, NPY, catalogues), rejects,
-pixel-scale checks, model resolution, and predictions equal to the pipeline's for the same pixels.
+"""deepred.inputs and deepred.inference: readers of users' cutouts (FITS folders, MEF, cubes, NPY,
+catalogues), rejects, pixel-scale checks, model resolution, and predictions equal to the pipeline's for the same pixels.
 
 Real files throughout: a tiny dataset normalized from a raw folder (conftest), real tiny networks trained
 with deepred.train.train_model, a real HOG+SVR, FITS written with astropy.
@@ -20,16 +20,8 @@ from astropy.io import fits
 
 from conftest import tiny_config
 from deepred.data.contract import ProcessedDataset
-from deepred.inference import (
-    InferenceError,
-    header_pixel_scale,
-    load_predictor,
-    match_band,
-    open_input,
-    parse_band_map,
-    predict_cutouts,
-    resolve_model_dir,
-)
+from deepred.inference import InferenceError, load_predictor, predict_cutouts, resolve_model_dir
+from deepred.inputs import header_pixel_scale, match_band, open_input, parse_band_map
 from deepred.models.checkpoint import load_trained
 from deepred.predict import predict_rows
 from deepred.train import train_model
