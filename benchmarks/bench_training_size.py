@@ -69,16 +69,17 @@ def fit_one(model: str, cfg: dict, name: str, processed: Path, out_dir: Path) ->
     """Train one model on one sized dataset; its test NMAD and seconds."""
     t0 = time.perf_counter()
     pred_path = out_dir / "predictions.parquet"
-    if model == "hogsvr":
-        from deepred.hogsvr import run_hogsvr
+    from deepred.predict import predict_model
 
-        pred = run_hogsvr(name, cfg, processed, out_dir, pred_path)
+    if model == "hogsvr":
+        from deepred.hogsvr import train_hogsvr
+
+        train_hogsvr(name, cfg, processed, out_dir)
     else:
-        from deepred.predict import predict_model
         from deepred.train import train_model
 
         train_model(model, name, cfg, processed, out_dir, threads=1)
-        pred = predict_model(out_dir, processed, pred_path)
+    pred = predict_model(out_dir, processed, pred_path)
     seconds = time.perf_counter() - t0
     test = pred[pred["split"] == "test"]
     return {"model": model, "test_nmad": nmad(test["z_pred"].to_numpy(), test["z_true"].to_numpy()),

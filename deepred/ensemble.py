@@ -11,13 +11,12 @@ rows and one dominant member, the stack's extra weights can cost more in varianc
 1996 chooses stacking weights the same way).
 The mean ensemble averages the members. Each writes predictions in the file contract and
 results/models/ensemble_{stacked,mean}/{dataset}/model.json with the members, their weights and folders, so
-`load_ensemble` can predict new cutouts.
+deepred.predictor.load_model can predict new cutouts with it (its members loaded once).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +25,9 @@ import numpy as np
 import pandas as pd
 from sklearn.linear_model import LinearRegression
 
-from deepred.io import write_json
 from deepred.metrics import nmad
-from deepred.predict import read_predictions, write_predictions
+from deepred.model_json import ENSEMBLE, MODEL_JSON, read_card, write_card
+from deepred.predictions import PRED_COLUMNS, prediction_frame, read_predictions, write_predictions
 from deepred.provenance import provenance
 
 log = logging.getLogger("deepred.ensemble")
@@ -45,15 +44,10 @@ def member_table(pred_paths: dict[str, str | Path]) -> pd.DataFrame:
     """One row per object: object_id, split, z_true and one z_pred column per member (z_<member>)."""
     table = None
     for member, path in pred_paths.items():
-        df, _ = read_predictions(path)
-        for col in ("object_id", "split", "z_true", "z_pred"):
-            if col not in df:
-                raise EnsembleError(f"{path}: no column '{col}' (not a prediction file)")
-        if df["object_id"].duplicated().any():
-            raise EnsembleError(f"{path}: duplicated object_id values")
+        df, _ = read_predictions(path)  # the contract's columns, each object once
         if not np.isfinite(df["z_pred"].to_numpy(float)).all():
             raise EnsembleError(f"{path}: non-finite z_pred values")
-        part = df[["object_id", "split", "z_true", "z_pred"]].rename(columns={"z_pred": f"z_{member}"})
+        part = df[list(PRED_COLUMNS)].rename(columns={"z_pred": f"z_{member}"})
         if table is None:
             table = part
             continue
@@ -117,37 +111,25 @@ def select_by_cv(z_members: np.ndarray, z_true: np.ndarray, folds: int, seed: in
 
 @dataclass
 class EnsembleModel:
+    """A fitted ensemble's combination of its members' point estimates (the members are deepred.predictor's)."""
+
     members: list[str]
     weights: np.ndarray
     intercept: float
     meta: dict
-    model_dir: Path | None = None
 
     def combine(self, z_members: np.ndarray) -> np.ndarray:
         return self.intercept + z_members @ self.weights
 
-    def predict(self, images: np.ndarray, batch_size: int = 256) -> dict[str, np.ndarray]:
-        """z_pred for float32 (N, C, H, W) images: each member's point estimate, combined."""
-        from deepred.models.checkpoint import load_trained
-
-        if self.model_dir is None:
-            raise EnsembleError("this ensemble was not loaded from a folder; its members are unknown")
-        cols = []
-        for m in self.members:
-            trained = load_trained((self.model_dir / self.meta["member_dirs"][m]).resolve())
-            cols.append(trained.predict(images, batch_size=batch_size)["z_pred"])
-        return {"z_pred": self.combine(np.stack(cols, axis=1))}
-
 
 def load_ensemble(model_dir) -> EnsembleModel:
-    model_dir = Path(model_dir)
-    path = model_dir / "model.json"
+    path = Path(model_dir) / MODEL_JSON
     if not path.is_file():
         raise EnsembleError(f"{path}: missing (run the ensemble rule first)")
-    meta = json.loads(path.read_text())
+    meta = read_card(model_dir, EnsembleError)
     members = list(meta["members"])
     return EnsembleModel(members, np.array([meta["weights"][m] for m in members], float), float(meta["intercept"]),
-                         meta, model_dir)
+                         meta)
 
 
 def fit_ensembles(dataset: str, config: dict, pred_paths: dict[str, str | Path], model_root, pred_root) -> dict:
@@ -183,13 +165,12 @@ def fit_ensembles(dataset: str, config: dict, pred_paths: dict[str, str | Path],
         name = f"ensemble_{method}"
         model_dir = Path(model_root) / name / dataset
         z_pred = b_m + zm @ w_m
-        pred = table[["object_id", "split", "z_true"]].copy()
-        pred["z_pred"] = z_pred
+        pred = prediction_frame(table, "z_true", {"z_pred": z_pred}, pdf=False)
         pred_path = Path(pred_root) / name / f"{dataset}.parquet"
         write_predictions(pred_path, pred, meta={"model": name, "dataset": dataset})
         meta = {
             "model": name,
-            "kind": "ensemble",
+            "kind": ENSEMBLE,
             "method": method,
             "dataset": dataset,
             "members": members,
@@ -206,7 +187,7 @@ def fit_ensembles(dataset: str, config: dict, pred_paths: dict[str, str | Path],
             **{k: first_meta.get(k) for k in ("bands", "in_chans", "cutout", "pixel_scale", "scaling", "label_column")},
             "provenance": provenance(config, list(pred_paths.values())),
         }
-        write_json(model_dir / "model.json", meta)
+        write_card(model_dir, ENSEMBLE, meta)
         log.info("%s on %s: weights %s, intercept %.4f, val NMAD %.4f (members %s)", name, dataset,
                  {m: round(v, 4) for m, v in meta["weights"].items()}, b_m, meta["metrics"]["val_nmad"],
                  {m: round(v, 4) for m, v in member_val.items()})
@@ -215,8 +196,8 @@ def fit_ensembles(dataset: str, config: dict, pred_paths: dict[str, str | Path],
 
 
 def _member_meta(model_root, member: str, dataset: str) -> dict:
-    path = Path(model_root) / member / dataset / "model.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    model_dir = Path(model_root) / member / dataset
+    return read_card(model_dir, EnsembleError) if (model_dir / MODEL_JSON).is_file() else {}
 
 
 def _ids_digest(ids) -> str:

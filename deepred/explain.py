@@ -1,7 +1,7 @@
 """SHAP attributions of a trained network's redshift estimate, and their localization scores.
 
 The explainer is shap's GradientExplainer (expected gradients) on the model's point-estimate module
-(`TrainedModel.point_module()`: (B, C, H, W) -> (B, 1)); it works alike for convolutional and
+(`NeuralPredictor.point_module()`: (B, C, H, W) -> (B, 1)); it works alike for convolutional and
 transformer backbones. Its background is a seeded random sample of the training split; the images
 explained are a seeded sample of the test split, balanced over class groups (galaxy, lens, lensed SN)
 and, within each, over signal-to-noise bins. Everything is seeded from the config's master seed and
@@ -28,6 +28,7 @@ from deepred.localization import (
     object_regions,
     score_attributions,
 )
+from deepred.predictor import NeuralPredictor, load_model
 from deepred.provenance import provenance
 
 log = logging.getLogger("deepred.explain")
@@ -175,31 +176,22 @@ def explain_and_score(module: torch.nn.Module, ds: ProcessedDataset, shap_cfg: d
 def explain_model(model_dir: str | Path, processed_dir: str | Path, config: dict, out_dir: str | Path,
                   model: str, dataset: str) -> pd.DataFrame:
     """The Snakemake job: SHAP + localization for one trained model on its dataset's test split."""
-    from deepred.models.checkpoint import load_trained  # the models area's loader (verifies SHA-256)
-
     t0 = time.perf_counter()
     shap_cfg = config["shap"]
     torch.set_num_threads(int(shap_cfg["threads"]))
-    trained = load_trained(model_dir)
+    predictor = load_model(model_dir)
+    if not isinstance(predictor, NeuralPredictor):
+        raise ExplainError(f"{model_dir}: a {predictor.kind} model; SHAP explains networks only")
     ds = ProcessedDataset(processed_dir)
-    meta = trained.meta
-    if list(meta.get("bands", ds.bands)) != ds.bands:
-        raise ExplainError(f"{model_dir}: model bands {meta.get('bands')} differ from {processed_dir} bands {ds.bands}")
-    cutout = int(meta.get("cutout", ds.stats["cutout"]))
-    if cutout != int(ds.stats["cutout"]):
-        raise ExplainError(
-            f"{model_dir}: model cutout {cutout} differs from {processed_dir} cutout {ds.stats['cutout']}"
-        )
-    model_scaling = (meta.get("scaling") or {}).get("method")
-    data_scaling = ds.stats.get("scaling", {}).get("method")
-    if model_scaling and model_scaling != data_scaling:
-        raise ExplainError(f"{model_dir}: model trained on '{model_scaling}'-scaled cutouts, {processed_dir} holds "
-                           f"'{data_scaling}'-scaled ones")
+    try:
+        predictor.check_dataset(ds)  # bands, cutout and scaling as in training
+    except DataError as exc:
+        raise ExplainError(str(exc)) from exc
     # One seed per dataset, not per model: every model explains the same cutouts against the same background,
     # so the models' scores are paired.
     seed = derive_seed(config["seed"], "shap", dataset)
     device = "cuda" if torch.cuda.is_available() else "cpu"  # a GPU where the scheduler gave one (gpu=1)
-    per_image, attr, regions = explain_and_score(trained.point_module(), ds, shap_cfg, seed, device)
+    per_image, attr, regions = explain_and_score(predictor.point_module(), ds, shap_cfg, seed, device)
     out_dir = Path(out_dir)
     per_image.insert(0, "dataset", dataset)
     per_image.insert(0, "model", model)

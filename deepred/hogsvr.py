@@ -9,13 +9,13 @@ an SVR fit costs between O(n^2) and O(n^3) in the number of rows.
 Saving without pickle: the fitted model is its support vectors, dual coefficients, intercept, gamma,
 scaler mean/scale and HOG parameters in model.npz (read with allow_pickle=False) plus model.json with
 the SHA-256 of model.npz, checked on load. Predictions always use `HogSVRModel.predict` (numpy, float64),
-right after fitting and after reloading, so both give the same bits.
+right after fitting and after reloading, so both give the same bits. The rule fits (`train_hogsvr`) and then
+predicts like any other model (deepred.predict.predict_model, through deepred.predictor).
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -28,13 +28,13 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVR
 
 from deepred.data.contract import DataError, ProcessedDataset
-from deepred.io import atomic_path, read_verified_model, sha256_file, write_json, write_parquet
+from deepred.io import atomic_path, write_json
 from deepred.metrics import metric_values, sample_arrays
+from deepred.model_json import HOGSVR, HOGSVR_MODEL, WEIGHTS_FILE, read_verified_card, write_card
 from deepred.provenance import provenance
 
 log = logging.getLogger("deepred.hogsvr")
 
-MODEL_NAME = "hogsvr"
 FORMAT_VERSION = 1
 _ARRAYS = ("support_vectors", "dual_coef", "intercept", "gamma", "scaler_mean", "scaler_scale")
 
@@ -116,8 +116,7 @@ class HogSVRModel:
 
     def save(self, model_dir: str | Path, extra_meta: dict | None = None) -> None:
         """model.npz (arrays, no pickle) + model.json (parameters, SHA-256 of model.npz), atomically."""
-        model_dir = Path(model_dir)
-        npz = model_dir / "model.npz"
+        npz = Path(model_dir) / WEIGHTS_FILE[HOGSVR]
         arrays = {
             "support_vectors": self.support_vectors,
             "dual_coef": self.dual_coef,
@@ -129,8 +128,8 @@ class HogSVRModel:
         with atomic_path(npz) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, **arrays)
-        meta = {
-            "model": MODEL_NAME,
+        write_card(model_dir, HOGSVR, {
+            "model": HOGSVR_MODEL,
             "format_version": FORMAT_VERSION,
             "hog": {"orientations": self.hog.orientations, "pixels_per_cell": self.hog.pixels_per_cell,
                     "cells_per_block": self.hog.cells_per_block, "block_norm": "L2-Hys"},
@@ -139,18 +138,15 @@ class HogSVRModel:
             "n_support_vectors": int(len(self.support_vectors)),
             "n_features": int(self.support_vectors.shape[1]),
             "hyper": self.hyper,
-            "weights_sha256": sha256_file(npz),
             **(extra_meta or {}),
-        }
-        write_json(model_dir / "model.json", meta)
+        })
 
     @classmethod
     def load(cls, model_dir: str | Path) -> "HogSVRModel":
         """Read model.json + model.npz, verifying the checksum; never unpickles."""
         model_dir = Path(model_dir)
-        meta, npz = read_verified_model(model_dir, "model.npz", "weights_sha256", HogSVRError,
-                                        "not a fitted HOG+SVR model folder")
-        if meta.get("model") != MODEL_NAME or meta.get("format_version") != FORMAT_VERSION:
+        meta, npz = read_verified_card(model_dir, HOGSVR, HogSVRError, "not a fitted HOG+SVR model folder")
+        if meta.get("model") != HOGSVR_MODEL or meta.get("format_version") != FORMAT_VERSION:
             raise HogSVRError(f"{model_dir / 'model.json'}: not a HOG+SVR model of format {FORMAT_VERSION}")
         with np.load(npz, allow_pickle=False) as z:
             missing = [k for k in _ARRAYS if k not in z.files]
@@ -256,36 +252,3 @@ def train_hogsvr(dataset: str, config: dict, processed_dir: str | Path, model_di
                                       "scaling": ds.stats.get("scaling"), "provenance": prov})
     write_json(Path(model_dir) / "provenance.json", prov)
     return model
-
-
-def predict_rows(model_dir: str | Path, processed_dir: str | Path, rows: pd.DataFrame,
-                 label_column: str | None = None) -> pd.DataFrame:
-    """Predictions for catalogue rows in the prediction contract: object_id, split, z_true, z_pred."""
-    model = HogSVRModel.load(model_dir)
-    ds = ProcessedDataset(processed_dir)
-    if list(ds.bands) != model.bands:
-        raise HogSVRError(f"{processed_dir}: bands {ds.bands} differ from the model's {model.bands} ({model_dir})")
-    label_column = label_column or json.loads((Path(model_dir) / "model.json").read_text())["label_column"]
-    z_pred = model.predict_images(ds.images(rows)) if len(rows) else np.empty(0)
-    return pd.DataFrame({
-        "object_id": rows["object_id"].astype("string").to_numpy(),
-        "split": rows["split"].astype("string").to_numpy(),
-        "z_true": _labels(ds, rows, label_column) if len(rows) else np.empty(0),
-        "z_pred": z_pred.astype(np.float64),
-    })
-
-
-def run_hogsvr(dataset: str, config: dict, processed_dir: str | Path, model_dir: str | Path,
-               predictions: str | Path) -> pd.DataFrame:
-    """The rule's job: fit, then write val and test predictions in the prediction contract."""
-    train_hogsvr(dataset, config, processed_dir, model_dir)
-    ds = ProcessedDataset(processed_dir)
-    rows = ds.catalog[ds.catalog["split"].isin(["val", "test"])].reset_index(drop=True)
-    t0 = time.perf_counter()
-    out = predict_rows(model_dir, processed_dir, rows)
-    log.info("predicted %d val+test rows in %.1f s", len(out), time.perf_counter() - t0)
-    test = out[out["split"] == "test"]
-    if len(test):
-        log.info("test NMAD %.4f (%d rows)", _nmad(test["z_pred"].to_numpy(), test["z_true"].to_numpy()), len(test))
-    write_parquet(predictions, out)
-    return out

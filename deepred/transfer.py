@@ -16,15 +16,18 @@ results/tables/transfer_nmad.csv, a matrix: one row per (model, train dataset), 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+from functools import partial
 
 import numpy as np
 import pandas as pd
 
 from deepred import metrics as M
+from deepred.catalog import transfer_models
 from deepred.data.contract import DataError, ProcessedDataset
 from deepred.data.normalize import scale_images, scaling_for_bands, unscale_images
 from deepred.io import write_csv
+from deepred.predictions import read_predictions, write_predictions
+from deepred.predictor import load_model
 from deepred.tables import FLOAT_FORMAT
 
 log = logging.getLogger("deepred.transfer")
@@ -42,11 +45,6 @@ def compatibility(config: dict, train: str, evaluate: str) -> str | None:
     return None
 
 
-def transfer_models(config: dict) -> list[str]:
-    """metrics.transfer_models of a validated config (deepred.config checks that each is an enabled network)."""
-    return list(config["metrics"]["transfer_models"])
-
-
 def transfer_pairs(config: dict) -> list[tuple[str, str, str]]:
     """(model, train dataset, eval dataset) for every off-diagonal compatible pair."""
     ds = list(config["datasets"])
@@ -62,52 +60,42 @@ def adapt_images(images: np.ndarray, eval_bands: list[str], model_bands: list[st
     return np.ascontiguousarray(images[:, idx, o:o + cutout, o:o + cutout], dtype=np.float32)
 
 
+def model_pixels(images: np.ndarray, eval_bands: list[str], model_bands: list[str], cutout: int,
+                 data_scaling: dict, model_scaling: dict) -> np.ndarray:
+    """Another dataset's images as the model's training data looked: its bands, its crop and, where the
+    asinh softening differs, back to flux and scaled as the model's training data was."""
+    images = adapt_images(images, eval_bands, model_bands, cutout)
+    if data_scaling != model_scaling:
+        images = scale_images(unscale_images(images, data_scaling), model_scaling)
+    return images
+
+
 def transfer_predict(model_dir, eval_processed_dir, out_path, batch_size: int = 64) -> pd.DataFrame:
     """Apply a trained network to another dataset's test split and write the prediction file."""
-    from deepred.models.checkpoint import load_trained  # the models area's loader and writer
-    from deepred.predict import PDF_SUMMARY, predict_rows, write_predictions
-
-    tm = load_trained(model_dir)
+    predictor = load_model(model_dir, batch_size=batch_size)
     ds = ProcessedDataset(eval_processed_dir)
-    meta = tm.meta
-    mb, mc = list(meta["bands"]), int(meta["cutout"])
+    mb, mc = predictor.bands, predictor.cutout
     if any(b not in ds.bands for b in mb):
         raise DataError(f"{eval_processed_dir}: bands {ds.bands} lack the model's {mb} ({model_dir})")
     if int(ds.stats["cutout"]) < mc:
         raise DataError(f"{eval_processed_dir}: cutout {ds.stats['cutout']} < the model's {mc} ({model_dir})")
-    model_scaling = meta.get("scaling") or ds.stats["scaling"]
+    model_scaling = predictor.scaling
     data_scaling = scaling_for_bands(ds.stats["scaling"], ds.bands, mb)
     if model_scaling.get("method") != data_scaling.get("method"):
         raise DataError(f"{eval_processed_dir}: scaling {data_scaling['method']} != the model's "
                         f"{model_scaling.get('method')} ({model_dir})")
-    rows = ds.split("test")
-    if ds.bands == mb and int(ds.stats["cutout"]) == mc and data_scaling == model_scaling:
-        frame = predict_rows(model_dir, eval_processed_dir, rows, trained=tm, batch_size=batch_size)
-        grid = frame.attrs.get("pdf_grid")
-    else:  # band subset, centre crop and/or another dataset's asinh softening: predict_rows takes exact matches
-        images = adapt_images(ds.images(rows), ds.bands, mb, mc)
-        if data_scaling != model_scaling:  # back to flux, then scaled as the model's training data was
-            images = scale_images(unscale_images(images, data_scaling), model_scaling)
-        out = tm.predict(images, batch_size=batch_size)
-        frame = pd.DataFrame({
-            "object_id": rows["object_id"].astype("string").to_numpy(),
-            "split": rows["split"].astype("string").to_numpy(),
-            "z_true": rows[ds.stats["label_column"]].to_numpy(float),
-            "z_pred": np.asarray(out["z_pred"], dtype=float).reshape(-1),
-        })
-        grid = tm.grid
-        if tm.head == "pdf":
-            for k in PDF_SUMMARY:
-                frame[k] = np.asarray(out[k], dtype=float)
-            frame["pdf"] = list(np.asarray(out["pdf"], dtype=np.float32))
-    write_predictions(out_path, frame, grid=grid, meta={"model_dir": str(model_dir), "bands_used": mb,
-                                                         "crop": mc, "eval_dataset": ds.stats.get("dataset")})
+    exact = ds.bands == mb and int(ds.stats["cutout"]) == mc and data_scaling == model_scaling
+    adapt = None if exact else partial(model_pixels, eval_bands=ds.bands, model_bands=mb, cutout=mc,
+                                       data_scaling=data_scaling, model_scaling=model_scaling)
+    frame = predictor.predict_rows(ds, ds.split("test"), adapt=adapt)
+    write_predictions(out_path, frame, meta={"model_dir": str(model_dir), "bands_used": mb,
+                                             "crop": mc, "eval_dataset": ds.stats.get("dataset")})
     log.info("%s on %s: %d test objects, bands %s, crop %d px", model_dir, eval_processed_dir, len(frame), mb, mc)
     return frame
 
 
 def _test_nmad(path) -> float:
-    df = pd.read_parquet(path, columns=["split", "z_true", "z_pred"])
+    df, _ = read_predictions(path)
     df = df[df["split"] == "test"]
     zp, zt = df["z_pred"].to_numpy(float), df["z_true"].to_numpy(float)
     if not np.all(np.isfinite(zp)):

@@ -11,8 +11,10 @@ import pytest
 
 from conftest import tiny_config
 from deepred.data.contract import ProcessedDataset
-from deepred.ensemble import EnsembleError, fit_ensembles, load_ensemble
-from deepred.predict import predict_model, read_predictions, write_predictions
+from deepred.ensemble import EnsembleError, fit_ensembles
+from deepred.predict import predict_model
+from deepred.predictions import read_predictions, write_predictions
+from deepred.predictor import load_model
 from deepred.train import nmad, train_model
 
 
@@ -81,7 +83,7 @@ def test_misaligned_member_files_are_named(tmp_path):
         fit_ensembles("d", tiny_config({"d": {}}), paths, tmp_path / "m", tmp_path / "p")
 
 
-def test_saved_ensemble_predicts_new_cutouts_like_the_pipeline(tiny_dataset, tmp_path):
+def test_saved_ensemble_predicts_new_cutouts_like_the_pipeline(tiny_dataset, tmp_path, monkeypatch):
     cfg = tiny_config({"tiny": {}}, results_dir=tmp_path)
     cfg["training"].update({"epochs": 1, "batch_size": 32})
     paths = {}
@@ -90,10 +92,17 @@ def test_saved_ensemble_predicts_new_cutouts_like_the_pipeline(tiny_dataset, tmp
         paths[m] = tmp_path / "predictions" / m / "tiny.parquet"
         predict_model(tmp_path / "models" / m / "tiny", tiny_dataset, paths[m])
     fit_ensembles("tiny", cfg, paths, tmp_path / "models", tmp_path / "predictions")
-    ens = load_ensemble(tmp_path / "models" / "ensemble_stacked" / "tiny")
+    import deepred.models.checkpoint as checkpoint
+
+    loads = []
+    load_trained = checkpoint.load_trained
+    monkeypatch.setattr(checkpoint, "load_trained", lambda d: loads.append(d) or load_trained(d))
+    ens = load_model(tmp_path / "models" / "ensemble_stacked" / "tiny")
     proc = ProcessedDataset(tiny_dataset)
     test = proc.split("test")
     z = ens.predict(proc.images(test))["z_pred"]
+    np.testing.assert_array_equal(ens.predict(proc.images(test))["z_pred"], z)
+    assert len(loads) == 2 and ens.kind == "ensemble"  # each member loaded once, when the ensemble is
     pred, _ = read_predictions(tmp_path / "predictions" / "ensemble_stacked" / "tiny.parquet")
     want = pred.set_index("object_id").loc[test["object_id"].astype(str), "z_pred"].to_numpy()
     np.testing.assert_allclose(z, want, rtol=1e-5)

@@ -19,14 +19,21 @@ from conftest import make_tiny_raw, tiny_config
 from deepred.data.contract import DataError, ProcessedDataset
 from deepred.data.normalize import normalize
 from deepred.data.raw import read_simulated
-from deepred.hogsvr import HogParams, HogSVRError, HogSVRModel, fit_hogsvr, hog_features, predict_rows, run_hogsvr
+from deepred.hogsvr import HogParams, HogSVRError, HogSVRModel, fit_hogsvr, hog_features, train_hogsvr
 from deepred.metrics import metric_values, sample_arrays
+from deepred.predict import predict_model, predict_rows
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def _nmad(p, t):
     return metric_values("nmad", sample_arrays(p, t), {})
+
+
+def run_hogsvr(dataset, cfg, processed, model_dir, predictions):
+    """What the hogsvr rule's script does: fit, then predict the val and test rows like any model."""
+    train_hogsvr(dataset, cfg, processed, model_dir)
+    return predict_model(model_dir, processed, predictions)
 
 
 def test_hog_features_are_per_band_hogs_concatenated():
@@ -136,7 +143,7 @@ def test_band_mismatch_and_bad_labels_are_named(tiny_dataset, tiny_dataset_64, t
     cfg = tiny_config({"tiny": {}})
     cfg["baselines"]["hogsvr"].update(C=[1.0], epsilon=[0.01], gamma_scale=[1.0])
     run_hogsvr("tiny", cfg, tiny_dataset, tmp_path / "m", tmp_path / "p.parquet")
-    with pytest.raises(HogSVRError, match="bands"):
+    with pytest.raises(DataError, match="bands"):
         predict_rows(tmp_path / "m", tiny_dataset_64, ProcessedDataset(tiny_dataset_64).split("test"))
     broken = tmp_path / "broken"
     shutil.copytree(tiny_dataset, broken)

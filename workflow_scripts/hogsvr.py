@@ -1,4 +1,4 @@
-"""Snakemake script: fit HOG+SVR on one dataset and write its val/test predictions."""
+"""Snakemake script: fit HOG+SVR on one dataset, then write its val/test predictions like any model's."""
 
 from deepred.logs import setup_logging, snakemake_log
 
@@ -6,12 +6,10 @@ setup_logging(snakemake_log(snakemake))  # noqa: F821 (snakemake is injected)
 
 from pathlib import Path  # noqa: E402
 
-from deepred.hogsvr import run_hogsvr  # noqa: E402
+from deepred.hogsvr import train_hogsvr  # noqa: E402
+from deepred.predict import predict_model  # noqa: E402
 
-run_hogsvr(
-    snakemake.wildcards.dataset,  # noqa: F821
-    snakemake.config,  # noqa: F821
-    Path(snakemake.input.catalog).parent,  # noqa: F821
-    Path(snakemake.output.model).parent,  # noqa: F821
-    snakemake.output.predictions,  # noqa: F821
-)
+processed_dir = Path(snakemake.input.catalog).parent  # noqa: F821
+model_dir = Path(snakemake.output.model).parent  # noqa: F821
+train_hogsvr(snakemake.wildcards.dataset, snakemake.config, processed_dir, model_dir)  # noqa: F821
+predict_model(model_dir, processed_dir, snakemake.output.predictions)  # noqa: F821

@@ -19,7 +19,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
-from deepred.io import atomic_path, read_verified_model, sha256_file, write_json
+from deepred.io import atomic_path
+from deepred.model_json import NEURAL, WEIGHTS_FILE, read_verified_card, write_card
 from deepred.models.heads import PointModule, RedshiftNet, pdf_summary
 
 
@@ -63,15 +64,12 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
 
 
 def write_model(model_dir: str | Path, net: RedshiftNet, meta: dict) -> dict:
-    """model.safetensors (weights + buffers) then model.json (meta + the weights' SHA-256)."""
-    model_dir = Path(model_dir)
-    weights = model_dir / "model.safetensors"
+    """model.safetensors (weights + buffers) then model.json (meta + the weights' SHA-256); returns the card."""
+    weights = Path(model_dir) / WEIGHTS_FILE[NEURAL]
     state = {k: v.detach().cpu().contiguous().clone() for k, v in net.state_dict().items()}
     with atomic_path(weights) as tmp:
         save_file(state, str(tmp), metadata={"format": "deepred-redshiftnet"})
-    meta = dict(meta, sha256=sha256_file(weights), weights_file=weights.name)
-    write_json(model_dir / "model.json", meta)
-    return meta
+    return write_card(model_dir, NEURAL, dict(meta, weights_file=weights.name))
 
 
 @dataclass
@@ -121,8 +119,7 @@ def load_trained(model_dir: str | Path) -> TrainedModel:
     from deepred.models.registry import build_model
 
     model_dir = Path(model_dir)
-    meta, weights = read_verified_model(model_dir, "model.safetensors", "sha256", CheckpointError,
-                                        "train the model first")
+    meta, weights = read_verified_card(model_dir, NEURAL, CheckpointError, "train the model first")
     net = build_model(meta["model"], meta["config"], int(meta["in_chans"]), int(meta["cutout"]))
     try:
         net.load_state_dict(load_file(str(weights)), strict=True)

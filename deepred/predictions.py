@@ -1,0 +1,96 @@
+"""Prediction files (docs/contracts.md): the frame every model kind writes, its writer and its reader.
+
+Columns: object_id, split, z_true, z_pred, and for PDF heads z_mean, z_median, z_mode, z_lo68, z_hi68 and
+pdf (a list of float32 on the grid stored in the Parquet metadata key `deepred_pdf_grid`, a JSON list).
+Optional metadata `deepred_model`: a JSON record of the model that made the file.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from deepred.data.contract import DataError
+from deepred.io import atomic_path
+
+PRED_COLUMNS = ("object_id", "split", "z_true", "z_pred")
+PDF_SUMMARY = ("z_mean", "z_median", "z_mode", "z_lo68", "z_hi68")
+PDF_GRID_KEY = "deepred_pdf_grid"
+MODEL_KEY = "deepred_model"
+
+
+def prediction_columns(pdf: bool) -> list[str]:
+    return list(PRED_COLUMNS) + (list(PDF_SUMMARY) + ["pdf"] if pdf else [])
+
+
+def prediction_frame(rows: pd.DataFrame, label: str, res: dict, pdf: bool) -> pd.DataFrame:
+    """The contract's frame for catalogue `rows` (object_id, split, the `label` column) and a model's outputs
+    `res` ({z_pred} or, for PDF heads, also the PDF_SUMMARY columns and pdf). A missing label gives NaN z_true."""
+    z_true = (pd.to_numeric(rows[label], errors="coerce").to_numpy(dtype=float) if label in rows
+              else np.full(len(rows), np.nan))
+    frame = pd.DataFrame({
+        "object_id": rows["object_id"].astype("string").to_numpy(),
+        "split": rows["split"].astype("string").to_numpy(),
+        "z_true": z_true,
+        "z_pred": np.asarray(res["z_pred"], dtype=float),
+    })
+    if pdf:
+        for k in PDF_SUMMARY:
+            frame[k] = np.asarray(res[k], dtype=float)
+        frame["pdf"] = list(np.asarray(res["pdf"], dtype=np.float32))
+    return frame
+
+
+def write_predictions(path, df: pd.DataFrame, grid=None, meta: dict | None = None) -> None:
+    """Write a prediction frame atomically; the PDF grid (if any, else df.attrs["pdf_grid"]) and the model
+    record `meta` go into the Parquet metadata."""
+    grid = grid if grid is not None else df.attrs.get("pdf_grid")
+    frame = df.copy()
+    frame.attrs = {}
+    if "pdf" in frame:
+        frame["pdf"] = [np.asarray(p, dtype=np.float32).tolist() for p in frame["pdf"]]
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    extra = {}
+    if grid is not None:
+        extra[PDF_GRID_KEY] = json.dumps([float(g) for g in grid])
+    if meta:
+        extra[MODEL_KEY] = json.dumps(meta, sort_keys=True, default=str)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                           **{k.encode(): v.encode() for k, v in extra.items()}})
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def read_predictions(path) -> tuple[pd.DataFrame, np.ndarray | None]:
+    """(frame, PDF grid or None) of a prediction file, checked against the contract: the file is there and
+    readable, has the contract's columns, each object once, and a grid when it has PDFs."""
+    try:
+        table = pq.read_table(path)
+    except FileNotFoundError:
+        raise DataError(f"{path}: prediction file missing") from None
+    except Exception as exc:  # a truncated or foreign file: name it
+        raise DataError(f"{path}: not a readable Parquet file ({exc})") from exc
+    df = table.to_pandas()
+    missing = [c for c in PRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise DataError(f"{path}: missing columns {missing}; the prediction contract needs {list(PRED_COLUMNS)}")
+    dup = df["object_id"].duplicated()
+    if dup.any():
+        raise DataError(f"{path}: object_id '{df.loc[dup, 'object_id'].iloc[0]}' appears more than once")
+    md = table.schema.metadata or {}
+    grid = np.asarray(json.loads(md[PDF_GRID_KEY.encode()]), dtype=float) if PDF_GRID_KEY.encode() in md else None
+    if "pdf" in df.columns and grid is None:
+        raise DataError(f"{path}: has a 'pdf' column but no '{PDF_GRID_KEY}' grid in its metadata")
+    return df, grid
+
+
+def pdf_matrix(frame: pd.DataFrame, grid: np.ndarray, path) -> np.ndarray:
+    """(rows, bins) float64 PDFs of a prediction frame, each checked to have one value per grid point."""
+    lengths = frame["pdf"].map(len).to_numpy()
+    if np.any(lengths != len(grid)):
+        raise DataError(f"{path}: pdf lists have {sorted(set(lengths.tolist()))} entries, the grid has {len(grid)}")
+    return np.stack(frame["pdf"].to_numpy()).astype(float)
