@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from deepred.data.normalize import SCALINGS, scale_images
+from deepred.data.table_io import PARQUET_SUFFIXES, table_format
 from deepred.inputs import InferenceError, Item
 from deepred.io import atomic_path, sha256_file, write_json
 from deepred.provenance import provenance
@@ -234,17 +235,15 @@ def load_predictor(spec: str | Path, results_dir: str | Path = "results", device
 def output_format(path: Path, fmt: str | None) -> str:
     if fmt:
         return fmt
-    low = path.name.lower()
-    if low.endswith(".csv"):
-        return "csv"
-    if low.endswith((".parquet", ".pq")):
-        return "parquet"
+    kind = table_format(path)
+    if kind in ("csv", "parquet"):
+        return kind
     raise InferenceError(f"{path}: cannot tell the output format from the name; use .parquet or .csv, or --format")
 
 
 def rejects_path_for(out: Path) -> Path:
     name = out.name
-    for s in (".parquet", ".pq", ".csv"):
+    for s in PARQUET_SUFFIXES + (".csv",):
         if name.lower().endswith(s):
             name = name[: -len(s)]
             break
