@@ -142,8 +142,9 @@ def _results_dir(args) -> Path:
 
 
 def cmd_predict(args) -> int:
-    from deepred.inference import InferenceError, load_predictor, predict_cutouts
-    from deepred.inputs import open_input, parse_band_map
+    from deepred.inference import predict_cutouts
+    from deepred.inputs import InferenceError, open_input, parse_band_map
+    from deepred.predictor import load_predictor
 
     if args.threads:
         import torch
@@ -189,14 +190,12 @@ def _summary_metrics(results_dir: Path, name: str, dataset: str | None) -> list[
     return rows
 
 
-def model_card(model_dir: Path, results_dir: Path) -> dict:
-    from deepred.inference import _read_meta, _training_stats
+def model_card(predictor, results_dir: Path) -> dict:
+    """What `deepred info` prints about a loaded model (deepred.predictor.Predictor)."""
+    from deepred.model_json import n_train, weights_sha256
 
-    meta = _read_meta(model_dir)
-    stats = _training_stats(meta, model_dir)
+    meta, name, dataset = predictor.meta, predictor.name, predictor.dataset
     prov = meta.get("provenance") or {}
-    name = str(meta.get("model", model_dir.parent.name))
-    dataset = meta.get("dataset", stats.get("dataset"))
     config = meta.get("config") or prov.get("config") or {}
     section = meta.get("architecture")
     if section is None and isinstance(config, dict):
@@ -205,33 +204,31 @@ def model_card(model_dir: Path, results_dir: Path) -> dict:
         else:
             section = (config.get("architectures") or {}).get(name) or (config.get("baselines") or {}).get(name)
     table = _summary_metrics(results_dir, name, dataset)
-    scaling = meta.get("scaling", stats.get("scaling"))
-    card = {
+    return {
         "model": name,
-        "folder": str(model_dir),
+        "folder": str(predictor.model_dir),
         "dataset": dataset,
-        "bands": meta.get("bands", stats.get("bands")),
-        "cutout": meta.get("cutout", stats.get("cutout")),
-        "pixel_scale": meta.get("pixel_scale", stats.get("pixel_scale")),
-        "survey": stats.get("survey"),
-        "scaling": scaling.get("method") if isinstance(scaling, dict) else scaling,
-        "head": meta.get("head", "point"),
+        "bands": predictor.bands,
+        "cutout": predictor.cutout,
+        "pixel_scale": predictor.pixel_scale,
+        "survey": predictor.training_stats.get("survey"),
+        "scaling": predictor.scaling["method"],
+        "head": predictor.head,
         "n_bins": meta.get("n_bins"),
         "label_column": meta.get("label_column"),
-        "n_train": meta.get("n_train") or (meta.get("hyper") or {}).get("n_train"),
+        "n_train": n_train(meta),
         "n_params": meta.get("n_params"),
         "test_metrics": table,
         "test_metrics_source": str(results_dir / "tables" / "summary.csv") if table else None,
         "model_metrics": meta.get("metrics"),
         "code_version": prov.get("code_version"),
         "trained_utc": prov.get("created_utc"),
-        "weights_sha256": meta.get("sha256") or meta.get("weights_sha256"),
+        "weights_sha256": weights_sha256(meta),
         "model_config": section,
         "training_config": meta.get("training"),
         "seed": meta.get("seed", config.get("seed") if isinstance(config, dict) else None),
         "config": config,
     }
-    return card
 
 
 def _fmt(v) -> str:
@@ -297,10 +294,10 @@ def print_card(card: dict, full_config: bool, out=None) -> None:
 
 
 def cmd_info(args) -> int:
-    from deepred.inference import resolve_model_dir
+    from deepred.predictor import load_predictor
 
     results_dir = _results_dir(args)
-    card = model_card(resolve_model_dir(args.model, results_dir), results_dir)
+    card = model_card(load_predictor(args.model, results_dir, device="cpu"), results_dir)
     if args.json:
         if not args.full_config:
             card.pop("config")
@@ -318,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("deepred").setLevel(logging.INFO)  # our progress lines, not other libraries' chatter
     from deepred.config import ConfigError
     from deepred.data.contract import DataError
-    from deepred.inference import InferenceError
+    from deepred.inputs import InferenceError
 
     try:
         return args.func(args)
