@@ -26,12 +26,12 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from deepred.catalog import FEATURE_BASELINES, neural_baselines  # noqa: E402
 from deepred.config import load_config, validate_config  # noqa: E402
 from deepred.data.contract import ProcessedDataset  # noqa: E402
 from deepred.hogsvr import HogParams, HogSVRModel, fit_hogsvr, hog_features  # noqa: E402
 from deepred.io import write_json  # noqa: E402
 from deepred.metrics import metric_values, sample_arrays  # noqa: E402
-from deepred.models.baselines import BASELINE_NAMES  # noqa: E402
 
 
 def nmad(p, t) -> float:
@@ -106,7 +106,7 @@ def main(argv=None) -> int:
     ap.add_argument("--simulate", action="append", default=[], help="simulate + normalize this dataset first")
     ap.add_argument("--n", type=int, default=600, help="systems to simulate with --simulate")
     ap.add_argument("--no-train", action="store_true", help="epoch timings and HOG+SVR only")
-    ap.add_argument("--baselines", default=",".join(BASELINE_NAMES + ("hogsvr",)))
+    ap.add_argument("--baselines", default=",".join(neural_baselines() + FEATURE_BASELINES))
     ap.add_argument("--out", default=str(REPO / "results" / "benchmarks" / "baselines.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(1)

@@ -23,9 +23,10 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from deepred.catalog import explained_models  # noqa: E402
 from deepred.config import load_config  # noqa: E402
 from deepred.io import write_json  # noqa: E402
-from deepred.localization import explained_models, object_regions, score_attributions  # noqa: E402
+from deepred.localization import object_regions, score_attributions  # noqa: E402
 from deepred.explain import shap_attributions  # noqa: E402
 
 

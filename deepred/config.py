@@ -15,6 +15,8 @@ from typing import Any
 import jsonschema
 import yaml
 
+from deepred.catalog import enabled_architectures, enabled_networks
+
 
 class ConfigError(ValueError):
     """The configuration is invalid; the message names the key and what is allowed."""
@@ -76,16 +78,6 @@ def validate_config(config: dict) -> dict:
     _resolve_model_lists(config)
     _check_semantics(config)
     return config
-
-
-def enabled_architectures(config: dict) -> list[str]:
-    return [a for a, c in config.get("architectures", {}).items() if c.get("enabled", True)]
-
-
-def enabled_networks(config: dict) -> list[str]:
-    """Enabled architectures, then enabled neural baselines (every baseline but the feature-based hogsvr)."""
-    neural = [b for b, c in config.get("baselines", {}).items() if b != "hogsvr" and c.get("enabled", True)]
-    return enabled_architectures(config) + neural
 
 
 def _resolve_model_lists(config: dict) -> None:

@@ -26,8 +26,8 @@ import pandas as pd
 import sep
 from scipy.ndimage import binary_dilation
 
+from deepred.catalog import analysis_seed as derive_seed  # explain.py and shap_plots.py import this name
 from deepred.metrics import bootstrap_indices
-from deepred.tables import stable_seed as derive_seed  # one seed helper for the project
 
 # Catalogue classes -> the three groups the scores are reported for.
 CLASS_GROUPS = {
@@ -44,11 +44,6 @@ REGION_SOURCES = ("mask", "segmentation", "central_disc")
 
 class LocalizationError(ValueError):
     """Bad input to the localization scores (shapes, empty regions, unknown classes)."""
-
-
-def explained_models(config: dict) -> list[str]:
-    """shap.models of a validated config (deepred.config checks that each is an enabled network)."""
-    return list(config["shap"]["models"])
 
 
 def class_group(obj_class: str) -> str:

@@ -11,7 +11,6 @@ Two steps, so that a change to one dataset's models reruns only that dataset's m
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -21,6 +20,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from deepred import metrics as M
+from deepred.catalog import analysis_seed, enabled_baselines, model_family, table_models
 from deepred.data.contract import DataError, ProcessedDataset, test_set_rows
 from deepred.io import write_csv
 
@@ -28,49 +28,16 @@ log = logging.getLogger("deepred.tables")
 
 PRED_COLUMNS = ("object_id", "split", "z_true", "z_pred")
 PDF_GRID_KEY = b"deepred_pdf_grid"
-ENSEMBLES = ("ensemble_stacked", "ensemble_mean")
 FLOAT_FORMAT = "%.6g"  # fixed precision: the CSVs compare as text
 
 
 # ----------------------------------------------------------------------------------------------------
-# Which models the tables hold
+# Which models the tables hold: deepred.catalog.table_models, in its row order
 # ----------------------------------------------------------------------------------------------------
-
-
-def deepred_models(config: dict) -> list[str]:
-    """DeepRed's own models: the enabled backbones and, when some are ensemble members, the two ensembles
-    (the same lists as ARCHITECTURES and ENSEMBLE_MEMBERS in rules/common.smk)."""
-    archs = [a for a, c in config.get("architectures", {}).items() if c.get("enabled", True)]
-    members = [m for m in config.get("ensemble", {}).get("members", []) if m in archs]
-    return archs + (list(ENSEMBLES) if members else [])
 
 
 NO_BASELINE = "no baseline"  # best_baseline of a config with every baseline disabled (no R is computed)
 NO_DEEPRED = "no DeepRed model"
-
-
-def baseline_models(config: dict) -> list[str]:
-    return [b for b, c in config.get("baselines", {}).items() if c.get("enabled", True)]
-
-
-def model_family(config: dict, model: str) -> str:
-    if model in config.get("architectures", {}):
-        return "deepred_backbone"
-    if model in ENSEMBLES:
-        return "deepred_ensemble"
-    if model == "hogsvr":
-        return "baseline_features"
-    return "baseline_neural"
-
-
-def table_models(config: dict) -> list[str]:
-    return deepred_models(config) + baseline_models(config)
-
-
-def stable_seed(*parts) -> int:
-    """A seed from strings/ints that is the same in every process (Python's hash() is salted)."""
-    h = hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=8).digest()
-    return int.from_bytes(h, "little") % 2**32
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -187,7 +154,7 @@ def test_set_metrics(config: dict, test_set: str, pred_paths: dict[str, str | Pa
     if absent:
         raise DataError(f"test set '{test_set}': no prediction file given for models {absent}")
     n = len(rows)
-    seed = stable_seed(config["seed"], "bootstrap", test_set)
+    seed = analysis_seed(config["seed"], "bootstrap", test_set)
     idx = M.bootstrap_indices(n, mcfg["bootstrap_resamples"], seed) if mcfg["bootstrap_resamples"] else None
     params = {"outlier_threshold": mcfg["outlier_threshold"]}
     base = {"test_set": test_set, "dataset": dataset}
@@ -219,7 +186,7 @@ def test_set_metrics(config: dict, test_set: str, pred_paths: dict[str, str | Pa
 
     # NMAD with its interval and the paired-bootstrap improvement over the best baseline
     alpha = 100 * (1 - mcfg["ci_level"]) / 2
-    bases = baseline_models(config)
+    bases = enabled_baselines(config)
     best_base = min(bases, key=lambda m: (nmad_val[m], m)) if bases else None
     nm = []
     for model in models:

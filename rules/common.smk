@@ -7,6 +7,13 @@ from pathlib import Path
 # the deepred package of this checkout, even without install
 sys.path.insert(0, workflow.basedir)
 
+from deepred.catalog import (
+    ENSEMBLE_METHODS,
+    RUN_ONLY_TRAINING_KEYS,
+    enabled_networks,
+    ensemble_members,
+    explained_models,
+)
 from deepred.config import ConfigError, validate_config
 from deepred.data.contract import damaged_shards
 
@@ -34,13 +41,9 @@ SIMULATED = [
     d for d in DATASETS if config["datasets"][d]["source"]["kind"] == "simulate"
 ]
 TEST_SETS = list(config["test_sets"])
-# Networks trained by rules/train.smk: enabled backbones + enabled neural baselines.
-ARCHITECTURES = [a for a, c in config["architectures"].items() if c["enabled"]]
-NEURAL_BASELINES = [
-    b for b in ("photoz", "netz", "a1", "a3") if config["baselines"][b]["enabled"]
-]
-NEURAL_MODELS = ARCHITECTURES + NEURAL_BASELINES
-ENSEMBLE_MEMBERS = [m for m in config["ensemble"]["members"] if m in ARCHITECTURES]
+# Networks trained by rules/train.smk: enabled backbones + enabled neural baselines (deepred.catalog).
+NEURAL_MODELS = enabled_networks(config)
+ENSEMBLE_MEMBERS = ensemble_members(config)
 
 
 wildcard_constraints:
@@ -190,7 +193,7 @@ def all_targets():
     if ENSEMBLE_MEMBERS:
         targets += expand(
             f"{RESULTS}/predictions/ensemble_{{method}}/{{dataset}}.parquet",
-            method=["stacked", "mean"],
+            method=ENSEMBLE_METHODS,
             dataset=DATASETS,
         )
     targets += shap_targets()  # SHAP localization table and figures (rules/shap.smk)
@@ -200,8 +203,6 @@ def all_targets():
 
 
 # SHAP localization (rules/shap.smk): the networks explained and the paths of their outputs.
-from deepred.localization import explained_models
-
 try:
     SHAP_MODELS = explained_models(config)
 except ConfigError as exc:

@@ -1,8 +1,6 @@
 # DeepRed networks (backbones and neural baselines): one training job per (model, dataset), its
 # predictions on the val and test splits, and the two ensembles over the backbones (deepred/ensemble.py).
 
-TRAIN_RUN_ONLY = ("threads", "num_workers", "device", "resume", "on_corrupt_checkpoint")
-
 
 rule train:
     input:
@@ -28,10 +26,12 @@ rule train:
         gpu=1,
     params:
         # what the weights depend on, for the `params` rerun trigger: editing one model's section reruns
-        # only that model's jobs; run-only keys (deepred.train.RUN_ONLY) rerun nothing
+        # only that model's jobs; run-only keys (deepred.catalog.RUN_ONLY_TRAINING_KEYS) rerun nothing
         section=lambda wc: {**config["baselines"], **config["architectures"]}[wc.model],
         training={
-            k: v for k, v in config["training"].items() if k not in TRAIN_RUN_ONLY
+            k: v
+            for k, v in config["training"].items()
+            if k not in RUN_ONLY_TRAINING_KEYS
         },
         seed=config["seed"],
     script:

@@ -10,8 +10,8 @@ from torch import nn
 
 from deepred.data.contract import ProcessedDataset
 from deepred.metrics import metric_values, sample_arrays
+from deepred.catalog import neural_baselines
 from deepred.models.baselines import (
-    BASELINE_NAMES,
     PASQUET_BINS,
     PASQUET_FC,
     PASQUET_INCEPTION,
@@ -19,6 +19,8 @@ from deepred.models.baselines import (
     Inception,
     baseline_z_range,
     build_baseline,
+    network_keys,
+    registered_baselines,
 )
 from conftest import tiny_config
 
@@ -116,7 +118,16 @@ def test_a3_is_vgg_style():
     assert [f.out_features for f in _layers(net, nn.Linear)] == [128, 1]
 
 
-@pytest.mark.parametrize("name", BASELINE_NAMES)
+def test_every_schema_baseline_has_one_registered_network_taking_its_section():
+    """The names come from the schema's `baselines` sections (deepred.catalog), the networks from
+    @register_baseline: a new baseline with only one of the two fails here, not in a workflow run."""
+    assert sorted(registered_baselines()) == sorted(neural_baselines())
+    for name in neural_baselines():
+        section = tiny_config({"t": {}})["baselines"][name]
+        assert network_keys(type(build_baseline(name, 4, 24, 1, **section))) <= set(section), name
+
+
+@pytest.mark.parametrize("name", neural_baselines())
 @pytest.mark.parametrize("shape", [(4, 45), (5, 64), (3, 24)])
 def test_every_baseline_maps_any_band_count_and_cutout(name, shape):
     cfg = tiny_config({"t": {}})["baselines"][name]

@@ -26,11 +26,13 @@ deepred.models.registry wraps it with the head ("point": num_outputs = 1; "pdf":
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-BASELINE_NAMES = ("photoz", "netz", "a1", "a3")
+from deepred.catalog import MODEL_TRAINING_KEYS
 
 # Published sizes, for tests and for config/paper.yaml: (conv0, [(S1, S2) per inception block], FC).
 PASQUET_CONV0 = 64
@@ -41,6 +43,30 @@ PASQUET_BINS = 180
 
 class BaselineError(ValueError):
     """A baseline name or setting is invalid; the message names it and what is allowed."""
+
+
+# The networks of the neural baselines by name (the names themselves: deepred.catalog.neural_baselines).
+_BUILDERS: dict[str, type[nn.Module]] = {}
+
+
+def register_baseline(name: str):
+    """Class decorator: `name`'s network. Its constructor takes (in_chans, img_size, num_outputs) and, as
+    keyword arguments, the keys of its config section that shape the layers."""
+
+    def register(cls: type[nn.Module]) -> type[nn.Module]:
+        _BUILDERS[name] = cls
+        return cls
+
+    return register
+
+
+def registered_baselines() -> tuple[str, ...]:
+    return tuple(_BUILDERS)
+
+
+def network_keys(cls: type[nn.Module]) -> set[str]:
+    """The config keys a network takes: its constructor's arguments after (in_chans, img_size, num_outputs)."""
+    return set(list(inspect.signature(cls).parameters)[3:])
 
 
 def _scaled(n: int, width: float) -> int:
@@ -92,6 +118,7 @@ class Inception(nn.Module):
         return torch.cat(parts, dim=1)
 
 
+@register_baseline("photoz")
 class PhotoZNet(nn.Module):
     """Pasquet et al. 2019 inception CNN (see module docstring)."""
 
@@ -124,6 +151,7 @@ class PhotoZNet(nn.Module):
         return self.classifier(self.features(x))
 
 
+@register_baseline("netz")
 class NetZ(nn.Module):
     """Schuldt et al. 2021: 2 x (conv 5x5 + ReLU + max pool 2x2), then 3 FC layers (2 hidden + output)."""
 
@@ -149,6 +177,7 @@ class NetZ(nn.Module):
         return self.classifier(self.features(x))
 
 
+@register_baseline("a1")
 class A1LeNet(nn.Module):
     """A1: LeNet-5 (LeCun et al. 1998) with ReLU, for multi-band cutouts."""
 
@@ -175,6 +204,7 @@ class A1LeNet(nn.Module):
         return self.classifier(self.features(x))
 
 
+@register_baseline("a3")
 class A3VGG(nn.Module):
     """A3: VGG-style CNN, stages of 2 x (conv 3x3 + BN + ReLU) + max pool, GAP, FC + dropout, output."""
 
@@ -199,16 +229,8 @@ class A3VGG(nn.Module):
         return self.classifier(self.features(x))
 
 
-# Keyword arguments each network takes from its config section (the rest, e.g. enabled/head/n_bins,
-# belongs to the registry and the trainer).
-_BUILDERS = {
-    "photoz": (PhotoZNet, {"width", "fc"}),
-    "netz": (NetZ, {"channels", "fc", "dropout"}),
-    "a1": (A1LeNet, {"channels", "fc"}),
-    "a3": (A3VGG, {"channels", "fc", "dropout"}),
-}
-# (training overrides: deepred.train.OVERRIDABLE)
-NON_NETWORK_KEYS = {"enabled", "head", "n_bins", "z_range", "epochs", "lr", "batch_size", "weight_decay", "patience"}
+# Keys of a baseline's config section that configure the head or the run, not the layers.
+NON_NETWORK_KEYS = {"enabled", "head", "n_bins", "z_range", *MODEL_TRAINING_KEYS}
 
 
 def build_baseline(name: str, in_chans: int, img_size: int, num_outputs: int, **cfg) -> nn.Module:
@@ -223,7 +245,8 @@ def build_baseline(name: str, in_chans: int, img_size: int, num_outputs: int, **
         raise BaselineError(
             f"{name}: in_chans={in_chans}, img_size={img_size}, num_outputs={num_outputs} must be >= 1, 8, 1"
         )
-    cls, allowed = _BUILDERS[name]
+    cls = _BUILDERS[name]
+    allowed = network_keys(cls)
     unknown = set(cfg) - allowed - NON_NETWORK_KEYS
     if unknown:
         raise BaselineError(f"{name}: unknown setting(s) {sorted(unknown)}; allowed: {sorted(allowed)}")

@@ -16,7 +16,8 @@ import warnings
 from importlib import metadata, resources
 from pathlib import Path
 
-from deepred.config import ConfigError, enabled_networks
+from deepred.catalog import enabled_networks
+from deepred.config import ConfigError
 from deepred.io import write_text
 
 

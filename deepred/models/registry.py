@@ -1,31 +1,31 @@
 """build_model: the one place that turns a model name into a RedshiftNet (backbone or neural baseline).
 
 A model name is an architecture key of config["architectures"] (a timm backbone) or a neural baseline
-key ("photoz", "netz", "a1", "a3"; deepred.models.baselines.build_baseline, imported lazily).
+(deepred.catalog.neural_baselines; deepred.models.baselines.build_baseline, imported lazily).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from deepred.catalog import neural_baselines
 from deepred.config import ConfigError
 
 if TYPE_CHECKING:
     from deepred.models.heads import RedshiftNet
 
-NEURAL_BASELINES = ("photoz", "netz", "a1", "a3")
 DEFAULT_BINS = 100  # pdf heads of architectures without n_bins
 
 
 def known_models(config: dict) -> list[str]:
-    return list(config.get("architectures", {})) + list(NEURAL_BASELINES)
+    return list(config.get("architectures", {})) + list(neural_baselines())
 
 
 def model_section(model_name: str, config: dict) -> tuple[str, dict]:
     """("architecture" | "baseline", its config section); unknown names list the known ones."""
     if model_name in config.get("architectures", {}):
         return "architecture", config["architectures"][model_name]
-    if model_name in NEURAL_BASELINES:
+    if model_name in neural_baselines():
         return "baseline", config.get("baselines", {}).get(model_name, {})
     raise ConfigError(
         f"unknown architecture or neural baseline '{model_name}'; known: {', '.join(known_models(config))}"

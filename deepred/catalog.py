@@ -1,0 +1,110 @@
+"""The catalogue of model names: which models exist, which ones a config enables, the training keys that
+change no number, and the seed helpers. Every list of models in the package and the workflow comes from here.
+
+Torch-free on purpose: rules/common.smk imports it at parse time in every Snakemake process (twice per
+SLURM job), where importing torch and timm would cost seconds.
+
+Where each name lives:
+- architectures: the keys of config["architectures"] (the user names them; any timm backbone);
+- neural baselines: the sections of `baselines` in the config schema (deepred/schema/config.schema.yaml),
+  except the feature-based ones (FEATURE_BASELINES). A new baseline needs a schema section anyway, and the
+  schema is readable without torch; its network is registered once with @register_baseline in
+  deepred/models/baselines.py (tests/test_baselines.py checks that every schema name has a builder);
+- ensembles: ENSEMBLE_METHODS (the ensemble job writes one model per method).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+
+FEATURE_BASELINES = ("hogsvr",)  # baselines on hand-made features (deepred/hogsvr.py), not networks
+ENSEMBLE_METHODS = ("stacked", "mean")
+ENSEMBLES = tuple(f"ensemble_{m}" for m in ENSEMBLE_METHODS)
+
+# Keys of `training` that change no number (threads, loaders, device, resume policy): not part of the
+# train rule's params (no rerun) nor of the resume fingerprint.
+RUN_ONLY_TRAINING_KEYS = ("threads", "num_workers", "device", "resume", "on_corrupt_checkpoint")
+# Keys of a model's own section that override `training` for that model (null: the training value).
+MODEL_TRAINING_KEYS = ("epochs", "lr", "batch_size", "weight_decay", "patience")
+
+
+@lru_cache(maxsize=1)
+def neural_baselines() -> tuple[str, ...]:
+    """The neural baselines the schema declares, in its order: ('photoz', 'netz', 'a1', 'a3')."""
+    from deepred.config import load_schema  # deepred.config imports this module: a call-time import
+
+    sections = load_schema()["properties"]["baselines"]["properties"]
+    return tuple(name for name in sections if name not in FEATURE_BASELINES)
+
+
+def enabled_architectures(config: dict) -> list[str]:
+    return [a for a, c in config.get("architectures", {}).items() if c.get("enabled", True)]
+
+
+def enabled_baselines(config: dict) -> list[str]:
+    """Every enabled baseline, neural and feature-based, in the config's order."""
+    return [b for b, c in config.get("baselines", {}).items() if c.get("enabled", True)]
+
+
+def enabled_neural_baselines(config: dict) -> list[str]:
+    return [b for b in enabled_baselines(config) if b in neural_baselines()]
+
+
+def enabled_networks(config: dict) -> list[str]:
+    """The networks the train rule trains: enabled architectures, then enabled neural baselines."""
+    return enabled_architectures(config) + enabled_neural_baselines(config)
+
+
+def ensemble_members(config: dict) -> list[str]:
+    """ensemble.members that are enabled architectures (null, before validation: every one of them)."""
+    archs = enabled_architectures(config)
+    members = config.get("ensemble", {}).get("members")
+    return archs if members is None else [m for m in members if m in archs]
+
+
+def deepred_models(config: dict) -> list[str]:
+    """DeepRed's own models: the enabled architectures and, when some are ensemble members, the ensembles."""
+    return enabled_architectures(config) + (list(ENSEMBLES) if ensemble_members(config) else [])
+
+
+def table_models(config: dict) -> list[str]:
+    """Every model of the study's tables, in their row order: DeepRed's, then the enabled baselines."""
+    return deepred_models(config) + enabled_baselines(config)
+
+
+def model_family(config: dict, model: str) -> str:
+    if model in config.get("architectures", {}):
+        return "deepred_backbone"
+    if model in ENSEMBLES:
+        return "deepred_ensemble"
+    if model in FEATURE_BASELINES:
+        return "baseline_features"
+    return "baseline_neural"
+
+
+def explained_models(config: dict) -> list[str]:
+    """shap.models of a validated config (deepred.config checks that each is an enabled network)."""
+    return list(config["shap"]["models"])
+
+
+def transfer_models(config: dict) -> list[str]:
+    """metrics.transfer_models of a validated config (deepred.config checks that each is an enabled network)."""
+    return list(config["metrics"]["transfer_models"])
+
+
+# Two seed helpers that give DIFFERENT seeds for the same parts: unifying them changes numbers, so both stay
+# until that is done on purpose.
+
+
+def train_seed(*parts) -> int:
+    """The trainer's seeds (torch generators): blake2b-32 of the ':'-joined parts, 31 bits."""
+    digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "little") & 0x7FFFFFFF
+
+
+def analysis_seed(*parts) -> int:
+    """The seeds of bootstraps and SHAP samples (tables, localization, explain): blake2b-64 of the
+    '|'-joined parts, modulo 2**32. The same in every process (Python's hash() is salted)."""
+    digest = hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") % 2**32
