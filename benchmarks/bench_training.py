@@ -36,7 +36,8 @@ from deepred.config import load_config  # noqa: E402
 from deepred.data.contract import ProcessedDataset  # noqa: E402
 from deepred.io import write_json  # noqa: E402
 from deepred.models.registry import build_model  # noqa: E402
-from deepred.train import ShardImages, derive_seed, make_loader, nmad, train_model, training_params  # noqa: E402
+from deepred.loader import ShardImages, make_loader  # noqa: E402
+from deepred.train import nmad, train_model, training_params  # noqa: E402
 
 
 def loader_throughput(proc: ProcessedDataset, params: dict, label: str) -> float:

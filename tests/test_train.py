@@ -1,5 +1,6 @@
-"""The trainer on a tiny real dataset: learning, files written, determinism, resume after a real SIGKILL,
-corrupt checkpoints, band-count mismatches, and the prediction contract (point and PDF heads)."""
+"""The trainer on a tiny real dataset: its pieces alone (setup, one epoch, validation, checkpoint state, model
+card), learning, files written, determinism, resume after a real SIGKILL, corrupt checkpoints, band-count
+mismatches, and the prediction contract (point and PDF heads)."""
 
 from __future__ import annotations
 
@@ -14,13 +15,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from conftest import tiny_config
 from deepred.data.contract import DataError, ProcessedDataset, shard_record
 from deepred.io import sha256_file
 from deepred.models.checkpoint import CheckpointError, load_checkpoint, load_trained
 from deepred.predict import PDF_SUMMARY, predict_model, read_predictions
-from deepred.train import nmad, train_model
+from deepred.resume import new_state, restore_state, save_state
+from deepred.train import model_card, nmad, predict_points, setup_run, train_model, train_one_epoch, validate
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -31,6 +34,65 @@ def cfg_for(tmp, **training):
     for a in cfg["architectures"].values():
         a["epochs"] = None  # the tests set epochs through training:
     return cfg
+
+
+def _weights(net):
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_one_epoch_and_validation_alone(tiny_dataset, tmp_path):
+    cfg = cfg_for(tmp_path, epochs=2)
+    run = setup_run("a3", "tiny", cfg, tiny_dataset)  # BatchNorm and dropout: seeding matters
+    before = _weights(run.net)
+    metrics = train_one_epoch(run, 0)
+    assert set(metrics) == {"train_loss", "lr", "images_per_s"}
+    assert np.isfinite(metrics["train_loss"]) and metrics["images_per_s"] > 0
+    assert metrics["lr"] == run.lr(len(run.loader) - 1)  # the last step's rate
+    assert not _same(before, _weights(run.net))
+    val = validate(run)
+    z = run.val_rows["z_lens"].to_numpy(float)
+    assert set(val) == {"val_nmad"} and val["val_nmad"] == nmad(predict_points(run.net, run.val_loader,
+                                                                                run.device, False), z)
+    # an epoch is seeded by (seed, epoch) alone: a fresh run's epoch 0 gives the same weights and loss
+    again = setup_run("a3", "tiny", cfg, tiny_dataset)
+    assert _same(before, _weights(again.net))
+    assert train_one_epoch(again, 0)["train_loss"] == metrics["train_loss"]
+    assert _same(_weights(run.net), _weights(again.net))
+
+
+def test_checkpoint_state_round_trip_continues_exactly(tiny_dataset, tmp_path):
+    cfg = cfg_for(tmp_path, epochs=2)
+    straight = setup_run("a1", "tiny", cfg, tiny_dataset)
+    for epoch in (0, 1):
+        train_one_epoch(straight, epoch)
+    first = setup_run("a1", "tiny", cfg, tiny_dataset)
+    train_one_epoch(first, 0)
+    state, path = {**new_state(), "epoch": 1}, tmp_path / "last.safetensors"
+    save_state(first, path, "key", state, _weights(first.net))
+    assert json.loads((tmp_path / "last.json").read_text())["state"]["epoch"] == 1
+    resumed = setup_run("a1", "tiny", cfg, tiny_dataset)
+    assert restore_state(resumed, path, "another key") is None  # another configuration: start clean
+    got_state, best = restore_state(resumed, path, "key")
+    assert got_state == state and _same(best, _weights(first.net))
+    train_one_epoch(resumed, 1)  # the optimizer's moments came back too
+    assert _same(_weights(resumed.net), _weights(straight.net))
+
+
+def test_model_card_describes_the_run(tiny_dataset, tmp_path):
+    cfg = cfg_for(tmp_path, epochs=1)
+    run = setup_run("netz", "tiny", cfg, tiny_dataset)
+    state = {**new_state(), "epoch": 1, "best_epoch": 1, "best_nmad": 0.1}
+    card = model_card(run, state, cfg, Path(tiny_dataset), time.time())
+    assert card["model"] == "netz" and card["kind"] == "baseline" and card["head"] == "point"
+    assert card["n_train"] == len(run.train_rows) and card["n_val"] == len(run.val_rows)
+    assert card["training"]["epochs"] == 1 and card["seed"] == run.seed and card["init"] == {"weights": "scratch"}
+    assert card["metrics"]["val_nmad"] == 0.1 and card["metrics"]["val_nmad_train_median"] > 0
+    assert np.isnan(card["train_images_per_s"])  # no epoch in the history
+    assert "sha256" not in card and "provenance" in card  # write_model adds the weights digest
 
 
 @pytest.fixture(scope="module")
