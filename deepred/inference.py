@@ -1,4 +1,4 @@
-"""Redshifts for users' own cutouts: the trained-model adapter, the prediction writer and the driver.
+"""Redshifts for users' own cutouts: the prediction writer and the driver (the models: deepred.predictor).
 
 The command line (`deepred predict`, deepred/cli.py) is a thin layer over `predict_cutouts`; the inputs
 (a folder of FITS cutouts, an NPY cube, a catalogue) are read by deepred.inputs, one `Item` per object.
@@ -27,207 +27,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from deepred.data.normalize import SCALINGS, scale_images
 from deepred.data.table_io import PARQUET_SUFFIXES, table_format
 from deepred.inputs import InferenceError, Item
-from deepred.io import atomic_path, sha256_file, write_json
+from deepred.io import atomic_path, write_json
+from deepred.model_json import weights_sha256
+from deepred.predictions import MODEL_KEY, PDF_GRID_KEY, PDF_SUMMARY
+from deepred.predictor import Predictor, load_predictor, resolve_model_dir  # noqa: F401 (the model loading)
 from deepred.provenance import provenance
 
 log = logging.getLogger("deepred.inference")
 
 PIXEL_SCALE_RTOL = 0.02  # relative difference above which a pixel-scale mismatch is reported
-
-# ---------------------------------------------------------------------------------------------- models
-
-
-@dataclass
-class Predictor:
-    """A trained model ready for raw cutouts: what it expects and a predict function on scaled pixels."""
-
-    model_dir: Path
-    kind: str  # neural | hogsvr | ensemble
-    name: str
-    dataset: str | None
-    bands: list[str]
-    cutout: int
-    pixel_scale: float | None
-    scaling: dict  # stats.json's scaling of the training data: method (+ asinh softening per band)
-    head: str  # point | pdf
-    grid: np.ndarray | None
-    meta: dict
-    predict_scaled: Callable[[np.ndarray], dict]  # scaled float32 (N,C,H,W) -> {z_pred, ...}
-    device: str = "cpu"
-
-    def predict_raw(self, images: np.ndarray) -> dict:
-        """Scale raw-flux cutouts as in training, then predict."""
-        return self.predict_scaled(scale_images(np.asarray(images, dtype=np.float32), self.scaling))
-
-
-def available_models(results_dir: str | Path) -> list[str]:
-    root = Path(results_dir) / "models"
-    if not root.is_dir():
-        return []
-    return sorted(f"{m.name}/{d.name}" for m in root.iterdir() if m.is_dir() for d in m.iterdir()
-                  if d.is_dir() and (d / "model.json").exists())
-
-
-def resolve_model_dir(spec: str | Path, results_dir: str | Path = "results") -> Path:
-    """A model folder given as a path, or as `{model}/{dataset}` under {results_dir}/models/."""
-    p = Path(spec)
-    candidates = [p, Path(results_dir) / "models" / p]
-    for c in candidates:
-        if c.is_dir() and (c / "model.json").exists():
-            return c
-    for c in candidates:
-        if c.is_dir():
-            raise InferenceError(f"{c}: not a trained model folder (no model.json; did its training job finish?)")
-    known = available_models(results_dir)
-    raise InferenceError(
-        f"model '{spec}' not found: neither a folder nor {Path(results_dir) / 'models' / p}; "
-        + (f"models under {results_dir}/models: {', '.join(known)}" if known else
-           f"no trained models under {Path(results_dir) / 'models'} (run the pipeline, or pass --results-dir)")
-    )
-
-
-def _read_meta(model_dir: Path) -> dict:
-    path = model_dir / "model.json"
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InferenceError(f"{path}: unreadable model metadata ({exc})") from exc
-    if not isinstance(meta, dict):
-        raise InferenceError(f"{path}: expected a JSON object")
-    return meta
-
-
-def _scaling(value, where: str) -> dict:
-    """The training data's scaling record, checked: a known method, and asinh's per-band softening."""
-    method = value.get("method") if isinstance(value, dict) else None
-    if method not in SCALINGS:
-        raise InferenceError(f"{where}: scaling {value!r} is not one of {', '.join(SCALINGS)}")
-    if method == "asinh" and not value.get("softening"):
-        raise InferenceError(f"{where}: asinh scaling without its per-band softening; retrain on current data")
-    return value
-
-
-def _training_stats(meta: dict, model_dir: Path) -> dict:
-    """stats.json of the training data, when the model's metadata does not carry what we need."""
-    inputs = (meta.get("provenance") or {}).get("inputs") or {}
-    for p in inputs:
-        if Path(p).name == "stats.json" and Path(p).exists():
-            return json.loads(Path(p).read_text())
-    return {}
-
-
-def _kind(model_dir: Path, meta: dict) -> str:
-    if meta.get("model") == "hogsvr" or (model_dir / "model.npz").exists():
-        return "hogsvr"
-    if (model_dir / "model.safetensors").exists():
-        return "neural"
-    if "members" in meta or str(meta.get("model", "")).startswith("ensemble"):
-        return "ensemble"
-    raise InferenceError(
-        f"{model_dir}: unknown model format (neither model.safetensors, model.npz nor an ensemble's model.json)"
-    )
-
-
-def _auto_device(device: str | None) -> str:
-    import torch
-
-    if device in (None, "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InferenceError(f"device '{device}' requested but no CUDA GPU is available")
-    return device
-
-
-def _load_neural(model_dir: Path, device: str, batch_size: int):
-    from deepred.models.checkpoint import load_trained  # the models area's loader; verifies the SHA-256
-
-    try:
-        trained = load_trained(model_dir)
-    except (OSError, ValueError, KeyError) as exc:
-        raise InferenceError(f"{model_dir}: cannot load the trained model: {exc}") from exc
-    if device != "cpu":
-        trained.net.to(device)
-    return trained.meta, (lambda x: trained.predict(x, batch_size=batch_size))
-
-
-def _load_hogsvr(model_dir: Path):
-    from deepred.hogsvr import HogSVRError, HogSVRModel
-
-    try:
-        model = HogSVRModel.load(model_dir)
-    except HogSVRError as exc:
-        raise InferenceError(str(exc)) from exc
-    return lambda x: {"z_pred": model.predict_images(x)}
-
-
-def _load_ensemble(model_dir: Path, device: str, batch_size: int):
-    """deepred.ensemble's model; its members are loaded once here (EnsembleModel.predict reloads them per call)."""
-    from deepred.ensemble import load_ensemble
-    from deepred.models.checkpoint import load_trained
-
-    try:
-        ens = load_ensemble(model_dir)
-        members = [load_trained((model_dir / ens.meta["member_dirs"][m]).resolve()) for m in ens.members]
-    except (OSError, ValueError, KeyError) as exc:
-        raise InferenceError(f"{model_dir}: cannot load the ensemble: {exc}") from exc
-    for t in members:
-        if device != "cpu":
-            t.net.to(device)
-        if [t.meta.get("bands"), t.meta.get("cutout")] != [ens.meta.get("bands"), ens.meta.get("cutout")]:
-            raise InferenceError(f"{model_dir}: member {t.model_dir} takes bands {t.meta.get('bands')} and "
-                                 f"{t.meta.get('cutout')} px, the ensemble {ens.meta.get('bands')} and "
-                                 f"{ens.meta.get('cutout')} px")
-
-    def predict(x):
-        z = np.stack([t.predict(x, batch_size=batch_size)["z_pred"] for t in members], axis=1)
-        return {"z_pred": ens.combine(z)}
-
-    return ens.meta, predict
-
-
-def load_predictor(spec: str | Path, results_dir: str | Path = "results", device: str | None = "auto",
-                   batch_size: int = 256) -> Predictor:
-    """Resolve and load a trained model (neural network, HOG+SVR or ensemble) for raw cutouts."""
-    model_dir = resolve_model_dir(spec, results_dir)
-    meta = _read_meta(model_dir)
-    kind = _kind(model_dir, meta)
-    device = _auto_device(device) if kind != "hogsvr" else "cpu"
-    if kind == "neural":
-        meta, fn = _load_neural(model_dir, device, batch_size)
-    elif kind == "hogsvr":
-        fn = _load_hogsvr(model_dir)
-    else:
-        meta, fn = _load_ensemble(model_dir, device, batch_size)
-    stats = _training_stats(meta, model_dir)
-    where = str(model_dir / "model.json")
-    for key in ("bands", "cutout"):
-        if key not in meta and key not in stats:
-            raise InferenceError(f"{where}: no '{key}' recorded; cannot check inputs against the training data")
-    scaling = meta.get("scaling", stats.get("scaling"))
-    if scaling is None:
-        raise InferenceError(f"{where}: no 'scaling' recorded; cannot scale cutouts as in training")
-    grid = meta.get("grid")
-    head = meta.get("head") or ("pdf" if grid is not None else "point")
-    ps = meta.get("pixel_scale", stats.get("pixel_scale"))
-    return Predictor(
-        model_dir=model_dir,
-        kind=kind,
-        name=str(meta.get("model", model_dir.parent.name)),
-        dataset=meta.get("dataset", stats.get("dataset")),
-        bands=[str(b) for b in meta.get("bands", stats.get("bands"))],
-        cutout=int(meta.get("cutout", stats.get("cutout"))),
-        pixel_scale=None if ps is None else float(ps),
-        scaling=_scaling(scaling, where),
-        head=head,
-        grid=None if grid is None else np.asarray(grid, dtype=np.float64),
-        meta=meta,
-        predict_scaled=fn,
-        device=device,
-    )
-
 
 # ---------------------------------------------------------------------------------------------- output
 
@@ -339,8 +149,6 @@ def _gives_pdf(predictor: Predictor) -> bool:
 
 def _output_columns(predictor: Predictor, with_pdf: bool) -> list[str]:
     """object_id, z_pred, the PDF summaries of a PDF model, and the PDF itself when asked (PDF models only)."""
-    from deepred.predict import PDF_SUMMARY  # the pipeline's prediction contract (imports torch: not at start)
-
     columns = ["object_id", "z_pred"] + (list(PDF_SUMMARY) if _gives_pdf(predictor) else [])
     if with_pdf:
         if not _gives_pdf(predictor):
@@ -352,9 +160,7 @@ def _output_columns(predictor: Predictor, with_pdf: bool) -> list[str]:
 
 def _output_metadata(predictor: Predictor) -> dict[str, str]:
     """The Parquet schema metadata: the model, and the PDF grid of a PDF model."""
-    from deepred.predict import PDF_GRID_KEY
-
-    metadata = {"deepred_model": json.dumps({"model_dir": str(predictor.model_dir), "model": predictor.name,
+    metadata = {MODEL_KEY: json.dumps({"model_dir": str(predictor.model_dir), "model": predictor.name,
                                              "dataset": predictor.dataset, "bands": predictor.bands})}
     if _gives_pdf(predictor):
         metadata[PDF_GRID_KEY] = json.dumps([float(g) for g in predictor.grid])
@@ -440,13 +246,12 @@ class _Run:
 
 
 def _write_provenance(out: Path, predictor: Predictor, summary: Summary, extra: dict | None) -> None:
-    weights = predictor.model_dir / ("model.safetensors" if predictor.kind == "neural" else "model.npz")
     prov = provenance(None, [])
     prov.update({
         "model_dir": str(predictor.model_dir),
         "model": predictor.name,
         "trained_on": predictor.dataset,
-        "weights_sha256": sha256_file(weights) if weights.exists() else None,
+        "weights_sha256": weights_sha256(predictor.meta),
         "summary": summary.as_dict(),
         "pdf_grid": [float(g) for g in predictor.grid] if _gives_pdf(predictor) else None,
         **(extra or {}),
