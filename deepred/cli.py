@@ -192,6 +192,7 @@ def _summary_metrics(results_dir: Path, name: str, dataset: str | None) -> list[
 
 def model_card(predictor, results_dir: Path) -> dict:
     """What `deepred info` prints about a loaded model (deepred.predictor.Predictor)."""
+    from deepred.catalog import ENSEMBLES
     from deepred.model_json import n_train, weights_sha256
 
     meta, name, dataset = predictor.meta, predictor.name, predictor.dataset
@@ -199,7 +200,7 @@ def model_card(predictor, results_dir: Path) -> dict:
     config = meta.get("config") or prov.get("config") or {}
     section = meta.get("architecture")
     if section is None and isinstance(config, dict):
-        if name.startswith("ensemble"):
+        if name in ENSEMBLES:
             section = config.get("ensemble")
         else:
             section = (config.get("architectures") or {}).get(name) or (config.get("baselines") or {}).get(name)

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from sklearn.linear_model import LinearRegression
 
+from deepred.catalog import ENSEMBLE_METHODS, ENSEMBLES
 from deepred.metrics import nmad
 from deepred.model_json import ENSEMBLE, MODEL_JSON, read_card, write_card
 from deepred.predictions import PRED_COLUMNS, prediction_frame, read_predictions, write_predictions
@@ -33,7 +34,6 @@ from deepred.provenance import provenance
 log = logging.getLogger("deepred.ensemble")
 
 FIT_SPLIT = "val"
-METHODS = ("stacked", "mean")
 
 
 class EnsembleError(ValueError):
@@ -157,12 +157,12 @@ def fit_ensembles(dataset: str, config: dict, pred_paths: dict[str, str | Path],
             w, b = (np.array([float(m == selection["chosen"]) for m in members]), 0.0)
         log.info("%s: %d-fold validation NMAD stack %.4f, best single member %.4f -> %s", dataset, folds,
                  selection["cv_nmad_stacked"], selection["cv_nmad_best_member"], selection["chosen"])
-    weights = {"stacked": (w, b), "mean": (np.full(len(members), 1.0 / len(members)), 0.0)}
+    weights = {"stacked": (w, b), "mean": (np.full(len(members), 1.0 / len(members)), 0.0)}  # per ENSEMBLE_METHODS
 
     first_meta = _member_meta(model_root, members[0], dataset)
     out = {}
-    for method, (w_m, b_m) in weights.items():
-        name = f"ensemble_{method}"
+    for method, name in zip(ENSEMBLE_METHODS, ENSEMBLES):
+        w_m, b_m = weights[method]
         model_dir = Path(model_root) / name / dataset
         z_pred = b_m + zm @ w_m
         pred = prediction_frame(table, "z_true", {"z_pred": z_pred}, pdf=False)

@@ -22,7 +22,8 @@ from matplotlib.colors import LogNorm  # noqa: E402
 from deepred import metrics as M  # noqa: E402
 from deepred.data.contract import ProcessedDataset, test_set_rows  # noqa: E402
 from deepred.io import atomic_path  # noqa: E402
-from deepred.tables import model_family, pdf_matrix, read_predictions, table_models  # noqa: E402
+from deepred.predictions import pdf_matrix  # noqa: E402
+from deepred.tables import model_family, table_models, test_set_predictions  # noqa: E402
 
 log = logging.getLogger("deepred.figures")
 
@@ -60,7 +61,7 @@ def load_test_set_predictions(config: dict, test_set: str, pred_paths: dict, pro
     label_col = config["datasets"][ds]["label_column"]
     catalog = ProcessedDataset(processed_dir).catalog
     rows = test_set_rows(config, test_set, processed_dir)
-    return {m: read_predictions(pred_paths[m], rows, catalog, label_col) for m in table_models(config)}
+    return {m: test_set_predictions(pred_paths[m], rows, catalog, label_col) for m in table_models(config)}
 
 
 def density_figure(config: dict, test_set: str, preds: dict, png, pdf) -> None:

@@ -16,13 +16,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from deepred.catalog import ENSEMBLES, FEATURE_BASELINES
 from deepred.io import read_verified_model, sha256_file, write_json
 
 MODEL_JSON = "model.json"
 NEURAL, HOGSVR, ENSEMBLE = "neural", "hogsvr", "ensemble"
 WEIGHTS_FILE = {NEURAL: "model.safetensors", HOGSVR: "model.npz"}
 DIGEST_KEY = {NEURAL: "sha256", HOGSVR: "weights_sha256"}  # the weights' SHA-256, per kind (see above)
-HOGSVR_MODEL = "hogsvr"  # the "model" name in a HOG+SVR card
+(HOGSVR_MODEL,) = FEATURE_BASELINES  # the "model" name in a HOG+SVR card: the one feature-based baseline
 
 
 def write_card(model_dir: str | Path, kind: str, meta: dict) -> dict:
@@ -58,7 +59,7 @@ def card_kind(model_dir: str | Path, meta: dict, error: type[Exception]) -> str:
         return HOGSVR
     if (model_dir / WEIGHTS_FILE[NEURAL]).exists():
         return NEURAL
-    if "members" in meta or str(meta.get("model", "")).startswith("ensemble"):
+    if "members" in meta or meta.get("model") in ENSEMBLES:
         return ENSEMBLE
     raise error(
         f"{model_dir}: unknown model format (neither model.safetensors, model.npz nor an ensemble's model.json)"

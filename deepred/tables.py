@@ -11,23 +11,20 @@ Two steps, so that a change to one dataset's models reruns only that dataset's m
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from deepred import metrics as M
 from deepred.catalog import analysis_seed, enabled_baselines, model_family, table_models
 from deepred.data.contract import DataError, ProcessedDataset, test_set_rows
 from deepred.io import write_csv
+from deepred.predictions import pdf_matrix, read_predictions
 
 log = logging.getLogger("deepred.tables")
 
-PRED_COLUMNS = ("object_id", "split", "z_true", "z_pred")
-PDF_GRID_KEY = b"deepred_pdf_grid"
 FLOAT_FORMAT = "%.6g"  # fixed precision: the CSVs compare as text
 
 
@@ -45,32 +42,14 @@ NO_DEEPRED = "no DeepRed model"
 # ----------------------------------------------------------------------------------------------------
 
 
-def pdf_grid(path: str | Path) -> np.ndarray | None:
-    meta = pq.read_schema(path).metadata or {}
-    if PDF_GRID_KEY not in meta:
-        return None
-    return np.asarray(json.loads(meta[PDF_GRID_KEY]), dtype=float)
-
-
-def read_predictions(path: str | Path, test_rows: pd.DataFrame, catalog: pd.DataFrame, label_column: str):
-    """The test-set rows of one prediction file, in test_rows' order, checked against the catalogue.
+def test_set_predictions(path: str | Path, test_rows: pd.DataFrame, catalog: pd.DataFrame, label_column: str):
+    """The test-set rows of one prediction file (deepred.predictions.read_predictions checks the file and its
+    columns), in test_rows' order, checked against the catalogue.
 
     Returns (frame, grid): grid is the PDF grid, or None for point-estimate models."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: prediction file missing")
-    try:
-        df = pd.read_parquet(path)
-    except Exception as exc:  # a truncated or foreign file: name it
-        raise DataError(f"{path}: not a readable Parquet file ({exc})") from exc
-    missing = [c for c in PRED_COLUMNS if c not in df.columns]
-    if missing:
-        raise DataError(f"{path}: missing columns {missing}; the prediction contract needs {list(PRED_COLUMNS)}")
+    df, grid = read_predictions(path)
     # plain object arrays: isin on Arrow-backed strings is slow (a Python loop per call)
     ids = pd.Index(df["object_id"].astype(str).to_numpy(dtype=object))
-    if ids.duplicated().any():
-        dup = df.loc[df["object_id"].duplicated(), "object_id"].iloc[0]
-        raise DataError(f"{path}: object_id '{dup}' appears more than once")
     unknown = ~ids.isin(pd.Index(catalog["object_id"].astype(str).to_numpy(dtype=object)))
     if unknown.any():
         ex = ", ".join(map(str, df.loc[unknown, "object_id"].head(3)))
@@ -94,17 +73,7 @@ def read_predictions(path: str | Path, test_rows: pd.DataFrame, catalog: pd.Data
             f"{path}: z_true differs from the catalogue's '{label_column}' for {int(off.sum())} objects "
             f"(e.g. {sel.loc[off, 'object_id'].iloc[0]}): predictions of another dataset or label?"
         )
-    grid = pdf_grid(path) if "pdf" in sel.columns else None
-    if "pdf" in sel.columns and grid is None:
-        raise DataError(f"{path}: has a 'pdf' column but no '{PDF_GRID_KEY.decode()}' grid in its metadata")
-    return sel, grid
-
-
-def pdf_matrix(sel: pd.DataFrame, grid: np.ndarray, path) -> np.ndarray:
-    lengths = sel["pdf"].map(len).to_numpy()
-    if np.any(lengths != len(grid)):
-        raise DataError(f"{path}: pdf lists have {sorted(set(lengths.tolist()))} entries, the grid has {len(grid)}")
-    return np.stack(sel["pdf"].to_numpy()).astype(float)
+    return sel, (grid if "pdf" in sel.columns else None)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -161,7 +130,7 @@ def test_set_metrics(config: dict, test_set: str, pred_paths: dict[str, str | Pa
     long_rows, nmad_boot, nmad_val, point = [], {}, {}, {}
     for model in models:
         path = pred_paths[model]
-        sel, grid = read_predictions(path, rows, catalog, label)
+        sel, grid = test_set_predictions(path, rows, catalog, label)
         pdf = pdf_matrix(sel, grid, path) if grid is not None else None
         zp, zt = sel["z_pred"].to_numpy(float), sel["z_true"].to_numpy(float)
         try:
