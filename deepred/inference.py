@@ -214,8 +214,6 @@ class _Run:
         df = pd.DataFrame({"object_id": self.ids,
                            "z_pred": np.asarray(res["z_pred"], dtype=np.float64).reshape(-1)})
         if _gives_pdf(self.predictor):
-            from deepred.predict import PDF_SUMMARY
-
             for c in PDF_SUMMARY:
                 df[c] = np.asarray(res[c], dtype=np.float64).reshape(-1)
         if self.with_pdf:

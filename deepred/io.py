@@ -90,18 +90,3 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: fh.read(chunk), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def read_verified_model(model_dir: str | Path, weights_name: str, digest_key: str, error: type[Exception],
-                        missing_hint: str) -> tuple[dict, Path]:
-    """model.json of a model folder and its weights file, the weights' SHA-256 checked against model.json."""
-    model_dir = Path(model_dir)
-    meta_path, weights = model_dir / "model.json", model_dir / weights_name
-    for p in (meta_path, weights):
-        if not p.is_file():
-            raise error(f"{p}: missing ({missing_hint})")
-    meta = json.loads(meta_path.read_text())
-    digest = sha256_file(weights)
-    if digest != meta.get(digest_key):
-        raise error(f"{weights}: SHA-256 {digest[:12]}... does not match {meta_path} ({str(meta.get(digest_key))[:12]}...)")
-    return meta, weights

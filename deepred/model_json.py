@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 
 from deepred.catalog import ENSEMBLES, FEATURE_BASELINES
-from deepred.io import read_verified_model, sha256_file, write_json
+from deepred.io import sha256_file, write_json
 
 MODEL_JSON = "model.json"
 NEURAL, HOGSVR, ENSEMBLE = "neural", "hogsvr", "ensemble"
@@ -47,9 +47,19 @@ def read_card(model_dir: str | Path, error: type[Exception]) -> dict:
     return meta
 
 
-def read_verified_card(model_dir: str | Path, kind: str, error: type[Exception], missing_hint: str):
+def read_verified_card(model_dir: str | Path, kind: str, error: type[Exception],
+                       missing_hint: str) -> tuple[dict, Path]:
     """(model.json, weights path) of a kind with weights, the weights' SHA-256 checked against the card."""
-    return read_verified_model(model_dir, WEIGHTS_FILE[kind], DIGEST_KEY[kind], error, missing_hint)
+    model_dir = Path(model_dir)
+    meta_path, weights, key = model_dir / MODEL_JSON, model_dir / WEIGHTS_FILE[kind], DIGEST_KEY[kind]
+    for p in (meta_path, weights):
+        if not p.is_file():
+            raise error(f"{p}: missing ({missing_hint})")
+    meta = json.loads(meta_path.read_text())
+    digest = sha256_file(weights)
+    if digest != meta.get(key):
+        raise error(f"{weights}: SHA-256 {digest[:12]}... does not match {meta_path} ({str(meta.get(key))[:12]}...)")
+    return meta, weights
 
 
 def card_kind(model_dir: str | Path, meta: dict, error: type[Exception]) -> str:
