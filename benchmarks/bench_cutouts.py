@@ -11,11 +11,12 @@
    every .bz2 (keep_decoded: false), where bzip2 decompression dominates.
    Target: >= 200 cutouts/s per core.
 2. Peak memory flat in the number of targets: `build_cutouts` in a fresh subprocess for each size (default
-   2,000 and 20,000 targets, 100 per field on 512 x 512 frames); peak RSS (VmHWM) at the larger size at most
-   1.2x the smaller.
+   2,000 and 20,000 targets, 1,000 per field on 1024 x 1024 frames: few frames, because recording each new
+   frame in the lock costs 0.3-1.5 s here, growing with the lock); peak RSS (VmHWM) at the larger size at
+   most 1.2x the smaller.
 3. Each frame requested once per run (the server's request log), whatever the number of targets.
 
-    OMP_NUM_THREADS=1 nice python benchmarks/bench_cutouts.py [--sizes 2000 20000] [--dense 2000] [--fields 5]
+    OMP_NUM_THREADS=1 nice python benchmarks/bench_cutouts.py [--sizes 2000 20000] [--per-field 1000] [--frame 1024] [--dense 2000] [--fields 5]
 """
 
 from __future__ import annotations
@@ -117,20 +118,21 @@ def rate(tmp: Path, name: str, n_fields: int, per_field: int, shape) -> dict:
             "bz2_decode_cpu_seconds_per_frame": round(decode_s, 4)}
 
 
-def memory(tmp: Path, sizes: list[int], per_field: int) -> list[dict]:
+def memory(tmp: Path, sizes: list[int], per_field: int, frame: int) -> list[dict]:
     import pickle
 
     out = []
     for n in sizes:
         archive = tmp / f"mem{n}_sas"
-        targets = write_archive(archive, -(-n // per_field), per_field, (512, 512), seed=n)
+        targets = write_archive(archive, -(-n // per_field), per_field, (frame, frame), seed=n)
         cfg, stamp, fetch_s, paths = fetch_all(tmp, archive, targets.head(n), f"mem{n}")
         pickle.dump(cfg, open(tmp / f"cfg{n}.pkl", "wb"))
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
         res = subprocess.run([sys.executable, "-c", CHILD, str(tmp / f"cfg{n}.pkl")], capture_output=True, text=True,
                              env=env, check=True)
         rec = json.loads(res.stdout.strip().splitlines()[-1])
-        rec.update({"targets": n, "frames": len(paths), "frames_requested_once": len(paths) == len(set(paths))})
+        rec.update({"targets": n, "targets_per_field": per_field, "frame_shape": [frame, frame], "frames": len(paths),
+                    "frames_requested_once": len(paths) == len(set(paths)), "fetch_seconds": round(fetch_s, 1)})
         out.append(rec)
         print(json.dumps(rec), flush=True)
     return out
@@ -139,7 +141,8 @@ def memory(tmp: Path, sizes: list[int], per_field: int) -> list[dict]:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[2000, 20000])
-    p.add_argument("--per-field", type=int, default=100)
+    p.add_argument("--per-field", type=int, default=1000, help="targets per field in the memory runs")
+    p.add_argument("--frame", type=int, default=1024, help="frame side in the memory runs")
     p.add_argument("--dense", type=int, default=2000, help="targets for the dense cut rate (100 per field)")
     p.add_argument("--fields", type=int, default=5, help="real-size fields for the SDSS-density rate (3 per field)")
     p.add_argument("--out", default=str(ROOT / "results" / "benchmarks" / "cutouts.json"))
@@ -150,7 +153,7 @@ def main() -> int:
         print(json.dumps({"dense": dense}), flush=True)
         sdss = rate(tmp, "density", args.fields, 3, (1489, 2048))
         print(json.dumps({"sdss_density": sdss}), flush=True)
-        mem = memory(tmp, args.sizes, args.per_field)
+        mem = memory(tmp, args.sizes, args.per_field, args.frame)
     ratio = mem[-1]["peak_rss_mb"] / mem[0]["peak_rss_mb"]
     result = {
         "cut_rate": {"dense": dense, "sdss_density": sdss, "target_per_core": 200,

@@ -149,3 +149,17 @@ def test_interrupted_download_resumes_with_range(sdss, tmp_path):
         got = [r for r in srv.requests if r["path"] == key]
     assert [r["status"] for r in got] == [200, 206] and got[1]["range"] == "bytes=5000-"
     assert (raw_dir(cfg, "sdss") / "images" / key).stat().st_size == (archive / key).stat().st_size
+
+
+def test_the_decoded_copies_give_the_same_cutouts_as_the_bz2_frames(sdss, built, tmp_path):
+    cfg = built[0]
+    decoded = sorted((raw_dir(cfg, "sdss") / "images" / "decoded").rglob("*.npy"))
+    assert len(decoded) == 18  # one per usable frame
+    a = np.concatenate([c.images for c in read_cutouts(raw_dir(cfg, "sdss") / OUT).chunks(100)])
+    cfg["datasets"]["sdss"]["source"]["keep_decoded"] = False
+    try:
+        build_cutouts(cfg, "sdss", out_dir=tmp_path / "bz2")
+    finally:
+        cfg["datasets"]["sdss"]["source"]["keep_decoded"] = True
+    b = np.concatenate([c.images for c in read_cutouts(tmp_path / "bz2").chunks(100)])
+    assert np.array_equal(a, b)

@@ -153,7 +153,12 @@ class Fetcher:
                 except ValueError as exc:
                     dest.unlink(missing_ok=True)
                     raise _BadFile(f"{exc} (deleted; the next run downloads it again)") from exc
-        entry = self.lock.verify_or_record(key, dest, url=url)
+        if entry is not None and entry.get("sha256") and not fresh:
+            # pinned already: check against the entries read once (verify_or_record re-reads the lock file on
+            # every call, which costs O(entries) per image)
+            entry = self.lock.verify(key, dest)
+        else:
+            entry = self.lock.verify_or_record(key, dest, url=url)
         if self.after is not None:
             self.after(key, dest, entry, checked)
 

@@ -41,7 +41,6 @@ from deepred.cutouts.providers import (
     KiDSTiles,
     MissingBand,
     ProviderError,
-    celestial_wcs,
     read_decoded,
     write_decoded,
 )
@@ -235,8 +234,8 @@ class _ImageCache:
             entry = self.lock.get(req.key) or {}
             got = read_decoded(self.root, req.key, entry.get("sha256"))
             if got is not None:  # the decoded copy of exactly this (locked) file, memory-mapped
-                data, header = got
-                return data, celestial_wcs(header, self.root / req.key), 1.0
+                data, wcs_in = got
+                return data, wcs_in, 1.0
         return self.provider.read(self.root / req.key, req)
 
     def get(self, req: ImageRequest):
