@@ -1,9 +1,10 @@
 """Lock files of verified downloads: `config/pins/<name>.lock.yaml`, meant to be committed.
 
-A lock maps a file name to what was verified about it:
+A lock maps a file name to what was verified about it, one file per line (JSON syntax, which is YAML too):
 
-    files:
-      dataset.zip: {url: ..., size: 123, sha256: ..., md5: ..., source: "zenodo record 7860294 (published md5)"}
+    {"files": {
+      "dataset.zip": {"url": "...", "size": 123, "sha256": "...", "md5": "...", "source": "zenodo record 7860294 ..."}
+    }}
 
 - An entry present: every later run (offline mode and other users too) checks the file's size and SHA-256
   against it (`Lock.verify_or_record`); a mismatch raises deepred.download.ChecksumError naming the file, the
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import logging
 import threading
 from pathlib import Path
@@ -36,6 +38,9 @@ HEADER = (
     "# Commit it: later runs, offline mode and other users verify against it. Managed by `deepred pins`.\n"
 )
 
+# libyaml when present, for a lock edited by hand into block YAML (the written form is read as JSON)
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 _THREAD_LOCKS: dict[str, threading.Lock] = {}
 _THREAD_LOCKS_GUARD = threading.Lock()
 
@@ -51,21 +56,38 @@ class Lock:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self._seen: tuple | None = None  # (mtime_ns, size, inode) of the lock file last parsed
+        self._pending: dict[str, dict] = {}  # entries recorded inside batch(), written when it ends
+        self._batch = 0
+        self._mem = threading.RLock()
         self.entries: dict[str, dict] = self._read()
 
     # ------------------------------------------------------------------------------------------ reading
     def _read(self) -> dict[str, dict]:
-        if not self.path.is_file():
-            return {}
+        """The lock's entries; not parsed again while the file is unchanged (atomic writes change the inode)."""
         try:
-            doc = yaml.safe_load(self.path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise DownloadError(f"{self.path}: not a readable lock file ({exc})") from exc
+            st = self.path.stat()
+        except FileNotFoundError:
+            self._seen = None
+            return {}
+        seen = (st.st_mtime_ns, st.st_size, st.st_ino)
+        if seen == self._seen and getattr(self, "entries", None) is not None:
+            return self.entries
+        text = self.path.read_text()
+        try:  # as written by _save: comment lines, then JSON (a YAML flow mapping), fast to read at any size
+            doc = json.loads("".join(line for line in text.splitlines(True) if not line.lstrip().startswith("#")))
+        except ValueError:
+            try:  # edited by hand into block YAML
+                doc = yaml.load(text, Loader=_Loader) or {}
+            except yaml.YAMLError as exc:
+                raise DownloadError(f"{self.path}: not a readable lock file ({exc})") from exc
         files = doc.get("files") if isinstance(doc, dict) else None
         if files is None:
+            self._seen = seen
             return {}
         if not isinstance(files, dict) or not all(isinstance(v, dict) for v in files.values()):
             raise DownloadError(f"{self.path}: 'files' must map file names to entries")
+        self._seen = seen
         return {str(k): dict(v) for k, v in files.items()}
 
     def reload(self) -> "Lock":
@@ -73,11 +95,15 @@ class Lock:
         return self
 
     def get(self, name: str) -> dict | None:
-        entry = self.entries.get(name)
+        with self._mem:
+            entry = self._pending.get(name)
+        if entry is None:
+            entry = self.entries.get(name)
         return dict(entry) if entry is not None else None
 
     def names(self) -> list[str]:
-        return sorted(self.entries)
+        with self._mem:
+            return sorted(set(self.entries) | set(self._pending))
 
     # ------------------------------------------------------------------------------------------ writing
     @contextlib.contextmanager
@@ -95,11 +121,50 @@ class Lock:
                     fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
     def _save(self) -> None:
+        """One line per file, in JSON syntax (valid YAML): quick to write and read at thousands of entries, and
+        a commit's diff shows exactly the files that changed."""
         from deepred.io import write_text
 
-        body = yaml.safe_dump({"files": {k: self.entries[k] for k in sorted(self.entries)}}, sort_keys=False,
-                              default_flow_style=False, width=200)
+        lines = [f"  {json.dumps(k)}: {json.dumps(self.entries[k])}" for k in sorted(self.entries)]
+        body = '{"files": {\n' + ",\n".join(lines) + ("\n" if lines else "") + "}}\n"
         write_text(self.path, HEADER + body)
+        st = self.path.stat()  # still under the flock: no other writer has replaced it since
+        self._seen = (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator["Lock"]:
+        """Record many files with one write: inside the block new entries are kept in memory (visible to this
+        Lock's get/verify) and merged into the file, under the file lock, when the block ends (also when it
+        ends with an error: what was verified stays recorded). For thousands of small files (cutouts)."""
+        with self._mem:
+            self._batch += 1
+        try:
+            yield self
+        finally:
+            with self._mem:
+                self._batch -= 1
+                last = self._batch == 0
+            if last:
+                self.flush()
+
+    def flush(self) -> None:
+        """Write the entries recorded inside batch(); one that another job recorded meanwhile with other bytes
+        raises ChecksumError (the others are written)."""
+        with self._mem:
+            pending, self._pending = self._pending, {}
+        if not pending:
+            return
+        conflicts = []
+        with self._locked():
+            for name, e in pending.items():
+                cur = self.entries.get(name)
+                if cur is not None and cur.get("sha256") and cur["sha256"] != e["sha256"]:
+                    conflicts.append(f"{name}: sha256 {e['sha256']}, but {self.path} pins {cur['sha256']}")
+                elif cur is None or not cur.get("sha256"):
+                    self.entries[name] = e
+            self._save()
+        if conflicts:
+            raise ChecksumError(f"{self.path}: recorded meanwhile with other bytes: " + "; ".join(conflicts))
 
     def record(self, name: str, entry: dict) -> None:
         """Set (or replace) one entry and save, under the lock."""
@@ -155,6 +220,15 @@ class Lock:
                       "md5": sums.get("md5") if want_md5 else None,
                       "source": source or ("published md5, sha256 recorded at first download" if want_md5
                                            else "sha256 recorded at first download")})
+        with self._mem:
+            if self._batch:  # inside batch(): written when the block ends
+                current = self._pending.get(name)
+                if current is not None:
+                    _check_entry(name, file, current, self.path)
+                    return dict(current)
+                self._pending[name] = new
+                log.info("recorded sha256 of %s in %s at first download", name, self.path)
+                return dict(new)
         with self._locked():
             current = self.entries.get(name)
             if current is not None and current.get("sha256"):  # recorded meanwhile by another job

@@ -182,3 +182,23 @@ def test_unpinned_source_files_are_recorded_at_first_download_and_verified_by_th
     (raw / "labels.csv").write_text((raw / "labels.csv").read_text().replace("0.", "1.", 1))
     with pytest.raises(DataError, match="labels.csv"):
         open_source(cfg, "sdss")
+
+
+def test_batch_records_many_files_with_one_write_and_merges_with_other_writers(tmp_path):
+    lock_path = tmp_path / "c.lock.yaml"
+    files = [_file(tmp_path / "c" / f"{i}.fits", os.urandom(64)) for i in range(300)]
+    other = _file(tmp_path / "other.bin", b"other")
+    lock = Lock(lock_path)
+    with lock.batch():
+        threads = [threading.Thread(target=lambda fs=files[i::3]: [lock.verify_or_record(f.name, f) for f in fs])
+                   for i in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert lock.get("0.fits")["sha256"] and not lock_path.exists()  # in memory until the block ends
+        Lock(lock_path).verify_or_record("other.bin", other)  # another writer meanwhile
+    final = Lock(lock_path)
+    assert final.names() == sorted([f.name for f in files] + ["other.bin"])
+    assert len(lock_path.read_text().splitlines()) == 2 + 2 + 301  # header, braces, one line per file
+
