@@ -146,17 +146,8 @@ def fit_ensembles(dataset: str, config: dict, pred_paths: dict[str, str | Path],
     positive = bool(ens_cfg.get("positive", True))
     convex = bool(ens_cfg.get("convex", False))
     member_val = {m: nmad(zm[fit_mask, i], z_true[fit_mask]) for i, m in enumerate(members)}
-    w, b = fit_stacked(zm[fit_mask], z_true[fit_mask], positive=positive, convex=convex)
-    folds = int(ens_cfg.get("cv_folds", 0))
-    selection = None
-    if folds:
-        selection = select_by_cv(zm[fit_mask], z_true[fit_mask], folds, int(config["seed"]), positive=positive,
-                                 convex=convex)
-        selection["chosen"] = "stacked" if selection.pop("stack_wins") else min(member_val, key=member_val.get)
-        if selection["chosen"] != "stacked":
-            w, b = (np.array([float(m == selection["chosen"]) for m in members]), 0.0)
-        log.info("%s: %d-fold validation NMAD stack %.4f, best single member %.4f -> %s", dataset, folds,
-                 selection["cv_nmad_stacked"], selection["cv_nmad_best_member"], selection["chosen"])
+    w, b, selection = _stacked_weights(zm[fit_mask], z_true[fit_mask], member_val, int(ens_cfg.get("cv_folds", 0)),
+                                       int(config["seed"]), positive, convex, dataset)
     weights = {"stacked": (w, b), "mean": (np.full(len(members), 1.0 / len(members)), 0.0)}  # per ENSEMBLE_METHODS
 
     first_meta = _member_meta(model_root, members[0], dataset)
@@ -193,6 +184,23 @@ def fit_ensembles(dataset: str, config: dict, pred_paths: dict[str, str | Path],
                  {m: round(v, 4) for m, v in member_val.items()})
         out[name] = meta
     return out
+
+
+def _stacked_weights(z_members: np.ndarray, z_true: np.ndarray, member_val: dict, folds: int, seed: int,
+                     positive: bool, convex: bool, dataset: str) -> tuple[np.ndarray, float, dict | None]:
+    """(weights, intercept, cv selection or None) of the stacked ensemble on the fit rows: the stack, or with
+    cv_folds the single best member where cross-validation prefers it."""
+    members = list(member_val)
+    w, b = fit_stacked(z_members, z_true, positive=positive, convex=convex)
+    if not folds:
+        return w, b, None
+    selection = select_by_cv(z_members, z_true, folds, seed, positive=positive, convex=convex)
+    selection["chosen"] = "stacked" if selection.pop("stack_wins") else min(member_val, key=member_val.get)
+    if selection["chosen"] != "stacked":
+        w, b = (np.array([float(m == selection["chosen"]) for m in members]), 0.0)
+    log.info("%s: %d-fold validation NMAD stack %.4f, best single member %.4f -> %s", dataset, folds,
+             selection["cv_nmad_stacked"], selection["cv_nmad_best_member"], selection["chosen"])
+    return w, b, selection
 
 
 def _member_meta(model_root, member: str, dataset: str) -> dict:

@@ -31,7 +31,7 @@ from deepred.data.table_io import PARQUET_SUFFIXES, table_format
 from deepred.inputs import InferenceError, Item
 from deepred.io import atomic_path, write_json
 from deepred.model_json import weights_sha256
-from deepred.predictions import MODEL_KEY, PDF_GRID_KEY, PDF_SUMMARY
+from deepred.predictions import MODEL_KEY, PDF_GRID_KEY, PDF_SUMMARY, output_columns
 from deepred.predictor import Predictor, load_predictor, resolve_model_dir  # noqa: F401 (the model loading)
 from deepred.provenance import provenance
 
@@ -161,7 +161,7 @@ def _output_columns(predictor: Predictor, with_pdf: bool) -> list[str]:
 def _output_metadata(predictor: Predictor) -> dict[str, str]:
     """The Parquet schema metadata: the model, and the PDF grid of a PDF model."""
     metadata = {MODEL_KEY: json.dumps({"model_dir": str(predictor.model_dir), "model": predictor.name,
-                                             "dataset": predictor.dataset, "bands": predictor.bands})}
+                                       "dataset": predictor.dataset, "bands": predictor.bands})}
     if _gives_pdf(predictor):
         metadata[PDF_GRID_KEY] = json.dumps([float(g) for g in predictor.grid])
     return metadata
@@ -212,12 +212,7 @@ class _Run:
             return
         res = self.predictor.predict_raw(np.stack(self.images))
         df = pd.DataFrame({"object_id": self.ids,
-                           "z_pred": np.asarray(res["z_pred"], dtype=np.float64).reshape(-1)})
-        if _gives_pdf(self.predictor):
-            for c in PDF_SUMMARY:
-                df[c] = np.asarray(res[c], dtype=np.float64).reshape(-1)
-        if self.with_pdf:
-            df["pdf"] = list(np.asarray(res["pdf"], dtype=np.float32))
+                           **output_columns(res, summaries=_gives_pdf(self.predictor), pdf=self.with_pdf)})
         self.write(df)
         self.summary.n_ok += len(self.ids)
         self.ids.clear()

@@ -27,22 +27,28 @@ def prediction_columns(pdf: bool) -> list[str]:
     return list(PRED_COLUMNS) + (list(PDF_SUMMARY) + ["pdf"] if pdf else [])
 
 
+def output_columns(res: dict, summaries: bool, pdf: bool) -> dict:
+    """A model's outputs `res` as the contract's columns: z_pred (float64), with `summaries` the PDF_SUMMARY
+    columns, with `pdf` the PDFs as float32 lists (deepred predict writes the lists only when asked)."""
+    columns = {"z_pred": np.asarray(res["z_pred"], dtype=np.float64).reshape(-1)}
+    if summaries:
+        columns.update({k: np.asarray(res[k], dtype=np.float64).reshape(-1) for k in PDF_SUMMARY})
+    if pdf:
+        columns["pdf"] = list(np.asarray(res["pdf"], dtype=np.float32))
+    return columns
+
+
 def prediction_frame(rows: pd.DataFrame, label: str, res: dict, pdf: bool) -> pd.DataFrame:
     """The contract's frame for catalogue `rows` (object_id, split, the `label` column) and a model's outputs
     `res` ({z_pred} or, for PDF heads, also the PDF_SUMMARY columns and pdf). A missing label gives NaN z_true."""
     z_true = (pd.to_numeric(rows[label], errors="coerce").to_numpy(dtype=float) if label in rows
               else np.full(len(rows), np.nan))
-    frame = pd.DataFrame({
+    return pd.DataFrame({
         "object_id": rows["object_id"].astype("string").to_numpy(),
         "split": rows["split"].astype("string").to_numpy(),
         "z_true": z_true,
-        "z_pred": np.asarray(res["z_pred"], dtype=float),
+        **output_columns(res, summaries=pdf, pdf=pdf),
     })
-    if pdf:
-        for k in PDF_SUMMARY:
-            frame[k] = np.asarray(res[k], dtype=float)
-        frame["pdf"] = list(np.asarray(res["pdf"], dtype=np.float32))
-    return frame
 
 
 def write_predictions(path, df: pd.DataFrame, grid=None, meta: dict | None = None) -> None:

@@ -63,9 +63,14 @@ class Predictor:
 
     @property
     def grid(self) -> np.ndarray | None:
-        """Bin centres of a PDF head's output, else None."""
+        """Bin centres of a PDF head as model.json records them (float64), else None."""
         grid = self.meta.get("grid")
         return None if grid is None else np.asarray(grid, dtype=np.float64)
+
+    @property
+    def output_grid(self) -> np.ndarray | None:
+        """The grid the PDFs are computed on (the pipeline's prediction files record this one)."""
+        return self.grid
 
     # ------------------------------------------------------------------------------------ the kinds' hooks
 
@@ -117,7 +122,7 @@ class Predictor:
             res = self.predict(adapt(images) if adapt is not None else images)
             parts.append(prediction_frame(chunk, label, res, pdf))
         out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=prediction_columns(pdf))
-        out.attrs["pdf_grid"] = None if self.grid is None else [float(g) for g in self.grid]
+        out.attrs["pdf_grid"] = None if self.output_grid is None else [float(g) for g in self.output_grid]
         return out
 
     def file_record(self) -> dict | None:
@@ -154,8 +159,10 @@ class NeuralPredictor(Predictor):
         return self.trained.meta
 
     @property
-    def grid(self) -> np.ndarray | None:
-        return self.trained.grid  # the net's own grid buffer: the one its PDFs are on
+    def output_grid(self) -> np.ndarray | None:
+        # The net's float32 grid buffer: model.json's float64 grid rounded (< 1e-6). Prediction files have always
+        # recorded this one and deepred predict's output model.json's; kept so both stay byte-identical.
+        return self.trained.grid
 
     def _predict_scaled(self, images: np.ndarray) -> dict:
         return self.trained.predict(images, batch_size=self.batch_size)
