@@ -28,6 +28,7 @@ from deepred.localization import (
     object_regions,
     score_attributions,
 )
+from deepred.model_json import MODEL_JSON
 from deepred.predictor import NeuralPredictor, load_model
 from deepred.provenance import provenance
 
@@ -203,7 +204,7 @@ def explain_model(model_dir: str | Path, processed_dir: str | Path, config: dict
         "model": model, "dataset": dataset, "seed": seed, "explainer": "shap.GradientExplainer", "device": device,
         "shap": shap_cfg, "n_images": int(len(per_image)), "seconds": round(seconds, 2),
         "pointing_acc": float(per_image["hit"].mean()), "mass_inside": float(per_image["mass_inside"].mean()),
-        "provenance": provenance(config, [Path(model_dir) / "model.json", Path(processed_dir) / "catalog.parquet"]),
+        "provenance": provenance(config, [Path(model_dir) / MODEL_JSON, Path(processed_dir) / "catalog.parquet"]),
     })
     log.info("%s on %s: %d images explained in %.1f s; pointing %.3f, mass inside %.3f", model, dataset,
              len(per_image), seconds, per_image["hit"].mean(), per_image["mass_inside"].mean())

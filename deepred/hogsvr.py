@@ -30,7 +30,7 @@ from sklearn.svm import SVR
 from deepred.data.contract import DataError, ProcessedDataset
 from deepred.io import atomic_path, write_json
 from deepred.metrics import metric_values, sample_arrays
-from deepred.model_json import HOGSVR, HOGSVR_MODEL, WEIGHTS_FILE, read_verified_card, write_card
+from deepred.model_json import HOGSVR, HOGSVR_MODEL, MODEL_JSON, WEIGHTS_FILE, read_verified_card, write_card
 from deepred.provenance import provenance
 
 log = logging.getLogger("deepred.hogsvr")
@@ -147,7 +147,7 @@ class HogSVRModel:
         model_dir = Path(model_dir)
         meta, npz = read_verified_card(model_dir, HOGSVR, HogSVRError, "not a fitted HOG+SVR model folder")
         if meta.get("model") != HOGSVR_MODEL or meta.get("format_version") != FORMAT_VERSION:
-            raise HogSVRError(f"{model_dir / 'model.json'}: not a HOG+SVR model of format {FORMAT_VERSION}")
+            raise HogSVRError(f"{model_dir / MODEL_JSON}: not a HOG+SVR model of format {FORMAT_VERSION}")
         with np.load(npz, allow_pickle=False) as z:
             missing = [k for k in _ARRAYS if k not in z.files]
             if missing:
