@@ -181,8 +181,9 @@ def verify_file(path: str | Path, spec: FileSpec, *, use_stamp: bool = True) -> 
         raise DownloadError(f"{path}: missing")
     if not spec.pinned:
         raise DownloadError(
-            f"{path}: no sha256/md5 pinned for '{spec.name}' in the config; pin it (python -m deepred.download "
-            f"pin {path.parent}) after checking the file against the archive's published checksum"
+            f"{path}: no sha256/md5 pinned for '{spec.name}' in the config or in its source's lock "
+            f"(config/pins/); download it through the pipeline (snakemake ... download_all, which records it in "
+            f"the lock), or pin it in the config (python -m deepred.download pin {path.parent}) after checking it"
         )
     st = path.stat()
     stamp = _stamp(path)
