@@ -18,7 +18,8 @@ from astropy.io import fits
 
 from deepred.cli import main
 from deepred.data.contract import ProcessedDataset
-from deepred.predict import predict_model, read_predictions
+from deepred.predict import predict_model
+from deepred.predictions import read_predictions
 from test_inference import raw_of, train_tiny, write_band_files
 
 
