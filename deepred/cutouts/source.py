@@ -173,9 +173,10 @@ def fetch_images(config: dict, dataset: str, stamp: str | Path | None = None) ->
     src = config["datasets"][dataset]["source"]
     targets, _ = load_targets(config, dataset)
     provider = make_provider(config, dataset)
-    wanted: dict[str, ImageRequest] = {}
-    for req in plan(targets, provider):
-        for r in req.values():
+    wanted: dict[str, ImageRequest] = {}  # distinct images only (targets' requests are not all held at once)
+    cols = provider.required_columns()
+    for row in targets.itertuples(index=False):
+        for r in provider.requests(_target_dict(row, cols)).values():
             if isinstance(r, ImageRequest):
                 wanted.setdefault(r.key, r)
     lock = open_lock(lock_path(config, dataset))
