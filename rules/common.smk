@@ -256,3 +256,24 @@ def cutout_source_files(wildcards):
     """The pinned files of a cutouts source (target table, tile list)."""
     src = config["datasets"][wildcards.dataset]["source"]
     return [f"{DATA}/raw/{wildcards.dataset}/{f['name']}" for f in src.get("files", [])]
+
+
+# The results archive (rules/metrics.smk): what it checksums without archiving.
+from deepred.model_json import HOGSVR, HOGSVR_MODEL, MODEL_JSON, NEURAL, WEIGHTS_FILE
+
+
+def archive_checksummed():
+    """What the archived results came from, checksummed in its manifest but not archived: every table
+    model's model.json (and weights), every normalized catalogue and its stats."""
+    weights = {m: [WEIGHTS_FILE[NEURAL]] for m in NEURAL_MODELS}
+    weights[HOGSVR_MODEL] = [WEIGHTS_FILE[HOGSVR]]
+    files = []
+    for m in TABLE_MODELS:
+        for d in DATASETS:
+            files += [
+                f"{RESULTS}/models/{m}/{d}/{f}"
+                for f in [MODEL_JSON] + weights.get(m, [])
+            ]
+    return files + [
+        processed(d, f) for d in DATASETS for f in ("catalog.parquet", "stats.json")
+    ]

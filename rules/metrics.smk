@@ -23,21 +23,6 @@ ARCHIVE = f"{RESULTS}/archive/deepred-results-{archive_date(config)}.tar.gz"
 FIGS = f"{RESULTS}/figures"
 
 
-def archive_checksummed():
-    """What the archived results came from, checksummed in its manifest but not archived: every table
-    model's model.json (and weights), every normalized catalogue and its stats."""
-    files = []
-    for m in TABLE_MODELS:
-        weights = {"hogsvr": ["model.npz"]}.get(
-            m, ["model.safetensors"] if m in NEURAL_MODELS else []
-        )
-        for d in DATASETS:
-            files += [f"{RESULTS}/models/{m}/{d}/{f}" for f in ["model.json"] + weights]
-    return files + [
-        processed(d, f) for d in DATASETS for f in ("catalog.parquet", "stats.json")
-    ]
-
-
 rule metrics_test_set:
     input:
         unpack(lambda wc: test_set_inputs(config, wc.test_set)),
@@ -251,6 +236,6 @@ rule archive:
         mem_mb=1000,
         runtime="10m",
     params:
-        root=RESULTS,
+        root=lambda wc, output: str(Path(output[0]).parent.parent),  # the results folder
     script:
         "../workflow_scripts/archive.py"
