@@ -93,18 +93,9 @@ def transfer_models(config: dict) -> list[str]:
     return list(config["metrics"]["transfer_models"])
 
 
-# Two seed helpers that give DIFFERENT seeds for the same parts: unifying them changes numbers, so both stay
-# until that is done on purpose.
-
-
-def train_seed(*parts) -> int:
-    """The trainer's seeds (torch generators): blake2b-32 of the ':'-joined parts, 31 bits."""
+def derive_seed(*parts) -> int:
+    """The one seed helper: a seed for a purpose named by `parts` (master seed first), the same in every
+    process (Python's hash() is salted): blake2b-32 of the ':'-joined parts, 31 bits (any torch or numpy seed).
+    The trainer's original formula, so unifying the two helpers left every trained model unchanged."""
     digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=4).digest()
     return int.from_bytes(digest, "little") & 0x7FFFFFFF
-
-
-def analysis_seed(*parts) -> int:
-    """The seeds of bootstraps and SHAP samples (tables, localization, explain): blake2b-64 of the
-    '|'-joined parts, modulo 2**32. The same in every process (Python's hash() is salted)."""
-    digest = hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") % 2**32

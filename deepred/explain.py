@@ -19,11 +19,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from deepred.catalog import derive_seed
 from deepred.data.contract import DataError, ProcessedDataset
 from deepred.io import write_json, write_npy, write_parquet
 from deepred.localization import (
     class_group,
-    derive_seed,
     estimate_snr,
     object_regions,
     score_attributions,

@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from deepred.catalog import train_seed
+from deepred.catalog import derive_seed
 from deepred.data.contract import DataError, ProcessedDataset, shard_name
 
 
@@ -82,7 +82,7 @@ class EpochSampler(Sampler):
         return self.n
 
     def __iter__(self):
-        g = torch.Generator().manual_seed(train_seed(self.seed, "shuffle", self.epoch))
+        g = torch.Generator().manual_seed(derive_seed(self.seed, "shuffle", self.epoch))
         return iter((torch.randperm(self.n, generator=g) + self.epoch * self.n).tolist())
 
 

@@ -26,7 +26,7 @@ import pandas as pd
 import sep
 from scipy.ndimage import binary_dilation
 
-from deepred.catalog import analysis_seed as derive_seed  # explain.py and shap_plots.py import this name
+from deepred.catalog import derive_seed
 from deepred.metrics import bootstrap_indices
 
 # Catalogue classes -> the three groups the scores are reported for.

@@ -12,7 +12,8 @@ import pandas as pd
 from matplotlib.ticker import NullFormatter
 
 from deepred.figures import label, plt, save
-from deepred.localization import accuracy_vs_snr, derive_seed, test_set_scores
+from deepred.catalog import derive_seed
+from deepred.localization import accuracy_vs_snr, test_set_scores
 from deepred.tables import quantile_edges
 
 log = logging.getLogger("deepred.shap_plots")

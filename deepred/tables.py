@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from deepred import metrics as M
-from deepred.catalog import analysis_seed, enabled_baselines, model_family, table_models
+from deepred.catalog import derive_seed, enabled_baselines, model_family, table_models
 from deepred.data.contract import DataError, ProcessedDataset, test_set_rows
 from deepred.io import write_csv
 from deepred.predictions import pdf_matrix, read_predictions
@@ -123,7 +123,7 @@ def test_set_metrics(config: dict, test_set: str, pred_paths: dict[str, str | Pa
     if absent:
         raise DataError(f"test set '{test_set}': no prediction file given for models {absent}")
     n = len(rows)
-    seed = analysis_seed(config["seed"], "bootstrap", test_set)
+    seed = derive_seed(config["seed"], "bootstrap", test_set)
     idx = M.bootstrap_indices(n, mcfg["bootstrap_resamples"], seed) if mcfg["bootstrap_resamples"] else None
     params = {"outlier_threshold": mcfg["outlier_threshold"]}
     base = {"test_set": test_set, "dataset": dataset}

@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from deepred.catalog import MODEL_TRAINING_KEYS, train_seed
+from deepred.catalog import MODEL_TRAINING_KEYS, derive_seed
 from deepred.config import ConfigError, dataset_config
 from deepred.data.contract import ProcessedDataset
 from deepred.io import write_csv
@@ -183,7 +183,7 @@ def setup_run(model_name: str, dataset: str, config: dict, processed_dir, thread
     if len(train_rows) < 2 or len(val_rows) < 1:
         raise TrainingError(f"{processed_dir}: {len(train_rows)} train / {len(val_rows)} val rows; need >= 2 / >= 1")
     device, amp = _configure_torch(params, threads)
-    seed = train_seed(config["seed"], model_name, dataset)
+    seed = derive_seed(config["seed"], model_name, dataset)
     torch.manual_seed(seed)
     z_train = train_rows[label].to_numpy(dtype=float)
     net, init, grid, label_loc, label_scale = _build_network(model_name, dataset, config, proc, z_train,
@@ -201,7 +201,7 @@ def setup_run(model_name: str, dataset: str, config: dict, processed_dir, thread
 def train_one_epoch(run: TrainingRun, epoch: int) -> dict:
     """One pass over the training split. Epoch e's shuffle, augmentation and dropout are seeded by (seed, e)
     alone. Returns {"train_loss": mean over images, "lr": the last step's, "images_per_s"}."""
-    torch.manual_seed(train_seed(run.seed, "epoch", epoch))  # dropout / drop-path: same with or without resume
+    torch.manual_seed(derive_seed(run.seed, "epoch", epoch))  # dropout / drop-path: same with or without resume
     run.sampler.epoch = epoch
     run.net.train()
     t0, loss_sum, seen, lr = time.time(), 0.0, 0, run.params["lr"]
