@@ -14,7 +14,7 @@ deepred.models.registry wraps it with the head ("point": num_outputs = 1; "pdf":
 - NetZ (Schuldt et al. 2021, A&A 651, A55): two convolutional layers with 5x5 kernels, each followed
   by ReLU and 2x2 max pooling, then three fully connected layers (two hidden + the output), a point
   estimate. The paper's exact filter counts and FC widths are not in the public text available here:
-  the channel/FC widths are config values (documented in README "Baselines").
+  the channel/FC widths are config values (documented in docs/models.md "Baselines").
 - A1 and A3: the paper does not define them publicly. They are two small literature-style image CNNs,
   so a reader can replace them once the paper's definition is known:
   * A1: LeNet-5 (LeCun et al. 1998) adapted to multi-band cutouts: conv 5x5 (6) -> max pool ->
