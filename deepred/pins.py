@@ -288,7 +288,8 @@ def lock_specs(raw_dir: str | Path, src: dict, specs: dict) -> dict:
     (members extracted from `source.archive` under their `<archive>!<folder>/<name>` key, other files under
     their name). Readers verify the bytes against these, so pickled metadata is checked before unpickling."""
     from deepred.archive_zip import member_key
-    from deepred.download import FileSpec, archive_name, source_lock
+    from deepred.dataset_fetch import archive_name, source_lock
+    from deepred.download import FileSpec
 
     unpinned = [n for n, s in specs.items() if not s.pinned]
     if not unpinned:
@@ -317,7 +318,7 @@ def _real_datasets(config: dict, only: list[str] | None) -> list[str]:
 def _planned(config: dict, dataset: str) -> list[tuple[str, Path, dict | None]]:
     """(lock key, local path, pin given in the config) of every file a dataset's source verifies."""
     from deepred.archive_zip import member_key
-    from deepred.download import archive_name, archive_path
+    from deepred.dataset_fetch import archive_name, archive_path
 
     src = config["datasets"][dataset]["source"]
     raw = Path(config["data_dir"]) / "raw" / dataset
@@ -342,7 +343,8 @@ def verify_locks(config: dict, datasets: list[str] | None = None, *, rehash: boo
     Prints one line per file; returns the number of mismatches."""
     import sys
 
-    from deepred.download import FileSpec, source_lock, verify_file
+    from deepred.dataset_fetch import source_lock
+    from deepred.download import FileSpec, verify_file
 
     out = out or sys.stdout
     bad = 0
@@ -375,8 +377,8 @@ def update_locks(config: dict, datasets: list[str] | None = None, out=None) -> i
     files whose published checksum their local copy does not match."""
     import sys
 
-    from deepred.download import (ZENODO_API, DownloadSettings, archive_name, source_lock, zenodo_file,
-                                  zenodo_record)
+    from deepred.dataset_fetch import ZENODO_API, archive_name, source_lock, zenodo_file, zenodo_record
+    from deepred.download import DownloadSettings
 
     out = out or sys.stdout
     settings = DownloadSettings.from_config(config)

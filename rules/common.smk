@@ -111,14 +111,14 @@ def raw_inputs(wildcards):
 # Real survey sources (rules/download.smk): their pinned files.
 REAL = [d for d in DATASETS if config["datasets"][d]["source"]["kind"] != "simulate"]
 # stamps: every file a manifest lists is verified; a dataset's archive members are extracted and verified
-from deepred.download import (
+from deepred.dataset_fetch import (
     ARCHIVE_DONE,
     ARCHIVES_DIR,
-    MANIFEST_DONE,
     archive_id,
     archive_name,
     source_lock,
 )
+from deepred.download import MANIFEST_DONE
 
 # Archives (source.archive, e.g. DeepGraviLens' dataset.zip): downloaded once into data/raw/_archives/{id}/,
 # however many datasets extract from them; the lock is the first such dataset's (config/paper.yaml: one lock).

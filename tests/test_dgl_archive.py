@@ -24,7 +24,8 @@ from deepred.archive_zip import ArchiveError
 from deepred.config import validate_config
 from deepred.data.contract import DataError
 from deepred.data.sources import open_source
-from deepred.download import ChecksumError, DownloadError, DownloadSettings, fetch_dataset
+from deepred.dataset_fetch import fetch_dataset
+from deepred.download import ChecksumError, DownloadError, DownloadSettings
 from deepred.pins import Lock
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -199,7 +200,7 @@ def test_offline_and_other_users_verify_against_the_committed_lock(tmp_path, dgl
     fifth = tmp_path / "fifth"
     (fifth / "data" / "raw" / "_archives" / f"zenodo-{REC}").mkdir(parents=True)
     shutil.copy(z, fifth / "data" / "raw" / "_archives" / f"zenodo-{REC}" / "dataset.zip")
-    from deepred.download import extract_dataset
+    from deepred.dataset_fetch import extract_dataset
 
     cfg5 = _config(fifth, "http://127.0.0.1:9/api", {"des_deep": SUBSETS["des_deep"]})
     with pytest.raises(DownloadError, match="no entry for 'dataset.zip' and offline mode is on"):

@@ -154,7 +154,8 @@ def test_unpinned_source_files_are_recorded_at_first_download_and_verified_by_th
     from deepred.config import validate_config
     from deepred.data.contract import DataError
     from deepred.data.sources import open_source
-    from deepred.download import DownloadSettings, fetch_dataset
+    from deepred.dataset_fetch import fetch_dataset
+    from deepred.download import DownloadSettings
 
     archive = tmp_path / "archive"
     write_sdss(archive, 40)

@@ -27,7 +27,8 @@ from deepred.data.contract import DataError, ProcessedDataset
 from deepred.data.contract import test_set_rows as select_test_set
 from deepred.data.normalize import normalize
 from deepred.data.sources import open_source
-from deepred.download import DownloadSettings, fetch_dataset
+from deepred.dataset_fetch import fetch_dataset
+from deepred.download import DownloadSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = DownloadSettings(retries=2, backoff_s=0.0, timeout_s=10)

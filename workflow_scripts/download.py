@@ -9,16 +9,8 @@ setup_logging(snakemake_log(snakemake))  # noqa: F821 (snakemake is injected)
 
 from pathlib import Path  # noqa: E402
 
-from deepred.download import (  # noqa: E402
-    ZENODO_API,
-    DownloadSettings,
-    FileSpec,
-    extract_dataset,
-    fetch,
-    fetch_archive,
-    fetch_locked,
-    fetch_manifest,
-)
+from deepred.dataset_fetch import ZENODO_API, extract_dataset, fetch_archive, fetch_locked  # noqa: E402
+from deepred.download import DownloadSettings, FileSpec, fetch, fetch_manifest  # noqa: E402
 from deepred.pins import Lock  # noqa: E402
 
 smk = snakemake  # noqa: F821
