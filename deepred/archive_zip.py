@@ -36,7 +36,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from deepred.download import CHUNK, DownloadError, write_stamp
+from deepred.checksums import CHUNK, DownloadError, write_stamp
 
 log = logging.getLogger("deepred.archive_zip")
 

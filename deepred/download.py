@@ -34,42 +34,22 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from deepred.checksums import (  # the errors and FileSpec are part of this module's interface too
+    CHUNK,
+    ChecksumError,
+    DownloadError,
+    FileSpec,
+    Hasher,
+    hash_into,
+    mismatch,
+    verify_file,
+    write_stamp,
+)
+
 log = logging.getLogger("deepred.download")
 
-CHUNK = 4 << 20  # bytes per read: large enough for > 100 MB/s, small enough for steady progress lines
 MANIFEST_DONE = ".manifest.verified"  # stamp beside a manifest once every file it lists is fetched and verified
 USER_AGENT = "deepred-download/0.1 (+https://github.com/; research pipeline)"
-
-
-class DownloadError(ValueError):
-    """A file could not be fetched or verified; the message names the file and what to do."""
-
-
-class ChecksumError(DownloadError):
-    """The bytes on disk do not match the published checksum (the partial file has been deleted)."""
-
-
-@dataclass(frozen=True)
-class FileSpec:
-    name: str  # path under data/raw/{dataset}/
-    url: str | None = None
-    size: int | None = None
-    sha256: str | None = None
-    md5: str | None = None
-
-    @classmethod
-    def from_config(cls, d: dict) -> "FileSpec":
-        return cls(
-            name=str(d["name"]),
-            url=d.get("url"),
-            size=None if d.get("size") is None else int(d["size"]),
-            sha256=(d.get("sha256") or None) and str(d["sha256"]).lower(),
-            md5=(d.get("md5") or None) and str(d["md5"]).lower(),
-        )
-
-    @property
-    def pinned(self) -> bool:
-        return bool(self.sha256 or self.md5)
 
 
 @dataclass
@@ -87,124 +67,6 @@ class DownloadSettings:
         if os.environ.get("DEEPRED_OFFLINE", "").strip().lower() in ("1", "true", "yes"):
             s.offline = True
         return s
-
-
-class _Hasher:
-    """SHA-256 (always: lock files record it, deepred.pins) and MD5 (when the spec pins it, or asked) in one pass."""
-
-    def __init__(self, spec: FileSpec | None = None, md5: bool = False):
-        self.h = {"sha256": hashlib.sha256()}
-        if md5 or (spec is not None and spec.md5):
-            self.h["md5"] = hashlib.md5(usedforsecurity=False)
-
-    def update(self, data) -> None:
-        for h in self.h.values():
-            h.update(data)
-
-    def digests(self) -> dict[str, str]:
-        return {k: h.hexdigest() for k, h in self.h.items()}
-
-
-def _hash_into(hasher: _Hasher, path: Path) -> int:
-    n = 0
-    with open(path, "rb") as fh:
-        while block := fh.read(CHUNK):
-            hasher.update(block)
-            n += len(block)
-    return n
-
-
-def hash_file(path: str | Path, md5: bool = False) -> tuple[int, dict[str, str]]:
-    """(size, {"sha256": ..., "md5": ...}) of a file, streamed CHUNK bytes at a time (md5 only when asked)."""
-    hasher = _Hasher(md5=md5)
-    size = _hash_into(hasher, Path(path))
-    return size, hasher.digests()
-
-
-def stamped_sums(path: str | Path) -> dict[str, str] | None:
-    """The sums of a still-valid verification stamp (same size and mtime as the file), else None."""
-    path = Path(path)
-    try:
-        st = path.stat()
-        rec = json.loads(_stamp(path).read_text())
-        if rec["size"] == st.st_size and rec["mtime_ns"] == st.st_mtime_ns and isinstance(rec["sums"], dict):
-            return dict(rec["sums"])
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    return None
-
-
-def write_stamp(path: str | Path, sums: dict[str, str]) -> None:
-    """Record the sums of a file just verified (keyed by its size and mtime); a read-only folder is tolerated."""
-    path = Path(path)
-    st = path.stat()
-    try:
-        _stamp(path).write_text(json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sums": sums}))
-    except OSError:
-        pass
-
-
-def _mismatch(spec: FileSpec, size: int, digests: dict[str, str]) -> str | None:
-    """None when size and every pinned sum match, else a message with expected and actual values."""
-    if spec.size is not None and size != spec.size:
-        return f"size {size} bytes, expected {spec.size}"
-    for algo in ("sha256", "md5"):
-        want = getattr(spec, algo)
-        if want and digests.get(algo) != want:
-            return f"{algo} {digests.get(algo)}, expected {want}"
-    return None
-
-
-def checksum_bytes(data: bytes, spec: FileSpec, origin: str) -> None:
-    """Verify bytes already in memory (used for pickles: hash exactly the bytes that will be unpickled)."""
-    if not spec.pinned:
-        raise DownloadError(f"{origin}: no sha256/md5 pinned in the config; refusing to trust it")
-    hasher = _Hasher(spec)
-    hasher.update(data)
-    problem = _mismatch(spec, len(data), hasher.digests())
-    if problem:
-        raise ChecksumError(f"{origin}: checksum mismatch: {problem}")
-
-
-def _stamp(path: Path) -> Path:
-    return path.with_name(f".{path.name}.verified.json")
-
-
-def verify_file(path: str | Path, spec: FileSpec, *, use_stamp: bool = True) -> dict[str, str]:
-    """Check a placed file against its spec; raise DownloadError/ChecksumError naming the file.
-
-    A successful check leaves a small stamp (size, mtime, sums) beside the file so that readers need not
-    re-hash tens of GB on every run; the stamp is ignored when size or mtime changed, or with use_stamp=False.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DownloadError(f"{path}: missing")
-    if not spec.pinned:
-        raise DownloadError(
-            f"{path}: no sha256/md5 pinned for '{spec.name}' in the config or in its source's lock "
-            f"(config/pins/); download it through the pipeline (snakemake ... download_all, which records it in "
-            f"the lock), or pin it in the config (python -m deepred.download pin {path.parent}) after checking it"
-        )
-    st = path.stat()
-    stamp = _stamp(path)
-    if use_stamp and stamp.exists():
-        try:
-            rec = json.loads(stamp.read_text())
-            if rec["size"] == st.st_size and rec["mtime_ns"] == st.st_mtime_ns and _mismatch(spec, st.st_size, rec["sums"]) is None:
-                return rec["sums"]
-        except (ValueError, KeyError, TypeError):
-            pass
-    hasher = _Hasher(spec)
-    size = _hash_into(hasher, path)
-    sums = hasher.digests()
-    problem = _mismatch(spec, size, sums)
-    if problem:
-        raise ChecksumError(f"{path}: checksum mismatch: {problem} (the file does not match the published one)")
-    try:
-        stamp.write_text(json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sums": sums}))
-    except OSError:  # a read-only data folder still verifies, it just re-hashes next time
-        pass
-    return sums
 
 
 class _Retryable(Exception):
@@ -293,15 +155,14 @@ def fetch(spec: FileSpec, dest: str | Path, settings: DownloadSettings | None = 
             log.warning("%s: %s; retry %d/%d in %.1f s", spec.name, exc, attempt, settings.retries, wait)
             time.sleep(wait)
     hasher, size = state.finish(part)
-    problem = _mismatch(spec, size, hasher.digests())
+    problem = mismatch(spec, size, hasher.digests())
     if problem:
         part.unlink(missing_ok=True)
         raise ChecksumError(f"{dest}: downloaded from {spec.url}: checksum mismatch: {problem}; partial file deleted")
     with open(part, "rb+") as fh:
         os.fsync(fh.fileno())
     os.replace(part, dest)
-    st = dest.stat()
-    _stamp(dest).write_text(json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sums": hasher.digests()}))
+    write_stamp(dest, hasher.digests())
     log.info("%s: downloaded and verified (%d bytes)", dest, size)
     return dest
 
@@ -313,21 +174,21 @@ class _Stream:
 
     def __init__(self, spec: FileSpec):
         self.spec = spec
-        self.hasher: _Hasher | None = None
+        self.hasher: Hasher | None = None
         self.n = 0
 
     def start(self, part: Path, have: int) -> None:
         if have == 0:
-            self.hasher, self.n = _Hasher(self.spec), 0
+            self.hasher, self.n = Hasher(self.spec), 0
         elif self.hasher is None or self.n != have:
-            self.hasher = _Hasher(self.spec)
-            self.n = _hash_into(self.hasher, part)
+            self.hasher = Hasher(self.spec)
+            self.n = hash_into(self.hasher, part)
 
     def update(self, block) -> None:
         self.hasher.update(block)
         self.n += len(block)
 
-    def finish(self, part: Path) -> tuple[_Hasher, int]:
+    def finish(self, part: Path) -> tuple[Hasher, int]:
         size = part.stat().st_size
         if self.hasher is None or self.n != size:
             self.start(part, size)

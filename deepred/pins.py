@@ -29,7 +29,7 @@ from typing import Iterator
 
 import yaml
 
-from deepred.download import ChecksumError, DownloadError, hash_file, stamped_sums, write_stamp
+from deepred.checksums import ChecksumError, DownloadError, hash_file, stamped_sums, write_stamp
 
 log = logging.getLogger("deepred.pins")
 

@@ -33,7 +33,7 @@ import pandas as pd
 from deepred.data.contract import DataError
 from deepred.data.raw import RawChunk, RawSource, read_rows
 from deepred.data.readers._common import source_specs, verified
-from deepred.download import DownloadError, checksum_bytes
+from deepred.checksums import DownloadError, checksum_bytes
 
 log = logging.getLogger("deepred.readers.deepgravilens")
 
