@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--full-config", action="store_true", help="also print the whole resolved pipeline config")
     i.set_defaults(func=cmd_info)
 
-    from deepred.pins import add_parser as add_pins_parser  # `deepred pins update|verify`: lock files of downloads
+    from deepred.pins_cli import add_parser as add_pins_parser  # `deepred pins update|verify`: lock files of downloads
 
     add_pins_parser(sub)
     return parser
