@@ -170,131 +170,164 @@ def _check_chunk(chunk: RawChunk, source: RawSource, cutout: int, label: str) ->
         raise DataError(f"{chunk.origin}: masks have shape {chunk.masks.shape}, expected ({shape[0]}, {cutout}, {cutout})")
 
 
-def normalize(source: RawSource, dataset: str, ds_cfg: dict, out_dir: str | Path, seed: int, config=None) -> dict:
-    """Write the data contract for one dataset into out_dir; return the stats dict."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    bands, cutout, label = list(ds_cfg["bands"]), int(ds_cfg["cutout"]), ds_cfg["label_column"]
-    lo, hi = ds_cfg["label_range"]
-    skip = ds_cfg.get("on_bad", "error") == "skip"
-    band_idx = _band_index(source, bands, str(source.inputs[0]) if source.inputs else dataset)
-    rows_per_shard = int(ds_cfg.get("rows_per_shard", 512))
-    scaling = {"method": ds_cfg.get("scaling", "asinh"), "per_image": ds_cfg.get("scaling") == "minmax"}
-    if scaling["method"] == "asinh":
-        scaling["softening"] = estimate_softening(source, band_idx, rows_per_shard)
-        scaling["softening_from"] = f"median border-frame sky noise of the first {SOFTENING_SAMPLE} objects"
+class _Normalizer:
+    """The streaming pass of `normalize`: screens each chunk's objects, scales them, places them in shards and
+    accumulates the catalogue rows, the rejects and the training pixels' per-band moments."""
 
-    tmp = out_dir / ".shards.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    has_masks = None
-    sink = None
-    catalog_parts, rejects = [], list(source.rejects)  # the source's own rejects first (e.g. cutout edges)
-    seen: set[str] = set()
-    band_sum = np.zeros(len(bands))
-    band_sq = np.zeros(len(bands))
-    n_pix = 0
-    done = 0
-    try:
-        for chunk in source.chunks(rows_per_shard):
-            _check_chunk(chunk, source, cutout, label)
-            if sink is None:
-                has_masks = chunk.masks is not None
-                sink = _ShardSink(tmp, rows_per_shard, has_masks)
-            images = chunk.images[:, band_idx]
-            truth = chunk.truth
-            labels = pd.to_numeric(truth[label], errors="coerce").to_numpy(dtype=float)
-            finite = np.isfinite(images.reshape(images.shape[0], -1)).all(axis=1)
-            keep = np.ones(len(truth), dtype=bool)
-            for i, oid in enumerate(truth["object_id"].astype(str)):
-                reason = None
-                if oid in seen:
-                    reason = "duplicate object_id"
-                elif not finite[i]:
-                    bad_bands = [b for j, b in enumerate(bands) if not np.isfinite(images[i, j]).all()]
-                    reason = f"non-finite pixels (NaN or inf) in band(s) {', '.join(bad_bands)}"
-                elif not np.isfinite(labels[i]) or not lo <= labels[i] <= hi:
-                    reason = f"label {label}={labels[i]} outside [{lo}, {hi}]"
-                if reason:
-                    if not skip:
-                        raise DataError(f"{chunk.origin}: object {oid}: {reason}")
-                    rejects.append({"object_id": oid, "file": chunk.origin, "reason": reason})
-                    keep[i] = False
-                else:
-                    seen.add(oid)
-            truth = truth[keep].reset_index(drop=True)
-            scaled = scale_images(images[keep], scaling)
-            masks = chunk.masks[keep] if has_masks else None
-            splits = assign_splits(truth["system_id"].astype(str).to_numpy(), ds_cfg["splits"], seed)
-            shard_col, row_col = [], []
-            for i in range(len(truth)):
-                k, r = sink.position()
-                shard_col.append(k)
-                row_col.append(r)
-                sink.add(scaled[i], None if masks is None else masks[i])
-            train = splits == "train"
-            if train.any():
-                band_sum += scaled[train].sum(axis=(0, 2, 3), dtype=np.float64)
-                band_sq += (scaled[train].astype(np.float64) ** 2).sum(axis=(0, 2, 3))
-                n_pix += int(train.sum()) * cutout * cutout
-            part = truth.copy()
-            part["split"] = splits
-            part["shard"] = np.asarray(shard_col, dtype=np.int32)
-            part["row"] = np.asarray(row_col, dtype=np.int32)
-            part["survey"] = source.survey
-            if "quality_flag" not in part:
-                part["quality_flag"] = 0
-            catalog_parts.append(part)
-            done += len(images)
-            log.info("%s: %d/%d objects normalized", dataset, done, source.n_objects)
-        if sink is None:
-            raise DataError(f"{dataset}: the source holds no objects")
-        sink.flush()
+    def __init__(self, source: RawSource, dataset: str, ds_cfg: dict, tmp: Path, seed: int, scaling: dict,
+                 band_idx: list[int]):
+        self.source, self.dataset, self.ds_cfg, self.tmp, self.seed = source, dataset, ds_cfg, tmp, seed
+        self.scaling, self.band_idx = scaling, band_idx
+        self.bands, self.cutout, self.label = list(ds_cfg["bands"]), int(ds_cfg["cutout"]), ds_cfg["label_column"]
+        self.lo, self.hi = ds_cfg["label_range"]
+        self.skip = ds_cfg.get("on_bad", "error") == "skip"
+        self.rows_per_shard = int(ds_cfg.get("rows_per_shard", 512))
+        self.sink: _ShardSink | None = None
+        self.has_masks = None
+        self.parts: list[pd.DataFrame] = []
+        self.rejects = list(source.rejects)  # the source's own rejects first (e.g. cutout edges)
+        self.seen: set[str] = set()
+        self.band_sum = np.zeros(len(self.bands))
+        self.band_sq = np.zeros(len(self.bands))
+        self.n_pix = 0
+        self.done = 0
 
-        catalog = pd.concat(catalog_parts, ignore_index=True)
+    def screen(self, chunk: RawChunk, images: np.ndarray) -> np.ndarray:
+        """Keep-mask of a chunk's objects: a duplicate id, a non-finite pixel or a label out of range stops the
+        run naming the object, or (on_bad: skip) moves it to the rejects."""
+        labels = pd.to_numeric(chunk.truth[self.label], errors="coerce").to_numpy(dtype=float)
+        finite = np.isfinite(images.reshape(images.shape[0], -1)).all(axis=1)
+        keep = np.ones(len(chunk.truth), dtype=bool)
+        for i, oid in enumerate(chunk.truth["object_id"].astype(str)):
+            reason = None
+            if oid in self.seen:
+                reason = "duplicate object_id"
+            elif not finite[i]:
+                bad_bands = [b for j, b in enumerate(self.bands) if not np.isfinite(images[i, j]).all()]
+                reason = f"non-finite pixels (NaN or inf) in band(s) {', '.join(bad_bands)}"
+            elif not np.isfinite(labels[i]) or not self.lo <= labels[i] <= self.hi:
+                reason = f"label {self.label}={labels[i]} outside [{self.lo}, {self.hi}]"
+            if reason:
+                if not self.skip:
+                    raise DataError(f"{chunk.origin}: object {oid}: {reason}")
+                self.rejects.append({"object_id": oid, "file": chunk.origin, "reason": reason})
+                keep[i] = False
+            else:
+                self.seen.add(oid)
+        return keep
+
+    def add(self, chunk: RawChunk) -> None:
+        _check_chunk(chunk, self.source, self.cutout, self.label)
+        if self.sink is None:
+            self.has_masks = chunk.masks is not None
+            self.sink = _ShardSink(self.tmp, self.rows_per_shard, self.has_masks)
+        images = chunk.images[:, self.band_idx]
+        keep = self.screen(chunk, images)
+        truth = chunk.truth[keep].reset_index(drop=True)
+        scaled = scale_images(images[keep], self.scaling)
+        masks = chunk.masks[keep] if self.has_masks else None
+        splits = assign_splits(truth["system_id"].astype(str).to_numpy(), self.ds_cfg["splits"], self.seed)
+        shard_col, row_col = [], []
+        for i in range(len(truth)):
+            k, r = self.sink.position()
+            shard_col.append(k)
+            row_col.append(r)
+            self.sink.add(scaled[i], None if masks is None else masks[i])
+        train = splits == "train"
+        if train.any():
+            self.band_sum += scaled[train].sum(axis=(0, 2, 3), dtype=np.float64)
+            self.band_sq += (scaled[train].astype(np.float64) ** 2).sum(axis=(0, 2, 3))
+            self.n_pix += int(train.sum()) * self.cutout * self.cutout
+        part = truth.copy()
+        part["split"] = splits
+        part["shard"] = np.asarray(shard_col, dtype=np.int32)
+        part["row"] = np.asarray(row_col, dtype=np.int32)
+        part["survey"] = self.source.survey
+        if "quality_flag" not in part:
+            part["quality_flag"] = 0
+        self.parts.append(part)
+        self.done += len(images)
+        log.info("%s: %d/%d objects normalized", self.dataset, self.done, self.source.n_objects)
+
+    def catalog(self) -> tuple[pd.DataFrame, dict[str, int]]:
+        """The catalogue in the contract's dtypes and its split counts; an empty split stops the run."""
+        if self.sink is None:
+            raise DataError(f"{self.dataset}: the source holds no objects")
+        self.sink.flush()
+        catalog = pd.concat(self.parts, ignore_index=True)
         for col, dtype in CATALOG_COLUMNS.items():
             catalog[col] = catalog[col].astype(dtype)
         counts = {s: int((catalog["split"] == s).sum()) for s in SPLITS}
         empty = [s for s, n in counts.items() if n == 0]
         if empty:
             raise DataError(
-                f"{dataset}: split(s) {', '.join(empty)} empty after normalization ({counts}); "
+                f"{self.dataset}: split(s) {', '.join(empty)} empty after normalization ({counts}); "
                 "add objects or change the split fractions"
             )
-        mean = band_sum / max(n_pix, 1)
-        std = np.sqrt(np.maximum(band_sq / max(n_pix, 1) - mean**2, 0))
-        train_labels = catalog.loc[catalog["split"] == "train", label].to_numpy(dtype=float)
-        stats = {
-            "dataset": dataset,
-            "bands": bands,
-            "cutout": cutout,
-            "pixel_scale": source.pixel_scale,
-            "survey": source.survey,
-            "label_column": label,
-            "label_range": [lo, hi],
-            "scaling": scaling,
+        return catalog, counts
+
+    def stats(self, catalog: pd.DataFrame, counts: dict[str, int], config) -> dict:
+        mean = self.band_sum / max(self.n_pix, 1)
+        std = np.sqrt(np.maximum(self.band_sq / max(self.n_pix, 1) - mean**2, 0))
+        train_labels = catalog.loc[catalog["split"] == "train", self.label].to_numpy(dtype=float)
+        return {
+            "dataset": self.dataset,
+            "bands": self.bands,
+            "cutout": self.cutout,
+            "pixel_scale": self.source.pixel_scale,
+            "survey": self.source.survey,
+            "label_column": self.label,
+            "label_range": [self.lo, self.hi],
+            "scaling": self.scaling,
             "band_mean": mean.tolist(),  # of the scaled train pixels
             "band_std": std.tolist(),
             "label_train_median": float(np.median(train_labels)),
             "label_train_min": float(train_labels.min()),
             "label_train_max": float(train_labels.max()),
             "n_objects": int(len(catalog)),
-            "n_rejected": len(rejects),
+            "n_rejected": len(self.rejects),
             "split_counts": counts,
-            "rows_per_shard": rows_per_shard,
-            "n_shards": sink.k,
-            "shards": sink.manifest,  # size and SHA-256 of every shard: readers and the workflow check them
-            "has_masks": bool(has_masks),
-            "source_meta": source.meta,
-            "provenance": provenance(config, source.inputs),
+            "rows_per_shard": self.rows_per_shard,
+            "n_shards": self.sink.k,
+            "shards": self.sink.manifest,  # size and SHA-256 of every shard: readers and the workflow check them
+            "has_masks": bool(self.has_masks),
+            "source_meta": self.source.meta,
+            "provenance": provenance(config, self.source.inputs),
         }
+
+
+def _scaling_record(source: RawSource, ds_cfg: dict, band_idx: list[int]) -> dict:
+    scaling = {"method": ds_cfg.get("scaling", "asinh"), "per_image": ds_cfg.get("scaling") == "minmax"}
+    if scaling["method"] == "asinh":
+        scaling["softening"] = estimate_softening(source, band_idx, int(ds_cfg.get("rows_per_shard", 512)))
+        scaling["softening_from"] = f"median border-frame sky noise of the first {SOFTENING_SAMPLE} objects"
+    return scaling
+
+
+def normalize(source: RawSource, dataset: str, ds_cfg: dict, out_dir: str | Path, seed: int, config=None) -> dict:
+    """Write the data contract for one dataset into out_dir; return the stats dict. Shards are written into a
+    temporary folder and the old outputs are replaced only once every object has passed."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    band_idx = _band_index(source, list(ds_cfg["bands"]), str(source.inputs[0]) if source.inputs else dataset)
+    scaling = _scaling_record(source, ds_cfg, band_idx)
+    tmp = out_dir / ".shards.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        run = _Normalizer(source, dataset, ds_cfg, tmp, seed, scaling, band_idx)
+        for chunk in source.chunks(run.rows_per_shard):
+            run.add(chunk)
+        catalog, counts = run.catalog()
+        stats = run.stats(catalog, counts, config)
         final = out_dir / "shards"
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
-        write_parquet(out_dir / "rejects.parquet", pd.DataFrame(rejects, columns=["object_id", "file", "reason"]))
+        write_parquet(out_dir / "rejects.parquet", pd.DataFrame(run.rejects, columns=["object_id", "file", "reason"]))
         write_parquet(out_dir / "catalog.parquet", catalog)
         write_json(out_dir / "stats.json", stats)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    log.info("%s: %d objects in %d shards, splits %s, %d rejected", dataset, len(catalog), sink.k, counts, len(rejects))
+    log.info("%s: %d objects in %d shards, splits %s, %d rejected", dataset, len(catalog), run.sink.k, counts,
+             len(run.rejects))
     return stats
