@@ -110,25 +110,13 @@ def binned_rows(sel_by_model: dict, values: np.ndarray, edges: np.ndarray, by: s
     return rows
 
 
-def test_set_metrics(config: dict, test_set: str, pred_paths: dict[str, str | Path], processed_dir: str | Path):
-    """Evaluate every model on one test set. Returns (metrics_long, nmad, binned) DataFrames."""
-    ts = config["test_sets"][test_set]
+def _evaluate_models(config, test_set, pred_paths, rows, catalog, label, idx):
+    """Every metric of every table model on the test-set rows: (long rows, NMAD, bootstrap NMADs, points)."""
     mcfg = config["metrics"]
-    dataset = ts["dataset"]
-    label = config["datasets"][dataset]["label_column"]
-    catalog = ProcessedDataset(processed_dir).catalog
-    rows = test_set_rows(config, test_set, processed_dir)
-    models = table_models(config)
-    absent = [m for m in models if m not in pred_paths]
-    if absent:
-        raise DataError(f"test set '{test_set}': no prediction file given for models {absent}")
-    n = len(rows)
-    seed = derive_seed(config["seed"], "bootstrap", test_set)
-    idx = M.bootstrap_indices(n, mcfg["bootstrap_resamples"], seed) if mcfg["bootstrap_resamples"] else None
     params = {"outlier_threshold": mcfg["outlier_threshold"]}
-    base = {"test_set": test_set, "dataset": dataset}
+    base = {"test_set": test_set, "dataset": config["test_sets"][test_set]["dataset"]}
     long_rows, nmad_boot, nmad_val, point = [], {}, {}, {}
-    for model in models:
+    for model in table_models(config):
         path = pred_paths[model]
         sel, grid = test_set_predictions(path, rows, catalog, label)
         pdf = pdf_matrix(sel, grid, path) if grid is not None else None
@@ -144,45 +132,68 @@ def test_set_metrics(config: dict, test_set: str, pred_paths: dict[str, str | Pa
         nmad_val[model] = M.metric_values("nmad", s, params)
         nmad_boot[model] = M.metric_values("nmad", s, params, idx) if idx is not None else None
         point[model] = (zp, zt)
-    metrics_long = pd.DataFrame(long_rows)
+    return long_rows, nmad_val, nmad_boot, point
 
-    # The floor every model must clear: predicting the training split's median label for every test object
+
+def _training_median_nmad(catalog, rows, label, processed_dir) -> float:
+    """The floor every model must clear: the training split's median label predicted for every test object."""
     train_labels = catalog.loc[(catalog["split"] == "train").to_numpy(), label].to_numpy(float)
     if not len(train_labels):
         raise DataError(f"{processed_dir}: no training rows; the training-median reference needs them")
-    zt = rows[label].to_numpy(float)
-    median_nmad = M.nmad(np.full(n, np.median(train_labels)), zt)
+    return M.nmad(np.full(len(rows), np.median(train_labels)), rows[label].to_numpy(float))
 
-    # NMAD with its interval and the paired-bootstrap improvement over the best baseline
-    alpha = 100 * (1 - mcfg["ci_level"]) / 2
+
+def _nmad_rows(config, test_set, n, nmad_val, nmad_boot, median_nmad) -> list[dict]:
+    """NMAD with its interval and the paired-bootstrap improvement over the best baseline, per model."""
+    ts = config["test_sets"][test_set]
+    alpha = 100 * (1 - config["metrics"]["ci_level"]) / 2
     bases = enabled_baselines(config)
     best_base = min(bases, key=lambda m: (nmad_val[m], m)) if bases else None
     nm = []
-    for model in models:
-        r = {**base, "table": ts["table"], "model": model, "family": model_family(config, model), "n": n,
+    for model in table_models(config):
+        r = {"test_set": test_set, "dataset": ts["dataset"], "table": ts["table"], "model": model,
+             "family": model_family(config, model), "n": n,
              "nmad": nmad_val[model], "nmad_ci_lo": np.nan, "nmad_ci_hi": np.nan, "best_baseline": best_base or NO_BASELINE,
              "improvement": np.nan, "improvement_ci_lo": np.nan, "improvement_ci_hi": np.nan,
              "median_nmad": median_nmad, "nmad_over_median": nmad_val[model] / median_nmad if median_nmad else np.nan}
-        if idx is not None:
+        if nmad_boot[model] is not None:
             r["nmad_ci_lo"], r["nmad_ci_hi"] = np.percentile(nmad_boot[model], [alpha, 100 - alpha])
         if best_base:
             r["improvement"] = M.improvement(nmad_val[best_base], nmad_val[model])
-            if idx is not None:
+            if nmad_boot[model] is not None:
                 bb = nmad_boot[best_base]
                 imp = np.where(bb > 0, (bb - nmad_boot[model]) / np.where(bb > 0, bb, 1), np.nan)
                 r["improvement_ci_lo"], r["improvement_ci_hi"] = np.nanpercentile(imp, [alpha, 100 - alpha])
         nm.append(r)
-    nmad = pd.DataFrame(nm)
+    return nm
+
+
+def test_set_metrics(config: dict, test_set: str, pred_paths: dict[str, str | Path], processed_dir: str | Path):
+    """Evaluate every model on one test set. Returns (metrics_long, nmad, binned) DataFrames."""
+    mcfg = config["metrics"]
+    dataset = config["test_sets"][test_set]["dataset"]
+    label = config["datasets"][dataset]["label_column"]
+    catalog = ProcessedDataset(processed_dir).catalog
+    rows = test_set_rows(config, test_set, processed_dir)
+    absent = [m for m in table_models(config) if m not in pred_paths]
+    if absent:
+        raise DataError(f"test set '{test_set}': no prediction file given for models {absent}")
+    seed = derive_seed(config["seed"], "bootstrap", test_set)
+    idx = M.bootstrap_indices(len(rows), mcfg["bootstrap_resamples"], seed) if mcfg["bootstrap_resamples"] else None
+    long_rows, nmad_val, nmad_boot, point = _evaluate_models(config, test_set, pred_paths, rows, catalog, label, idx)
+    median_nmad = _training_median_nmad(catalog, rows, label, processed_dir)
+    nmad = pd.DataFrame(_nmad_rows(config, test_set, len(rows), nmad_val, nmad_boot, median_nmad))
 
     # Binned: equal-count bins of true redshift and of the catalogue's signal-to-noise
-    binned = []
-    binned += binned_rows(point, zt, quantile_edges(zt, mcfg["z_bins"]), "z_true", base, config)
+    base = {"test_set": test_set, "dataset": dataset}
+    zt = rows[label].to_numpy(float)
+    binned = binned_rows(point, zt, quantile_edges(zt, mcfg["z_bins"]), "z_true", base, config)
     if "snr" in rows.columns:
         snr = rows["snr"].to_numpy(float)
         binned += binned_rows(point, snr, quantile_edges(snr, mcfg["snr_bins"]), "snr", base, config)
     else:
         log.warning("test set %s: catalogue has no 'snr' column; no SNR-binned rows", test_set)
-    return metrics_long, nmad, pd.DataFrame(binned)
+    return pd.DataFrame(long_rows), nmad, pd.DataFrame(binned)
 
 
 def write_test_set_metrics(config, test_set, pred_paths, processed_dir, out_metrics, out_nmad, out_binned) -> None:
