@@ -146,9 +146,16 @@ def main() -> int:
     p.add_argument("--dense", type=int, default=2000, help="targets for the dense cut rate (100 per field)")
     p.add_argument("--fields", type=int, default=5, help="real-size fields for the SDSS-density rate (3 per field)")
     p.add_argument("--out", default=str(ROOT / "results" / "benchmarks" / "cutouts.json"))
+    p.add_argument("--only-memory", action="store_true", help="skip the cut-rate runs")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench_cutouts_") as tmp:
         tmp = Path(tmp)
+        if args.only_memory:
+            mem = memory(tmp, args.sizes, args.per_field, args.frame)
+            ratio = mem[-1]["peak_rss_mb"] / mem[0]["peak_rss_mb"]
+            write_json(args.out, {"memory": {"runs": mem, "peak_ratio": round(ratio, 3), "flat": ratio <= 1.2}})
+            print(json.dumps({"peak_ratio": ratio, "out": args.out}))
+            return 0
         dense = rate(tmp, "dense", max(1, args.dense // 100), 100, (512, 512))
         print(json.dumps({"dense": dense}), flush=True)
         sdss = rate(tmp, "density", args.fields, 3, (1489, 2048))
