@@ -11,9 +11,9 @@
    every .bz2 (keep_decoded: false), where bzip2 decompression dominates.
    Target: >= 200 cutouts/s per core.
 2. Peak memory flat in the number of targets: `build_cutouts` in a fresh subprocess for each size (default
-   2,000 and 20,000 targets, 1,000 per field on 1024 x 1024 frames: few frames, because recording each new
-   frame in the lock costs 0.3-1.5 s here, growing with the lock); peak RSS (VmHWM) at the larger size at
-   most 1.2x the smaller.
+   2,000 and 20,000 targets, 1,000 per field on 1024 x 1024 frames); peak RSS (VmHWM) at the larger size at
+   most 1.2x the smaller. Past the image cache (16 frames), `--only-memory --sizes 10000 20000 --per-field 500`
+   compares equal numbers of cached frames.
 3. Each frame requested once per run (the server's request log), whatever the number of targets.
 
     OMP_NUM_THREADS=1 nice python benchmarks/bench_cutouts.py [--sizes 2000 20000] [--per-field 1000] [--frame 1024] [--dense 2000] [--fields 5]

@@ -23,6 +23,7 @@ one shard of cutouts and the cached images are held at a time.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -192,7 +193,9 @@ def fetch_images(config: dict, dataset: str, stamp: str | Path | None = None) ->
     fetcher = Fetcher(root, lock, _settings(config), max_connections=int(src.get("max_connections", 4)),
                       delay_s=float(src.get("request_delay_s", 0.0)), check=provider.check, after=after)
     t0 = time.monotonic()
-    outcomes = fetcher.fetch_all(wanted)
+    # new entries are written to the lock once, when the batch ends (also after an error), not once per image
+    with (lock.batch() if hasattr(lock, "batch") else contextlib.nullcontext()):
+        outcomes = fetcher.fetch_all(wanted)
     fatal = [o for o in outcomes.values() if o.fatal]
     if fatal and src.get("download_failures", "error") == "reject":
         for o in fatal:  # their targets become rejects with this reason; the next run asks again
