@@ -129,7 +129,6 @@ rule cutout_images:
         runtime="48h",
     params:
         source=lambda wc: config["datasets"][wc.dataset]["source"],
-        settings=config["download"],
     script:
         "../workflow_scripts/cutouts.py"
 

@@ -81,15 +81,13 @@ class _Handler(BaseHTTPRequestHandler):
                 entry["sent"] += len(block)
 
 
-class RangeServer:
-    """`with RangeServer(folder) as srv:` serves folder at srv.url; srv.requests logs every GET."""
+class LoopbackServer:
+    """A real HTTP server on 127.0.0.1 in a thread: `with Server(...) as srv:` serves at srv.url and logs every
+    request in srv.requests (its handler appends them). Subclasses set their handler and its state."""
 
-    def __init__(self, root: str | Path, honor_range: bool = True):
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self.httpd.root = Path(root).resolve()
+    def __init__(self, handler: type[BaseHTTPRequestHandler]):
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.httpd.requests = []
-        self.httpd.cut_after = {}
-        self.httpd.honor_range = honor_range
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
@@ -102,10 +100,6 @@ class RangeServer:
     def requests(self) -> list[dict]:
         return self.httpd.requests
 
-    def cut(self, name: str, after_bytes: int) -> None:
-        """The next GET of `name` sends only `after_bytes` body bytes, then drops the connection."""
-        self.httpd.cut_after[name] = after_bytes
-
     def __enter__(self):
         self.thread.start()
         return self
@@ -114,6 +108,20 @@ class RangeServer:
         self.httpd.shutdown()
         self.httpd.server_close()
         self.thread.join(timeout=5)
+
+
+class RangeServer(LoopbackServer):
+    """`with RangeServer(folder) as srv:` serves folder at srv.url; srv.requests logs every GET."""
+
+    def __init__(self, root: str | Path, honor_range: bool = True):
+        super().__init__(_Handler)
+        self.httpd.root = Path(root).resolve()
+        self.httpd.cut_after = {}
+        self.httpd.honor_range = honor_range
+
+    def cut(self, name: str, after_bytes: int) -> None:
+        """The next GET of `name` sends only `after_bytes` body bytes, then drops the connection."""
+        self.httpd.cut_after[name] = after_bytes
 
 
 def file_specs(folder: str | Path, base_url: str | None) -> list[dict]:

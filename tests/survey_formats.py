@@ -22,7 +22,7 @@ import bz2
 import io
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
@@ -31,6 +31,8 @@ import pandas as pd
 from astropy.io import fits
 from astropy.wcs import WCS
 from scipy.special import erf
+
+from realformats import LoopbackServer
 
 SDSS_BANDS = ("u", "g", "r", "i", "z")
 SDSS_SCALE = 0.396
@@ -287,39 +289,18 @@ class _ServiceHandler(BaseHTTPRequestHandler):
             entry["status"] = "client gone"
 
 
-class CutoutServer:
+class CutoutServer(LoopbackServer):
     """`with CutoutServer(sources, modes) as srv:` serves /fits-cutout at srv.url; srv.requests logs every GET.
 
     modes: {(round(ra, 4), round(dec, 4)): "500" | "429" | "timeout" | "empty"}."""
 
     def __init__(self, sources: list[dict], modes: dict | None = None, stall_s: float = 3.0):
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _ServiceHandler)
+        super().__init__(_ServiceHandler)
         self.httpd.sources = sources
         self.httpd.modes = dict(modes or {})
         self.httpd.seen = {}
-        self.httpd.requests = []
         self.httpd.stall_s = stall_s
         self.httpd.lock = threading.Lock()
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}"
-
-    @property
-    def requests(self) -> list[dict]:
-        return self.httpd.requests
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(timeout=5)
 
 
 # ------------------------------------------------------------------------------------------ measurements

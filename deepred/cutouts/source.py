@@ -23,7 +23,6 @@ one shard of cutouts and the cached images are held at a time.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import shutil
@@ -48,7 +47,9 @@ from deepred.cutouts.providers import (
 from deepred.cutouts.resample import EdgeError, pixel_area, resample, target_wcs
 from deepred.data.contract import DataError
 from deepred.data.raw import RawChunk, RawSource
+from deepred.dataset_fetch import source_lock
 from deepred.download import DownloadError, DownloadSettings
+from deepred.pins import Lock
 
 log = logging.getLogger("deepred.cutouts")
 
@@ -68,14 +69,8 @@ def cache_dir(config: dict, dataset: str) -> Path:
 
 
 def lock_path(config: dict, dataset: str) -> Path:
-    return Path(config["datasets"][dataset]["source"].get("lock") or f"config/pins/{dataset}.lock.yaml")
-
-
-def open_lock(path: Path):
-    """The lock of the DeepGraviLens-archive issue (deepred.pins.Lock)."""
-    from deepred.pins import Lock
-
-    return Lock(path)
+    """The source's lock file (deepred.dataset_fetch.source_lock: `source.lock`, else config/pins/<dataset>)."""
+    return source_lock(config["datasets"][dataset]["source"], dataset)
 
 
 def _specs(rdir: Path, src: dict):
@@ -180,7 +175,7 @@ def fetch_images(config: dict, dataset: str, stamp: str | Path | None = None) ->
         for r in provider.requests(_target_dict(row, cols)).values():
             if isinstance(r, ImageRequest):
                 wanted.setdefault(r.key, r)
-    lock = open_lock(lock_path(config, dataset))
+    lock = Lock(lock_path(config, dataset))
     root = cache_dir(config, dataset)
     after = None
     if provider.decodes and src.get("keep_decoded", True):
@@ -194,7 +189,7 @@ def fetch_images(config: dict, dataset: str, stamp: str | Path | None = None) ->
                       delay_s=float(src.get("request_delay_s", 0.0)), check=provider.check, after=after)
     t0 = time.monotonic()
     # new entries are written to the lock once, when the batch ends (also after an error), not once per image
-    with (lock.batch() if hasattr(lock, "batch") else contextlib.nullcontext()):
+    with lock.batch():
         outcomes = fetcher.fetch_all(wanted)
     fatal = [o for o in outcomes.values() if o.fatal]
     if fatal and src.get("download_failures", "error") == "reject":
@@ -314,7 +309,7 @@ def build_cutouts(config: dict, dataset: str, out_dir: str | Path | None = None,
     del first
     ids, ra, dec = targets["object_id"].to_numpy(), targets["ra"].to_numpy(float), targets["dec"].to_numpy(float)
     pvals = {c: targets[f"P_{c}"].to_numpy() for c in pcols}
-    lock = open_lock(lock_path(config, dataset)) if provider.decodes and src.get("keep_decoded", True) else None
+    lock = Lock(lock_path(config, dataset)) if provider.decodes and src.get("keep_decoded", True) else None
     cache = _ImageCache(provider, cache_dir(config, dataset), int(src.get("image_cache", 16)), lock)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
