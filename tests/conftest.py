@@ -102,8 +102,9 @@ def pytest_sessionfinish(session, exitstatus):
     after = _outputs_state()
     changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
     if changed:
-        print(f"\nERROR: the test session changed {len(changed)} file(s) in the checkout's "
-              f"{', '.join(CHECKOUT_OUTPUTS)} (tests must work in temporary directories): "
+        print(f"\nERROR: {len(changed)} file(s) in the checkout's {', '.join(CHECKOUT_OUTPUTS)} changed during the "
+              "test session (tests must work in temporary directories; or another process, e.g. a pipeline run, "
+              "wrote there meanwhile): "
               + ", ".join(changed[:10]) + (" ..." if len(changed) > 10 else ""), file=sys.stderr)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
