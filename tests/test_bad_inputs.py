@@ -352,10 +352,11 @@ def test_no_baselines_config_plans_the_tables(tmp_path):
     assert jobs["tables"] == 1 and jobs["improvement_figure"] == 1 and "hogsvr" not in jobs
 
 
-def test_download_module_config_error_is_one_line(tmp_path):
+@pytest.mark.parametrize("module", [["deepred.download"], ["deepred.cutouts", "fetch"]])
+def test_module_cli_config_error_is_one_line(tmp_path, module):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"datasets": {}, "test_sets": {}, "tpyo": 1}))
-    res = subprocess.run([sys.executable, "-m", "deepred.download", "--configfile", str(bad)],
+    res = subprocess.run([sys.executable, "-m", *module, "--configfile", str(bad)],
                          capture_output=True, text=True, timeout=60)
     assert res.returncode != 0 and "Traceback" not in res.stderr
     assert "unknown key 'tpyo'" in res.stderr

@@ -12,8 +12,10 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from deepred.config import load_config
+    from deepred.checksums import DownloadError
+    from deepred.config import ConfigError, load_config
     from deepred.cutouts.source import build_cutouts, fetch_images
+    from deepred.data.contract import DataError
 
     p = argparse.ArgumentParser(prog="python -m deepred.cutouts", description=__doc__.split("\n")[0])
     p.add_argument("step", choices=["fetch", "cut"])
@@ -21,10 +23,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", action="append", help="only these datasets (default: every `cutouts` source)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
-    config = load_config(args.configfile)
-    names = args.dataset or [d for d, ds in config["datasets"].items() if ds["source"]["kind"] == "cutouts"]
-    for d in names:
-        (fetch_images if args.step == "fetch" else build_cutouts)(config, d)
+    try:
+        config = load_config(args.configfile)
+        names = args.dataset or [d for d, ds in config["datasets"].items() if ds["source"]["kind"] == "cutouts"]
+        for d in names:
+            (fetch_images if args.step == "fetch" else build_cutouts)(config, d)
+    except (ConfigError, DataError, DownloadError, OSError) as exc:  # one line naming the key or file
+        print(f"python -m deepred.cutouts: error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
