@@ -90,6 +90,7 @@ def _resolve_model_lists(config: dict) -> None:
 def _model_list_problems(config: dict) -> list[str]:
     """Models named in lists (ensemble, SHAP, transfer) must exist and be enabled: a disabled one never trains."""
     archs, networks = enabled_architectures(config), enabled_networks(config)
+    sections = {**config.get("baselines", {}), **config.get("architectures", {})}
     problems = []
     for key, names, allowed, what in (
         ("ensemble.members", config["ensemble"]["members"], archs, "enabled architecture"),
@@ -100,7 +101,7 @@ def _model_list_problems(config: dict) -> list[str]:
         for name in names:
             if name in allowed:
                 continue
-            section = {**config.get("baselines", {}), **config.get("architectures", {})}.get(name)
+            section = sections.get(name)
             why = (f"'{name}' is disabled (enabled: false)" if section is not None and not section.get("enabled", True)
                    else f"'{name}' is not an {what}")
             close = difflib.get_close_matches(name, allowed, n=1)

@@ -75,8 +75,7 @@ def query_problem(query: str, columns: dict[str, str] | list[str]) -> str | None
     try:
         empty.query(query)
     except Exception as exc:  # pandas raises UndefinedVariableError, SyntaxError, TypeError, ... by case
-        name = getattr(exc, "args", [""])[0] if exc.args else str(exc)
-        m = re.search(r"name '([^']+)' is not defined", str(name))
+        m = re.search(r"name '([^']+)' is not defined", str(exc))
         if m:
             close = difflib.get_close_matches(m.group(1), list(dtypes), n=3)
             return f"no catalogue column '{m.group(1)}'" + (f" (did you mean {', '.join(close)}?)" if close else "")
