@@ -12,7 +12,6 @@ from deepred.download import DownloadError, FileSpec, read_manifest, verify_file
 from deepred.pins import lock_specs
 
 
-
 def source_specs(raw_dir: Path, src: dict) -> dict[str, FileSpec]:
     """name -> spec for the files a source lists, plus those of its manifest (when it has one)."""
     specs = {f["name"]: FileSpec.from_config(f) for f in src.get("files", [])}

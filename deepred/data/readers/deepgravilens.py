@@ -19,6 +19,7 @@ after the archive's checksum and the member's CRC-32 passed (deepred.archive_zip
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import logging
@@ -132,13 +133,7 @@ def _placeholder_masks(z_lens: np.ndarray, z_src: np.ndarray, ph: dict) -> tuple
 def read_deepgravilens(raw_dir: str | Path, src: dict, dataset: str, label_column: str = "z_lens") -> RawSource:
     raw_dir = Path(raw_dir)
     specs = source_specs(raw_dir, src)
-    groups: dict[int, dict[str, str]] = {}
-    for name in specs:
-        m = FILE_RE.search(name)
-        if m:
-            groups.setdefault(int(m.group(1)), {})[m.group(2)] = name
-    if not groups:
-        raise DataError(f"dataset '{dataset}': source.files lists no GROUP_{{k}}_{{ims|lcs|mds}}_{{T}}.npy file")
+    groups = _group_files(specs, dataset)
     classes = list(src.get("group_classes", ["no_lens", "gg_lens", "lensed_sn_ia", "lensed_sn_cc"]))
     ph = dict(src.get("placeholders") or {})
     action = ph.get("action", "drop")
@@ -155,88 +150,137 @@ def read_deepgravilens(raw_dir: str | Path, src: dict, dataset: str, label_colum
                 raise DataError(f"dataset '{dataset}': group {k} has no {role} file in source.files")
         if not 1 <= k <= len(classes):
             raise DataError(f"{g['ims']}: group {k} has no class in source.group_classes {classes}")
-        ims_path = verified(raw_dir, specs[g["ims"]])
-        try:
-            ims = np.load(ims_path, mmap_mode="r", allow_pickle=False)
-        except ValueError as exc:
-            raise DataError(f"{ims_path}: not a plain NPY array ({exc})") from exc
+        ims_path, ims = _open_images(raw_dir, specs[g["ims"]])
         n = ims.shape[0] if ims.ndim else 0
-        per_row = int(np.prod(ims.shape[1:])) if ims.ndim else 0
-        if per_row != len(DGL_BANDS) * DGL_CUTOUT**2:
-            raise DataError(f"{ims_path}: shape {ims.shape} does not reshape to (N, 4, 45, 45) (g, r, i, z)")
-        # The pickle: read once, verify those bytes, unpickle those bytes.
-        mds_path = raw_dir / g["mds"]
-        if not mds_path.is_file():
-            raise DataError(f"{mds_path}: missing")
-        data = mds_path.read_bytes()
-        try:
-            checksum_bytes(data, specs[g["mds"]], str(mds_path))
-        except DownloadError as exc:
-            raise DataError(f"{exc}; the pickle was NOT loaded") from exc
-        meta = load_metadata_pickle(data, str(mds_path))
-        z_lens, z_src, digests = _metadata_table(meta, n, str(mds_path))
+        mds_path, (z_lens, z_src, digests) = _read_metadata(raw_dir, specs[g["mds"]], g["mds"], n)
         if "lcs" in g:
-            lcs_path = verified(raw_dir, specs[g["lcs"]])
-            lcs = np.load(lcs_path, mmap_mode="r", allow_pickle=False)
-            if lcs.ndim != 3 or lcs.shape[0] != n or lcs.shape[2] != len(DGL_BANDS):
-                raise DataError(f"{lcs_path}: light curves have shape {lcs.shape}, expected ({n}, T, 4)")
-            inputs.append(lcs_path)
+            inputs.append(_check_light_curves(raw_dir, specs[g["lcs"]], n))
         lens_ph, src_ph = _placeholder_masks(z_lens, z_src, ph)
-        sys_ids = [f"{dataset}-g{k}-{d}" for d in digests]
-        counts = pd.Series(sys_ids).value_counts()
-        if copies and (counts != copies).any():
-            log.warning(
-                "%s: %d of %d systems do not have %d copies (counts %s)",
-                ims_path, int((counts != copies).sum()), len(counts), copies, sorted(set(counts.tolist())),
-            )
-        truth = pd.DataFrame(
-            {
-                "object_id": [f"{dataset}-g{k}-{i:07d}" for i in range(n)],
-                "system_id": sys_ids,
-                "obj_class": classes[k - 1],
-                "z_lens": np.where(lens_ph, np.nan, z_lens),
-                "z_source": np.where(src_ph, np.nan, z_src),
-                "z_lens_raw": z_lens,
-                "z_source_raw": z_src,
-                "group": k,
-                "copy": pd.Series(sys_ids).groupby(sys_ids).cumcount().to_numpy(),
-                "quality_flag": np.zeros(n, np.int16),
-            }
-        )
+        truth, n_systems = _group_truth(dataset, k, classes[k - 1], (z_lens, z_src, digests), (lens_ph, src_ph),
+                                        copies, ims_path)
         label_ph = {"z_lens": lens_ph, "z_source": src_ph}.get(label_column, np.zeros(n, bool))
-        keep = np.ones(n, bool)
-        if action == "drop":
-            keep = ~label_ph
-        elif action == "keep" and label_column in ("z_lens", "z_source"):
-            raw = truth[f"{label_column}_raw"].to_numpy()
-            truth[label_column] = np.where(label_ph, raw, truth[label_column].to_numpy())
-            truth.loc[label_ph, "quality_flag"] |= QF_PLACEHOLDER
-        # action "nan": the label stays NaN; normalize rejects those rows (on_bad: skip) or stops (error).
-        log.info("%s: %d rows, %d systems, %d placeholder labels (%s)", ims_path, n, len(counts), int(label_ph.sum()), action)
+        keep = _apply_placeholders(truth, label_ph, label_column, action)
+        log.info("%s: %d rows, %d systems, %d placeholder labels (%s)", ims_path, n, n_systems, int(label_ph.sum()), action)
         parts.append((ims_path, ims, truth, keep))
         inputs += [ims_path, mds_path]
-
-    def chunks(rows: int) -> Iterator[RawChunk]:
-        for ims_path, ims, truth, keep in parts:
-            for start in range(0, len(truth), rows):
-                stop = min(start + rows, len(truth))
-                sel = keep[start:stop]
-                if not sel.any():
-                    continue
-                block = read_rows(ims, start, stop).reshape(stop - start, len(DGL_BANDS), DGL_CUTOUT, DGL_CUTOUT)
-                yield RawChunk(
-                    truth=truth.iloc[start:stop][sel].reset_index(drop=True),
-                    images=block[sel].astype(np.float32, copy=False),
-                    masks=None,
-                    origin=str(ims_path),
-                )
 
     return RawSource(
         bands=list(DGL_BANDS),
         pixel_scale=float(src.get("pixel_scale", pixel_scale)),
         survey=str(src.get("survey", survey)),
         n_objects=int(sum(int(p[3].sum()) for p in parts)),
-        chunks=chunks,
+        chunks=functools.partial(_chunks, parts),
         inputs=inputs,
         meta={"kind": "deepgravilens", "subset": subset, "placeholders": action, "copies": copies},
     )
+
+
+def _group_files(specs: dict, dataset: str) -> dict[int, dict[str, str]]:
+    """group k -> {"ims" | "lcs" | "mds": file name} from the source's pinned files."""
+    groups: dict[int, dict[str, str]] = {}
+    for name in specs:
+        m = FILE_RE.search(name)
+        if m:
+            groups.setdefault(int(m.group(1)), {})[m.group(2)] = name
+    if not groups:
+        raise DataError(f"dataset '{dataset}': source.files lists no GROUP_{{k}}_{{ims|lcs|mds}}_{{T}}.npy file")
+    return groups
+
+
+def _open_images(raw_dir: Path, spec) -> tuple[Path, np.ndarray]:
+    """(path, memory-mapped images) of a verified GROUP_k_ims file whose rows reshape to (4, 45, 45)."""
+    ims_path = verified(raw_dir, spec)
+    try:
+        ims = np.load(ims_path, mmap_mode="r", allow_pickle=False)
+    except ValueError as exc:
+        raise DataError(f"{ims_path}: not a plain NPY array ({exc})") from exc
+    per_row = int(np.prod(ims.shape[1:])) if ims.ndim else 0
+    if per_row != len(DGL_BANDS) * DGL_CUTOUT**2:
+        raise DataError(f"{ims_path}: shape {ims.shape} does not reshape to (N, 4, 45, 45) (g, r, i, z)")
+    return ims_path, ims
+
+
+def _read_metadata(raw_dir: Path, spec, name: str, n: int):
+    """(path, (z_lens, z_source, digests)) of a GROUP_k_mds pickle: read once, those bytes verified against
+    the pin, then those same bytes unpickled."""
+    mds_path = raw_dir / name
+    if not mds_path.is_file():
+        raise DataError(f"{mds_path}: missing")
+    data = mds_path.read_bytes()
+    try:
+        checksum_bytes(data, spec, str(mds_path))
+    except DownloadError as exc:
+        raise DataError(f"{exc}; the pickle was NOT loaded") from exc
+    meta = load_metadata_pickle(data, str(mds_path))
+    return mds_path, _metadata_table(meta, n, str(mds_path))
+
+
+def _check_light_curves(raw_dir: Path, spec, n: int) -> Path:
+    """The verified GROUP_k_lcs file, its shape checked against the images (it is not read further)."""
+    lcs_path = verified(raw_dir, spec)
+    lcs = np.load(lcs_path, mmap_mode="r", allow_pickle=False)
+    if lcs.ndim != 3 or lcs.shape[0] != n or lcs.shape[2] != len(DGL_BANDS):
+        raise DataError(f"{lcs_path}: light curves have shape {lcs.shape}, expected ({n}, T, 4)")
+    return lcs_path
+
+
+def _group_truth(dataset: str, k: int, obj_class: str, redshifts, placeholders, copies: int,
+                 ims_path: Path) -> tuple[pd.DataFrame, int]:
+    """(truth of group k's rows, number of systems); system_id from the metadata digest, so copies share it.
+
+    redshifts = (z_lens, z_source, digests) per row; placeholders = (lens, source) masks, whose labels become NaN."""
+    z_lens, z_src, digests = redshifts
+    lens_ph, src_ph = placeholders
+    n = len(z_lens)
+    sys_ids = [f"{dataset}-g{k}-{d}" for d in digests]
+    counts = pd.Series(sys_ids).value_counts()
+    if copies and (counts != copies).any():
+        log.warning(
+            "%s: %d of %d systems do not have %d copies (counts %s)",
+            ims_path, int((counts != copies).sum()), len(counts), copies, sorted(set(counts.tolist())),
+        )
+    truth = pd.DataFrame(
+        {
+            "object_id": [f"{dataset}-g{k}-{i:07d}" for i in range(n)],
+            "system_id": sys_ids,
+            "obj_class": obj_class,
+            "z_lens": np.where(lens_ph, np.nan, z_lens),
+            "z_source": np.where(src_ph, np.nan, z_src),
+            "z_lens_raw": z_lens,
+            "z_source_raw": z_src,
+            "group": k,
+            "copy": pd.Series(sys_ids).groupby(sys_ids).cumcount().to_numpy(),
+            "quality_flag": np.zeros(n, np.int16),
+        }
+    )
+    return truth, len(counts)
+
+
+def _apply_placeholders(truth: pd.DataFrame, label_ph: np.ndarray, label_column: str, action: str) -> np.ndarray:
+    """Rows to keep under placeholders.action; "keep" puts the raw label back in truth and flags it."""
+    keep = np.ones(len(truth), bool)
+    if action == "drop":
+        keep = ~label_ph
+    elif action == "keep" and label_column in ("z_lens", "z_source"):
+        raw = truth[f"{label_column}_raw"].to_numpy()
+        truth[label_column] = np.where(label_ph, raw, truth[label_column].to_numpy())
+        truth.loc[label_ph, "quality_flag"] |= QF_PLACEHOLDER
+    # action "nan": the label stays NaN; normalize rejects those rows (on_bad: skip) or stops (error).
+    return keep
+
+
+def _chunks(parts: list, rows: int) -> Iterator[RawChunk]:
+    """Kept rows of every group, `rows` image rows at a time (images reshaped to (n, 4, 45, 45))."""
+    for ims_path, ims, truth, keep in parts:
+        for start in range(0, len(truth), rows):
+            stop = min(start + rows, len(truth))
+            sel = keep[start:stop]
+            if not sel.any():
+                continue
+            block = read_rows(ims, start, stop).reshape(stop - start, len(DGL_BANDS), DGL_CUTOUT, DGL_CUTOUT)
+            yield RawChunk(
+                truth=truth.iloc[start:stop][sel].reset_index(drop=True),
+                images=block[sel].astype(np.float32, copy=False),
+                masks=None,
+                origin=str(ims_path),
+            )

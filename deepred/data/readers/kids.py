@@ -69,6 +69,41 @@ def read_kids(raw_dir: str | Path, src: dict, dataset: str = "kids", cutout: int
     pattern = src.get("cutout_pattern", "cutouts/{id}_{band}.fits")
     band_keyword = src.get("band_keyword", "FILTER")
     grades = dict(src.get("grades") or {})
+    truth = _candidates(cat, cat_path, cols, grades)
+    ids = truth["object_id"]
+    paths = [[raw_dir / pattern.format(id=oid, band=b) for b in bands] for oid in ids]
+    # Cutouts listed among the pinned files are verified; the others must exist (placed by hand).
+    listed = {raw_dir / n for n in specs}
+    unpinned = sum(p not in listed for row in paths for p in row)
+    if unpinned:
+        log.warning("%s: %d cutout files are not pinned by checksum (not in source.files or the manifest)", dataset, unpinned)
+
+    def chunks(rows: int) -> Iterator[RawChunk]:
+        for start in range(0, len(truth), rows):
+            stop = min(start + rows, len(truth))
+            imgs = [_read_object(raw_dir, specs, paths[i], bands, band_keyword, ids.iloc[i], cutout)
+                    for i in range(start, stop)]
+            yield RawChunk(
+                truth=truth.iloc[start:stop].reset_index(drop=True),
+                images=np.stack(imgs),
+                masks=None,
+                origin=str(cat_path),
+            )
+
+    log.info("%s: %d candidates (%d high-probability)", dataset, len(truth), int(truth["high_prob_lens"].sum()))
+    return RawSource(
+        bands=bands,
+        pixel_scale=float(src.get("pixel_scale", 0.2)),
+        survey=str(src.get("survey", "KiDS")),
+        n_objects=len(truth),
+        chunks=chunks,
+        inputs=[cat_path],
+        meta={"kind": "kids", "catalog": src["catalog"], "grades": grades, "cutout_pattern": pattern},
+    )
+
+
+def _candidates(cat: pd.DataFrame, cat_path: Path, cols: dict, grades: dict) -> pd.DataFrame:
+    """The truth table of the candidates kept by grades.keep: ids unique, RA/Dec in range, high_prob_lens set."""
     grade = cat[cols["grade"]].astype(str).str.strip()
     keep_grades = grades.get("keep")
     if keep_grades is not None:
@@ -87,7 +122,7 @@ def read_kids(raw_dir: str | Path, src: dict, dataset: str = "kids", cutout: int
         raise DataError(f"{cat_path}: object {ids.iloc[i]}: RA/Dec ({ra[i]}, {dec[i]}) out of range")
     z = pd.to_numeric(cat[cols["z"]], errors="coerce").to_numpy(float)
     high = grade.isin([str(g) for g in grades.get("high_prob", ["A"])]).to_numpy()
-    truth = pd.DataFrame(
+    return pd.DataFrame(
         {
             "object_id": ids.to_numpy(),
             "system_id": ids.to_numpy(),
@@ -99,45 +134,21 @@ def read_kids(raw_dir: str | Path, src: dict, dataset: str = "kids", cutout: int
             "high_prob_lens": high,
         }
     )
-    paths = [[raw_dir / pattern.format(id=oid, band=b) for b in bands] for oid in ids]
-    # Cutouts listed among the pinned files are verified; the others must exist (placed by hand).
-    listed = {raw_dir / n for n in specs}
-    unpinned = sum(p not in listed for row in paths for p in row)
-    if unpinned:
-        log.warning("%s: %d cutout files are not pinned by checksum (not in source.files or the manifest)", dataset, unpinned)
 
-    def chunks(rows: int) -> Iterator[RawChunk]:
-        for start in range(0, len(truth), rows):
-            stop = min(start + rows, len(truth))
-            imgs = []
-            for i in range(start, stop):
-                planes = []
-                for b, p in zip(bands, paths[i]):
-                    rel = p.relative_to(raw_dir).as_posix()
-                    if rel in specs:
-                        verified(raw_dir, specs[rel])
-                    planes.append(read_cutout(p, b, band_keyword, ids.iloc[i]))
-                shapes = {pl.shape for pl in planes}
-                if len(shapes) != 1 or (cutout and planes[0].shape != (cutout, cutout)):
-                    raise DataError(
-                        f"{paths[i][0].parent}: object {ids.iloc[i]}: cutout shapes {[pl.shape for pl in planes]} "
-                        f"for bands {bands}, expected all {(cutout, cutout) if cutout else 'equal'}"
-                    )
-                imgs.append(np.stack(planes))
-            yield RawChunk(
-                truth=truth.iloc[start:stop].reset_index(drop=True),
-                images=np.stack(imgs),
-                masks=None,
-                origin=str(cat_path),
-            )
 
-    log.info("%s: %d candidates (%d high-probability)", dataset, len(truth), int(high.sum()))
-    return RawSource(
-        bands=bands,
-        pixel_scale=float(src.get("pixel_scale", 0.2)),
-        survey=str(src.get("survey", "KiDS")),
-        n_objects=len(truth),
-        chunks=chunks,
-        inputs=[cat_path],
-        meta={"kind": "kids", "catalog": src["catalog"], "grades": grades, "cutout_pattern": pattern},
-    )
+def _read_object(raw_dir: Path, specs: dict, paths: list[Path], bands: list[str], band_keyword: str,
+                 object_id: str, cutout: int | None) -> np.ndarray:
+    """One candidate's cutouts as (bands, H, W); pinned files verified first, every band the same shape."""
+    planes = []
+    for b, p in zip(bands, paths):
+        rel = p.relative_to(raw_dir).as_posix()
+        if rel in specs:
+            verified(raw_dir, specs[rel])
+        planes.append(read_cutout(p, b, band_keyword, object_id))
+    shapes = {pl.shape for pl in planes}
+    if len(shapes) != 1 or (cutout and planes[0].shape != (cutout, cutout)):
+        raise DataError(
+            f"{paths[0].parent}: object {object_id}: cutout shapes {[pl.shape for pl in planes]} "
+            f"for bands {bands}, expected all {(cutout, cutout) if cutout else 'equal'}"
+        )
+    return np.stack(planes)

@@ -29,44 +29,9 @@ def read_sdss(raw_dir: str | Path, src: dict, dataset: str = "sdss") -> RawSourc
     cube_path = verified(raw_dir, spec_for(specs, src["cube"], "cube", dataset))
     label_path = verified(raw_dir, spec_for(specs, src["labels"], "label table", dataset))
     bands = list(src.get("bands", SDSS_BANDS))
-
-    try:
-        cube = np.load(cube_path, mmap_mode="r", allow_pickle=False)
-    except ValueError as exc:
-        raise DataError(f"{cube_path}: not a plain NPY array ({exc})") from exc
+    cube = _open_cube(cube_path, bands)
     shape = cube.shape
-    if cube.ndim != 4 or shape[1] != shape[2] or shape[3] != len(bands):
-        hint = " (channels first? the Pasquet form is channels last)" if cube.ndim == 4 and shape[1] == len(bands) else ""
-        raise DataError(f"{cube_path}: cube has shape {shape}, expected (N, H, H, {len(bands)}) for bands {bands}{hint}")
-    if cube.dtype.kind != "f":
-        raise DataError(f"{cube_path}: cube dtype {cube.dtype}, expected floating point")
-    if cube.flags.f_contiguous and not cube.flags.c_contiguous:
-        raise DataError(f"{cube_path}: Fortran-ordered cube; re-save it in C order")
-
-    labels = read_table(label_path)
-    id_col, z_col, ebv_col = src.get("id_column", "objID"), src.get("z_column", "z"), src.get("ebv_column", "EBV")
-    require_columns(labels, [id_col, z_col, ebv_col], label_path)
-    if len(labels) != shape[0]:
-        raise DataError(f"{label_path}: {len(labels)} label rows for {shape[0]} images in {cube_path}")
-    ids = labels[id_col].astype(str)
-    dup = ids[ids.duplicated()]
-    if len(dup):
-        raise DataError(f"{label_path}: duplicate {id_col} {dup.iloc[0]!r} ({len(dup)} duplicates)")
-    z = pd.to_numeric(labels[z_col], errors="coerce").to_numpy(float)
-    truth = pd.DataFrame(
-        {
-            "object_id": ids.to_numpy(),
-            "system_id": ids.to_numpy(),  # one galaxy, one image: no copies to keep together
-            "obj_class": "galaxy",
-            "z_lens": z,  # the galaxy's redshift (label_column z_lens, as for simulated SDSS)
-            "z_spec": z,
-            "ebv": pd.to_numeric(labels[ebv_col], errors="coerce").to_numpy(float),
-        }
-    )
-    bad_ebv = ~np.isfinite(truth["ebv"].to_numpy()) | (truth["ebv"].to_numpy() < 0)
-    if bad_ebv.any():
-        i = int(np.flatnonzero(bad_ebv)[0])
-        raise DataError(f"{label_path}: object {ids.iloc[i]}: E(B-V) {labels[ebv_col].iloc[i]!r} is not a finite value >= 0")
+    truth = _galaxies(read_table(label_path), label_path, src, shape[0], cube_path)
 
     def chunks(rows: int) -> Iterator[RawChunk]:
         for start in range(0, shape[0], rows):
@@ -89,3 +54,48 @@ def read_sdss(raw_dir: str | Path, src: dict, dataset: str = "sdss") -> RawSourc
         inputs=[cube_path, label_path],
         meta={"kind": "sdss", "cube": src["cube"], "labels": src["labels"], "cube_shape": list(shape)},
     )
+
+
+def _open_cube(cube_path: Path, bands: list[str]) -> np.ndarray:
+    """The cube memory-mapped, checked: 4-D (N, H, H, bands) channels last, floating point, C order."""
+    try:
+        cube = np.load(cube_path, mmap_mode="r", allow_pickle=False)
+    except ValueError as exc:
+        raise DataError(f"{cube_path}: not a plain NPY array ({exc})") from exc
+    shape = cube.shape
+    if cube.ndim != 4 or shape[1] != shape[2] or shape[3] != len(bands):
+        hint = " (channels first? the Pasquet form is channels last)" if cube.ndim == 4 and shape[1] == len(bands) else ""
+        raise DataError(f"{cube_path}: cube has shape {shape}, expected (N, H, H, {len(bands)}) for bands {bands}{hint}")
+    if cube.dtype.kind != "f":
+        raise DataError(f"{cube_path}: cube dtype {cube.dtype}, expected floating point")
+    if cube.flags.f_contiguous and not cube.flags.c_contiguous:
+        raise DataError(f"{cube_path}: Fortran-ordered cube; re-save it in C order")
+    return cube
+
+
+def _galaxies(labels: pd.DataFrame, label_path: Path, src: dict, n_images: int, cube_path: Path) -> pd.DataFrame:
+    """The truth table from the label table: one row per cube row, ids unique, E(B-V) finite and >= 0."""
+    id_col, z_col, ebv_col = src.get("id_column", "objID"), src.get("z_column", "z"), src.get("ebv_column", "EBV")
+    require_columns(labels, [id_col, z_col, ebv_col], label_path)
+    if len(labels) != n_images:
+        raise DataError(f"{label_path}: {len(labels)} label rows for {n_images} images in {cube_path}")
+    ids = labels[id_col].astype(str)
+    dup = ids[ids.duplicated()]
+    if len(dup):
+        raise DataError(f"{label_path}: duplicate {id_col} {dup.iloc[0]!r} ({len(dup)} duplicates)")
+    z = pd.to_numeric(labels[z_col], errors="coerce").to_numpy(float)
+    truth = pd.DataFrame(
+        {
+            "object_id": ids.to_numpy(),
+            "system_id": ids.to_numpy(),  # one galaxy, one image: no copies to keep together
+            "obj_class": "galaxy",
+            "z_lens": z,  # the galaxy's redshift (label_column z_lens, as for simulated SDSS)
+            "z_spec": z,
+            "ebv": pd.to_numeric(labels[ebv_col], errors="coerce").to_numpy(float),
+        }
+    )
+    bad_ebv = ~np.isfinite(truth["ebv"].to_numpy()) | (truth["ebv"].to_numpy() < 0)
+    if bad_ebv.any():
+        i = int(np.flatnonzero(bad_ebv)[0])
+        raise DataError(f"{label_path}: object {ids.iloc[i]}: E(B-V) {labels[ebv_col].iloc[i]!r} is not a finite value >= 0")
+    return truth
