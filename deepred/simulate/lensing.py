@@ -72,7 +72,21 @@ def solve_images(beta_x, beta_y, lens: dict, max_images: int = 4, n_r: int = 40,
     converged, distinct roots away from the (singular) centre are kept.
     Returns x, y, magnification (signed), fermat potential (arcsec^2), each (n, max_images), NaN-padded.
     """
-    n = len(beta_x)
+    sys_i, px, py = _seed_images(beta_x, beta_y, lens, n_r, n_phi)
+    lc = {k: np.asarray(v)[sys_i] for k, v in lens.items()}
+    tx, ty = beta_x[sys_i], beta_y[sys_i]
+    px, py = _newton(px, py, tx, ty, lc)
+    fx, fy = ray_shoot(px, py, lc)
+    resid = np.hypot(fx - tx, fy - ty)
+    a11, a12, a21, a22 = _jacobian(px, py, lc)
+    mu = 1.0 / (a11 * a22 - a12 * a21)
+    rad = np.hypot(px - lc["x"], py - lc["y"])
+    good = (resid < 1e-5 * np.maximum(lc["theta_e"], 0.1)) & (rad > 0.02 * lc["theta_e"]) & (np.abs(mu) > 1e-2)
+    return _distinct_images(len(beta_x), max_images, sys_i, good, (px, py, mu), (tx, ty), lc)
+
+
+def _seed_images(beta_x, beta_y, lens: dict, n_r: int, n_phi: int):
+    """(system index, x, y) of the local minima of |beta(theta) - beta_s| on a polar grid around each lens."""
     te = lens["theta_e"][:, None, None]
     # out to the source distance + 1.5 theta_E: every image of a point source lies within |beta| + theta_E
     reach = np.hypot(beta_x - lens["x"], beta_y - lens["y"])[:, None, None] / te + 1.5
@@ -90,11 +104,12 @@ def solve_images(beta_x, beta_y, lens: dict, max_images: int = 4, n_r: int = 40,
         & (core <= np.roll(core, 1, axis=2)) & (core <= np.roll(core, -1, axis=2))
     )
     sys_i, ri, ai = np.nonzero(is_min)
-    px = gx[sys_i, ri + 1, ai]
-    py = gy[sys_i, ri + 1, ai]
-    lc = {k: np.asarray(v)[sys_i] for k, v in lens.items()}
-    tx, ty = beta_x[sys_i], beta_y[sys_i]
-    for _ in range(30):  # Newton on theta - alpha(theta) = beta
+    return sys_i, gx[sys_i, ri + 1, ai], gy[sys_i, ri + 1, ai]
+
+
+def _newton(px, py, tx, ty, lc: dict):
+    """30 damped Newton steps on theta - alpha(theta) = beta from the seeds (px, py)."""
+    for _ in range(30):
         fx, fy = ray_shoot(px, py, lc)
         fx, fy = fx - tx, fy - ty
         a11, a12, a21, a22 = _jacobian(px, py, lc)
@@ -106,12 +121,15 @@ def solve_images(beta_x, beta_y, lens: dict, max_images: int = 4, n_r: int = 40,
         scale = np.minimum(1.0, 0.3 * lc["theta_e"] / np.maximum(step, 1e-12))  # damped steps
         px = px - dx * scale
         py = py - dy * scale
-    fx, fy = ray_shoot(px, py, lc)
-    resid = np.hypot(fx - tx, fy - ty)
-    a11, a12, a21, a22 = _jacobian(px, py, lc)
-    mu = 1.0 / (a11 * a22 - a12 * a21)
-    rad = np.hypot(px - lc["x"], py - lc["y"])
-    good = (resid < 1e-5 * np.maximum(lc["theta_e"], 0.1)) & (rad > 0.02 * lc["theta_e"]) & (np.abs(mu) > 1e-2)
+    return px, py
+
+
+def _distinct_images(n: int, max_images: int, sys_i, good, roots, source, lc: dict):
+    """Up to max_images distinct good roots per system, in seed order: (x, y, mu, fermat), each (n, max_images).
+
+    roots = (x, y, mu) per seed; source = (beta_x, beta_y) per seed."""
+    px, py, mu = roots
+    tx, ty = source
     out = [np.full((n, max_images), np.nan) for _ in range(4)]
     counts = np.zeros(n, dtype=int)
     order = np.argsort(sys_i[good], kind="stable")

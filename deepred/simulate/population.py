@@ -179,15 +179,44 @@ def _lens_z(rng, n, population):
 
 
 def draw_systems(rng, n: int, population: str, fractions: dict, preset) -> dict:
-    """All per-object parameters of one dataset, as a dict of arrays of length n."""
+    """All per-object parameters of one dataset, as a dict of arrays of length n.
+
+    The steps below draw from `rng` in a fixed order: reordering them changes every dataset."""
+    obj_class = _draw_classes(rng, n, fractions)
+    p: dict = {"obj_class": obj_class}
+    nan = np.full(n, np.nan)
+    _add_central_objects(rng, p, n, population)
+    # lensing configuration (lensed classes; KiDS candidates are lenses 70% of the time)
+    if population == "kids":
+        is_lens = (obj_class == "lens_candidate") & (rng.random(n) < 0.7)
+    else:
+        is_lens = np.isin(obj_class, LENSED)
+    is_sn = np.isin(obj_class, ("lensed_sn_ia", "lensed_sn_cc"))
+    _add_sources(rng, p, n, is_lens, is_sn)
+    _add_lens_geometry(rng, p, n)
+    _add_supernovae(rng, p, n, is_sn, preset)
+    # centring jitter (pixels -> arcsec) and per-system seeing of the co-add
+    p["x0"] = rng.uniform(-0.3, 0.3, n) * preset.pixel_scale
+    p["y0"] = rng.uniform(-0.3, 0.3, n) * preset.pixel_scale
+    p["psf_scale"] = np.exp(rng.normal(0.0, preset.seeing_scatter, n))
+    # epoch-to-epoch seeing around the system's median: the mean co-add's PSF is the mean of the epochs' PSFs
+    p["seeing_epochs"] = np.exp(rng.normal(0.0, 0.12 if preset.epochs > 1 else 0.0, (n, preset.epochs)))
+    for k in ("z_source", "sn_x", "sn_y", "sn_abs_mag", "sn_t_peak"):
+        p.setdefault(k, nan)
+    return p
+
+
+def _draw_classes(rng, n: int, fractions: dict) -> np.ndarray:
+    """Exact class counts (the remainder to the largest class), in random order."""
     names = list(fractions)
     probs = np.array([fractions[k] for k in names], dtype=float)
     counts = np.floor(probs / probs.sum() * n).astype(int)
-    counts[np.argmax(probs)] += n - counts.sum()  # exact class counts, remainder to the largest class
-    obj_class = rng.permutation(np.repeat(np.array(names), counts))
-    p: dict = {"obj_class": obj_class}
-    nan = np.full(n, np.nan)
+    counts[np.argmax(probs)] += n - counts.sum()
+    return rng.permutation(np.repeat(np.array(names), counts))
 
+
+def _add_central_objects(rng, p: dict, n: int, population: str) -> None:
+    """The central galaxy: an SDSS-like field galaxy, or a lens galaxy (KiDS: field galaxies for class galaxy)."""
     if population == "sdss":
         p.update(field_galaxies(rng, n, z_max=0.4, mag_limit=17.8, limit_filter="sdss2010-r"))
     else:
@@ -195,17 +224,14 @@ def draw_systems(rng, n: int, population: str, fractions: dict, preset) -> dict:
         p["z_lens"] = z_lens
         p.update(lens_galaxies(rng, n, z_lens))
         if population == "kids":  # ordinary galaxies: a KiDS-bright-like flux-limited field sample
-            gal = obj_class == "galaxy"
+            gal = p["obj_class"] == "galaxy"
             field = field_galaxies(rng, int(gal.sum()), z_max=1.0, mag_limit=20.5, limit_filter="sdss2010-r")
             for k, v in field.items():
                 p[k][gal] = v
 
-    # lensing configuration (lensed classes; KiDS candidates are lenses 70% of the time)
-    if population == "kids":
-        is_lens = (obj_class == "lens_candidate") & (rng.random(n) < 0.7)
-    else:
-        is_lens = np.isin(obj_class, LENSED)
-    is_sn = np.isin(obj_class, ("lensed_sn_ia", "lensed_sn_cc"))
+
+def _add_sources(rng, p: dict, n: int, is_lens: np.ndarray, is_sn: np.ndarray) -> None:
+    """Source redshifts and galaxies (SN hosts fainter), lens mass defaults and Einstein radii."""
     # sources sit behind the lens (z_s >= z_l + 0.1): drawn given z_l, so the lens-plane (label) redshift
     # distribution is the same in every class; galaxies U(0.27, 1.61), supernovae U(0.3, 1.2) where possible
     zl = p["z_lens"]
@@ -223,14 +249,22 @@ def draw_systems(rng, n: int, population: str, fractions: dict, preset) -> dict:
     p.setdefault("phi_mass", np.zeros(n))
     theta_e = np.where(is_lens, lensing.einstein_radius(p["sigma_v"], p["z_lens"], np.where(is_lens, z_src, 2.0)), 0.0)
     p["theta_e"] = theta_e
+
+
+def _add_lens_geometry(rng, p: dict, n: int) -> None:
+    """Source position behind the lens and external shear."""
     # source inside ~0.7 theta_E (uniform in area) so that arcs / multiple images form
-    rad = 0.7 * theta_e * np.sqrt(rng.random(n))
+    rad = 0.7 * p["theta_e"] * np.sqrt(rng.random(n))
     ang = rng.uniform(0, 2 * np.pi, n)
     p["beta_x"], p["beta_y"] = rad * np.cos(ang), rad * np.sin(ang)
     gam = rng.uniform(0.0, 0.05, n)
     gang = rng.uniform(0, np.pi, n)
     p["g1"], p["g2"] = gam * np.cos(2 * gang), gam * np.sin(2 * gang)
-    # supernova: offset from its host within ~1 Re, peak magnitude and peak time in the observing window
+
+
+def _add_supernovae(rng, p: dict, n: int, is_sn: np.ndarray, preset) -> None:
+    """Supernova offset from its host within ~1 Re, peak magnitude and peak time in the observing window."""
+    obj_class = p["obj_class"]
     off = 0.5 * p["re_src"] * np.sqrt(rng.random(n))
     ang = rng.uniform(0, 2 * np.pi, n)
     p["sn_x"] = np.where(is_sn, p["beta_x"] + off * np.cos(ang), np.nan)
@@ -241,12 +275,3 @@ def draw_systems(rng, n: int, population: str, fractions: dict, preset) -> dict:
     )
     window = preset.epochs * preset.cadence_days
     p["sn_t_peak"] = np.where(is_sn, rng.uniform(-15.0, window + 5.0, n), np.nan)
-    # centring jitter (pixels -> arcsec) and per-system seeing of the co-add
-    p["x0"] = rng.uniform(-0.3, 0.3, n) * preset.pixel_scale
-    p["y0"] = rng.uniform(-0.3, 0.3, n) * preset.pixel_scale
-    p["psf_scale"] = np.exp(rng.normal(0.0, preset.seeing_scatter, n))
-    # epoch-to-epoch seeing around the system's median: the mean co-add's PSF is the mean of the epochs' PSFs
-    p["seeing_epochs"] = np.exp(rng.normal(0.0, 0.12 if preset.epochs > 1 else 0.0, (n, preset.epochs)))
-    for k in ("z_source", "sn_x", "sn_y", "sn_abs_mag", "sn_t_peak"):
-        p.setdefault(k, nan)
-    return p
