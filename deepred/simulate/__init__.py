@@ -157,51 +157,12 @@ def simulate_dataset(preset: str, n_systems: int, seed: int, out_dir, bands=None
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
-        images = np.lib.format.open_memmap(
-            tmp / "images.npy", mode="w+", dtype=np.float32, shape=(n_systems, len(bands), cutout, cutout)
-        )
-        masks = np.lib.format.open_memmap(tmp / "masks.npy", mode="w+", dtype=np.uint8,
-                                          shape=(n_systems, cutout, cutout))
-        extra = {"snr": np.empty(n_systems), "arc_snr": np.empty(n_systems),
-                 "n_images": np.zeros(n_systems, np.int16), "mu_total": np.full(n_systems, np.nan)}
-        for k, start in enumerate(range(0, n_systems, BATCH)):
-            stop = min(start + BATCH, n_systems)
-            part = {key: v[start:stop] for key, v in cat.items()}
-            rng = np.random.default_rng([dataset_seed(seed, preset), 1, k])  # noise stream per batch
-            out = renderer.render(part, rng)
-            images[start:stop] = out["images"]
-            masks[start:stop] = out["masks"]
-            for key in extra:
-                extra[key][start:stop] = out[key]
-            if k % 20 == 0:
-                log.info("%s: rendered %d / %d systems", preset, stop, n_systems)
-        images.flush()
-        masks.flush()
-        del images, masks
+        extra = _render_batches(renderer, cat, tmp, preset, seed)
         truth = _truth_table(cat, bands, preset, extra)
         truth.to_parquet(tmp / "truth.parquet", index=False)
         elapsed = time.perf_counter() - t0
-        meta = {
-            "preset": preset, "survey": p.survey, "seed": int(seed), "dataset_seed": dataset_seed(seed, preset),
-            "n_systems": int(n_systems), "bands": bands, "cutout": cutout, "pixel_scale": p.pixel_scale,
-            "units": "nanomaggies per pixel (AB zero point 22.5), background-subtracted mean co-add",
-            "class_fractions": fr, "epochs": p.epochs, "cadence_days": p.cadence_days,
-            "read_noise_e": p.read_noise, "gain_e_per_adu": p.gain, "psf_kind": p.psf_kind,
-            "filters": {b: p.bands[b].filter_name for b in bands},
-            "psf_fwhm_arcsec": {b: p.bands[b].psf_fwhm for b in bands},
-            "exposure_s_per_epoch": {b: p.bands[b].exposure for b in bands},
-            "zeropoint_e_per_s": {b: p.bands[b].zeropoint for b in bands},
-            "sky_mag_per_arcsec2": {b: p.bands[b].sky_mag for b in bands},
-            "sky_sigma_nmgy": dict(zip(bands, map(float, renderer.sky_sigma()))),
-            "cosmology": "FlatLambdaCDM(H0=70, Om0=0.3)",
-            "mask": (f"noiseless band-summed lens light or arcs above max({MASK_NSIGMA} x sky sigma, "
-                     f"{MASK_PEAK_FRAC} x their peak), plus centre and SN image pixels"),
-            "versions": {k: importlib.metadata.version(k) for k in
-                         ("numpy", "scipy", "astropy", "galsim", "speclite", "surveycodex")},
-            "render_seconds": round(elapsed, 2),
-            "neighbours": (f"Poisson field galaxies r < {p.neighbour_mag_limit} (not in masks)" if neighbours
-                           else "none"),
-        }
+        meta = _meta(preset, p, renderer, seed, n_systems, fr, neighbours)
+        meta["render_seconds"] = round(elapsed, 2)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         _install(tmp, out_dir)
     finally:
@@ -209,6 +170,59 @@ def simulate_dataset(preset: str, n_systems: int, seed: int, out_dir, bands=None
             shutil.rmtree(tmp, ignore_errors=True)
     log.info("%s: %d systems in %.1f s -> %s", preset, n_systems, time.perf_counter() - t0, out_dir)
     return out_dir
+
+
+def _render_batches(renderer: Renderer, cat: dict, tmp: Path, preset: str, seed: int) -> dict:
+    """Render the catalogue BATCH systems at a time into tmp/images.npy and tmp/masks.npy (memory-mapped);
+    returns the per-system snr, arc_snr, n_images and mu_total."""
+    n_systems, bands, cutout = len(cat["z_lens"]), renderer.bands, renderer.H
+    images = np.lib.format.open_memmap(
+        tmp / "images.npy", mode="w+", dtype=np.float32, shape=(n_systems, len(bands), cutout, cutout)
+    )
+    masks = np.lib.format.open_memmap(tmp / "masks.npy", mode="w+", dtype=np.uint8,
+                                      shape=(n_systems, cutout, cutout))
+    extra = {"snr": np.empty(n_systems), "arc_snr": np.empty(n_systems),
+             "n_images": np.zeros(n_systems, np.int16), "mu_total": np.full(n_systems, np.nan)}
+    for k, start in enumerate(range(0, n_systems, BATCH)):
+        stop = min(start + BATCH, n_systems)
+        part = {key: v[start:stop] for key, v in cat.items()}
+        rng = np.random.default_rng([dataset_seed(seed, preset), 1, k])  # noise stream per batch
+        out = renderer.render(part, rng)
+        images[start:stop] = out["images"]
+        masks[start:stop] = out["masks"]
+        for key in extra:
+            extra[key][start:stop] = out[key]
+        if k % 20 == 0:
+            log.info("%s: rendered %d / %d systems", preset, stop, n_systems)
+    images.flush()
+    masks.flush()
+    del images, masks
+    return extra
+
+
+def _meta(preset: str, p, renderer: Renderer, seed: int, n_systems: int, fr: dict, neighbours: bool) -> dict:
+    """meta.json of a dataset (docs/contracts.md), all but render_seconds."""
+    bands, cutout = renderer.bands, renderer.H
+    return {
+        "preset": preset, "survey": p.survey, "seed": int(seed), "dataset_seed": dataset_seed(seed, preset),
+        "n_systems": int(n_systems), "bands": bands, "cutout": cutout, "pixel_scale": p.pixel_scale,
+        "units": "nanomaggies per pixel (AB zero point 22.5), background-subtracted mean co-add",
+        "class_fractions": fr, "epochs": p.epochs, "cadence_days": p.cadence_days,
+        "read_noise_e": p.read_noise, "gain_e_per_adu": p.gain, "psf_kind": p.psf_kind,
+        "filters": {b: p.bands[b].filter_name for b in bands},
+        "psf_fwhm_arcsec": {b: p.bands[b].psf_fwhm for b in bands},
+        "exposure_s_per_epoch": {b: p.bands[b].exposure for b in bands},
+        "zeropoint_e_per_s": {b: p.bands[b].zeropoint for b in bands},
+        "sky_mag_per_arcsec2": {b: p.bands[b].sky_mag for b in bands},
+        "sky_sigma_nmgy": dict(zip(bands, map(float, renderer.sky_sigma()))),
+        "cosmology": "FlatLambdaCDM(H0=70, Om0=0.3)",
+        "mask": (f"noiseless band-summed lens light or arcs above max({MASK_NSIGMA} x sky sigma, "
+                 f"{MASK_PEAK_FRAC} x their peak), plus centre and SN image pixels"),
+        "versions": {k: importlib.metadata.version(k) for k in
+                     ("numpy", "scipy", "astropy", "galsim", "speclite", "surveycodex")},
+        "neighbours": (f"Poisson field galaxies r < {p.neighbour_mag_limit} (not in masks)" if neighbours
+                       else "none"),
+    }
 
 
 def _install(tmp: Path, out_dir: Path) -> None:

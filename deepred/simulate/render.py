@@ -125,12 +125,31 @@ class Renderer:
         arc_snr, n_images, mu_total.
         """
         n = len(p["z_lens"])
-        H, P, B = self.H, self.P, len(self.bands)
+        H, P = self.H, self.P
+        lens_img, centre = self._lens_light(p, n)
+        src_img, lidx, lens_par = self._lensed_source(p, n)
+        nb_rows, f_nb = self._neighbour_transforms(p)
+
+        # Fourier domain
+        pad = np.zeros((n, P, P))
+        pad[:, :H, :H] = lens_img
+        f_lens = sfft.rfft2(pad, workers=1)
+        pad[:, :H, :H] = src_img
+        f_src = sfft.rfft2(pad, workers=1)
+
+        n_images, mu_total, f_sn, sn_pix = self._supernovae(p, n, lidx, lens_par, f_lens.shape[1:])
+        images, model, var, arc = self._bands(p, rng, noise, (f_lens, f_src, f_sn), (nb_rows, f_nb))
+        masks, snr, arc_snr = self._footprint(model, var, arc, centre, sn_pix)
+        return {"images": images, "masks": masks, "model": model.astype(np.float32), "snr": snr,
+                "arc_snr": arc_snr, "n_images": n_images, "mu_total": mu_total}
+
+    def _lens_light(self, p: dict, n: int):
+        """Lens (central) galaxy light of unit total flux, (n, H, H), and its centre pixel (rows, cols)."""
+        H = self.H
         col = lambda k: np.asarray(p[k], dtype=np.float32)[:, None, None]  # noqa: E731
         x0, y0 = col("x0"), col("y0")
         xs, ys = self.xs - x0, self.ys - y0
-
-        # lens (central) galaxy light; the cusp deficit of the sampled profile goes into the centre pixel
+        # the cusp deficit of the sampled profile goes into the centre pixel
         re, nser = col("re_lens"), col("n_lens")
         sb = sersic_sb(xs, ys, re, nser, col("q_lens"), col("phi_lens"))
         lens_img = self._bin(sb).astype(np.float64) / sersic_total(nser, re)
@@ -141,10 +160,14 @@ class Renderer:
         ci = np.clip(np.round(p["y0"] / self.pix).astype(int) + self.c, 0, H - 1)
         cj = np.clip(np.round(p["x0"] / self.pix).astype(int) + self.c, 0, H - 1)
         lens_img[np.arange(n), ci, cj] += deficit
+        return lens_img, (ci, cj)
 
-        # lensed source (surface brightness conserved: magnification emerges from the ray-shooting)
+    def _lensed_source(self, p: dict, n: int):
+        """Lensed source light of unit intrinsic flux (n, H, H), the lens rows and their lens parameters.
+
+        Surface brightness is conserved: magnification emerges from the ray-shooting."""
         is_lens = np.asarray(p["is_lens"], dtype=bool)
-        src_img = np.zeros((n, H, H))
+        src_img = np.zeros((n, self.H, self.H))
         lidx = np.nonzero(is_lens)[0]
         lens_par = None
         if len(lidx):
@@ -159,8 +182,14 @@ class Renderer:
                 rs, ns, g("q_src")[:, None, None], g("phi_src")[:, None, None],
             )
             src_img[lidx] = self._bin(sb_s).astype(np.float64) / sersic_total(ns.astype(float), rs.astype(float))
+        return src_img, lidx, lens_par
 
-        # unrelated neighbours (cutout-frame positions); Fourier transforms only where present
+    def _neighbour_transforms(self, p: dict):
+        """Rows with neighbours, and per neighbour slot (slot, rows, Fourier transform of its unit-flux light).
+
+        Unrelated neighbours sit at cutout-frame positions; transforms are computed only where present."""
+        n = len(p["z_lens"])
+        H, P = self.H, self.P
         nb_present = np.asarray(p.get("nb_present", np.zeros((n, 0), bool)), dtype=bool)
         nb_rows = np.nonzero(nb_present.any(axis=1))[0] if nb_present.size else np.zeros(0, int)
         f_nb = []  # per slot: (rows, fft)
@@ -174,52 +203,62 @@ class Renderer:
             padn = np.zeros((len(rows), P, P))
             padn[:, :H, :H] = self._bin(sb_n).astype(np.float64) / sersic_total(nn.astype(float), rn.astype(float))
             f_nb.append((k, rows, sfft.rfft2(padn, workers=1)))
+        return nb_rows, f_nb
 
-        # Fourier domain
-        pad = np.zeros((n, P, P))
-        pad[:, :H, :H] = lens_img
-        f_lens = sfft.rfft2(pad, workers=1)
-        pad[:, :H, :H] = src_img
-        f_src = sfft.rfft2(pad, workers=1)
+    def _supernovae(self, p: dict, n: int, lidx, lens_par, f_shape):
+        """Supernova images: positions, magnifications, delays -> mean flux over the epochs.
 
-        # supernova images: positions, magnifications, delays -> mean flux over the epochs
+        Returns n_images, mu_total, their Fourier transform (n, *f_shape) or None, and their pixels
+        [(object, row, col)] for the masks."""
+        H = self.H
         n_images = np.zeros(n, dtype=np.int16)
         mu_total = np.full(n, np.nan)
         f_sn = None
         sn_pix = []  # (object, row, col) of SN image pixels for the masks
         sn_idx = np.nonzero(np.isin(p["obj_class"], list(LIGHT_CURVES)))[0]
-        if len(sn_idx):
-            pos = np.searchsorted(lidx, sn_idx)
-            lp = {k: v[pos] for k, v in lens_par.items()}
-            sx = np.asarray(p["sn_x"])[sn_idx] + lp["x"]
-            sy = np.asarray(p["sn_y"])[sn_idx] + lp["y"]
-            ix, iy, mu, fermat = lensing.solve_images(sx, sy, lp)
-            zl = np.asarray(p["z_lens"])[sn_idx]
-            zs = np.asarray(p["z_source"])[sn_idx]
-            delay = lensing.time_delay_days(fermat, zl, zs)
-            delay = delay - np.nanmin(np.where(np.isfinite(delay), delay, np.inf), axis=1, keepdims=True)
-            lc = np.zeros_like(mu)
-            for cls, (tr, tf) in LIGHT_CURVES.items():
-                sel = np.asarray(p["obj_class"])[sn_idx] == cls
-                if sel.any():
-                    tpk = np.asarray(p["sn_t_peak"])[sn_idx][sel][:, None] + np.nan_to_num(delay[sel])
-                    lc[sel] = bazin_mean(self.epoch_times, tpk, tr * (1 + zs[sel, None]), tf * (1 + zs[sel, None]))
-            weight = np.nan_to_num(np.abs(mu) * lc)  # (m, k): fraction of peak flux per image
-            n_images[sn_idx] = np.sum(np.isfinite(mu), axis=1)
-            mu_total[sn_idx] = np.nansum(np.abs(mu), axis=1)
-            px = np.nan_to_num(ix) / self.pix + self.c  # pixel coordinates (column)
-            py = np.nan_to_num(iy) / self.pix + self.c
-            phase = np.exp(-2j * np.pi * (self.kx[None] * px[:, :, None, None] + self.ky[None] * py[:, :, None, None]))
-            f_sn = np.zeros((n,) + f_lens.shape[1:], dtype=complex)
-            f_sn[sn_idx] = np.sum(weight[:, :, None, None] * phase, axis=1) * self.pix_resp
-            for m, s in enumerate(sn_idx):
-                for k in range(ix.shape[1]):
-                    if np.isfinite(ix[m, k]):
-                        r, c = int(round(py[m, k])), int(round(px[m, k]))
-                        if 0 <= r < H and 0 <= c < H:
-                            sn_pix.append((s, r, c))
+        if not len(sn_idx):
+            return n_images, mu_total, f_sn, sn_pix
+        lp = {k: v[np.searchsorted(lidx, sn_idx)] for k, v in lens_par.items()}
+        sx = np.asarray(p["sn_x"])[sn_idx] + lp["x"]
+        sy = np.asarray(p["sn_y"])[sn_idx] + lp["y"]
+        ix, iy, mu, fermat = lensing.solve_images(sx, sy, lp)
+        weight = np.nan_to_num(np.abs(mu) * self._light_curve_means(p, sn_idx, fermat))  # (m, k): fraction of peak
+        n_images[sn_idx] = np.sum(np.isfinite(mu), axis=1)
+        mu_total[sn_idx] = np.nansum(np.abs(mu), axis=1)
+        px = np.nan_to_num(ix) / self.pix + self.c  # pixel coordinates (column)
+        py = np.nan_to_num(iy) / self.pix + self.c
+        phase = np.exp(-2j * np.pi * (self.kx[None] * px[:, :, None, None] + self.ky[None] * py[:, :, None, None]))
+        f_sn = np.zeros((n,) + tuple(f_shape), dtype=complex)
+        f_sn[sn_idx] = np.sum(weight[:, :, None, None] * phase, axis=1) * self.pix_resp
+        for m, s in enumerate(sn_idx):
+            for k in range(ix.shape[1]):
+                if np.isfinite(ix[m, k]):
+                    r, c = int(round(py[m, k])), int(round(px[m, k]))
+                    if 0 <= r < H and 0 <= c < H:
+                        sn_pix.append((s, r, c))
+        return n_images, mu_total, f_sn, sn_pix
 
-        # per band: fluxes, PSF, inverse FFT; noise
+    def _light_curve_means(self, p: dict, sn_idx, fermat) -> np.ndarray:
+        """(m, k) mean over the epochs of each image's light curve (1 at peak), delayed by its arrival time."""
+        zl = np.asarray(p["z_lens"])[sn_idx]
+        zs = np.asarray(p["z_source"])[sn_idx]
+        delay = lensing.time_delay_days(fermat, zl, zs)
+        delay = delay - np.nanmin(np.where(np.isfinite(delay), delay, np.inf), axis=1, keepdims=True)
+        lc = np.zeros_like(fermat)
+        for cls, (tr, tf) in LIGHT_CURVES.items():
+            sel = np.asarray(p["obj_class"])[sn_idx] == cls
+            if sel.any():
+                tpk = np.asarray(p["sn_t_peak"])[sn_idx][sel][:, None] + np.nan_to_num(delay[sel])
+                lc[sel] = bazin_mean(self.epoch_times, tpk, tr * (1 + zs[sel, None]), tf * (1 + zs[sel, None]))
+        return lc
+
+    def _bands(self, p: dict, rng, noise: bool, transforms, neighbours):
+        """Per band: fluxes, PSF, inverse FFT, noise. transforms = (f_lens, f_src, f_sn or None) of unit-flux
+        light; neighbours = (rows, per-slot transforms). Returns images (float32), model (central object),
+        variance and the band-summed arcs."""
+        f_lens, f_src, f_sn = transforms
+        n = f_lens.shape[0]
+        H, P, B = self.H, self.P, len(self.bands)
         fwhm_scale = np.asarray(p["psf_scale"], dtype=float)[:, None] * np.asarray(
             p.get("seeing_epochs", np.ones((n, 1))), dtype=float
         )
@@ -240,13 +279,7 @@ class Renderer:
             central = np.maximum(sfft.irfft2(fl * f_lens * otf + f_arc, s=(P, P), workers=1)[:, :H, :H], 0.0)
             model[:, j] = central
             tot = central.copy()
-            if f_nb:
-                fnb = np.zeros((len(nb_rows),) + f_lens.shape[1:], dtype=complex)
-                pos = {r: i for i, r in enumerate(nb_rows)}
-                for k, rows, fk in f_nb:
-                    idx = [pos[r] for r in rows]
-                    fnb[idx] += np.asarray(p[f"flux_nb_{b}"], dtype=float)[rows, k][:, None, None] * fk
-                tot[nb_rows] += np.maximum(sfft.irfft2(fnb * otf[nb_rows], s=(P, P), workers=1)[:, :H, :H], 0.0)
+            self._add_neighbours(tot, p, b, otf, neighbours, f_lens.shape[1:])
             rate, sky = self._noise_terms(b)
             var[:, j] = (T * (tot * rate + sky) + T * rd * rd) / (T * rate) ** 2
             if noise:
@@ -255,9 +288,26 @@ class Renderer:
                 images[:, j] = (counts - T * sky) / (T * rate)
             else:
                 images[:, j] = tot  # noiseless, neighbours included ("model" holds the central object only)
-
         arc = np.maximum(sfft.irfft2(f_arc_sum, s=(P, P), workers=1)[:, :H, :H], 0.0)  # band-summed arcs
-        # footprint of the central object (lens light + arcs + SN images) and signal-to-noise
+        return images, model, var, arc
+
+    def _add_neighbours(self, tot: np.ndarray, p: dict, b: str, otf, neighbours, f_shape) -> None:
+        """Add band b's PSF-convolved neighbour light to tot (in place), for the rows that have neighbours."""
+        nb_rows, f_nb = neighbours
+        if not f_nb:
+            return
+        H, P = self.H, self.P
+        fnb = np.zeros((len(nb_rows),) + tuple(f_shape), dtype=complex)
+        pos = {r: i for i, r in enumerate(nb_rows)}
+        for k, rows, fk in f_nb:
+            idx = [pos[r] for r in rows]
+            fnb[idx] += np.asarray(p[f"flux_nb_{b}"], dtype=float)[rows, k][:, None, None] * fk
+        tot[nb_rows] += np.maximum(sfft.irfft2(fnb * otf[nb_rows], s=(P, P), workers=1)[:, :H, :H], 0.0)
+
+    def _footprint(self, model, var, arc, centre, sn_pix):
+        """Footprint of the central object (lens light + arcs + SN images) and signal-to-noise of it and of the arcs."""
+        n = model.shape[0]
+        ci, cj = centre
         sky_sig = np.sqrt(np.sum(self.sky_sigma() ** 2))
         msum = model.sum(axis=1)
         lens_part = msum - arc
@@ -275,5 +325,4 @@ class Renderer:
             (arc * arc_mask).sum(axis=(1, 2)) / np.sqrt(np.maximum((vsum * arc_mask).sum(axis=(1, 2)), 1e-30)),
             0.0,
         )
-        return {"images": images, "masks": masks, "model": model.astype(np.float32), "snr": snr,
-                "arc_snr": arc_snr, "n_images": n_images, "mu_total": mu_total}
+        return masks, snr, arc_snr
