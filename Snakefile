@@ -19,6 +19,7 @@ include: "rules/baselines.smk"
 include: "rules/train.smk"
 include: "rules/metrics.smk"
 include: "rules/shap.smk"
+include: "rules/pdfs.smk"
 
 
 # Cheap bookkeeping rules run in the main Snakemake process, also under `--profile slurm`: a SLURM job
@@ -40,6 +41,8 @@ localrules:
     transfer_table,
     shap_table,
     shap_figures,
+    pdfs_qp,
+    pdfs_truth,
     archive,
 
 

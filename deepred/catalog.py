@@ -73,6 +73,22 @@ def table_models(config: dict) -> list[str]:
     return deepred_models(config) + enabled_baselines(config)
 
 
+def gives_pdfs(config: dict, model: str) -> bool:
+    """Whether a table model's prediction files carry PDFs: every model's when the config calibrates PDFs (a
+    `calibration` section: deepred.calibration gives point estimators and ensembles a PDF too), else only a network's
+    with a PDF head (`head: pdf`). Known from the config alone, so rules/pdfs.smk can list its files at parse time;
+    a model whose validation split was too small to calibrate has no PDFs, and its qp job says so."""
+    if "calibration" in config:
+        return True
+    section = config.get("architectures", {}).get(model) or config.get("baselines", {}).get(model) or {}
+    return section.get("head") == "pdf"
+
+
+def pdf_models(config: dict) -> list[str]:
+    """The table models with PDFs (gives_pdfs), in table order: rules/pdfs.smk writes their qp ensembles."""
+    return [m for m in table_models(config) if gives_pdfs(config, m)]
+
+
 def model_family(config: dict, model: str) -> str:
     if model in config.get("architectures", {}):
         return "deepred_backbone"

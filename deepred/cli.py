@@ -38,6 +38,8 @@ CD or CDELT keywords, or --pixel-scale) is compared with the training data's; a 
 OUTPUT (.parquet or .csv): object_id, z_pred, and for PDF models z_mean, z_median, z_mode, z_lo68,
 z_hi68 (68%% interval) and with --pdf the PDF on the grid stored in the Parquet metadata key
 deepred_pdf_grid (CSV: space-separated values, grid in OUTPUT.provenance.json).
+With --format qp (or an OUTPUT named .hdf5) the PDFs are written as a qp ensemble (qp.read(OUTPUT), as
+RAIL's estimators write them) with the point estimates as ancillary columns (docs/predict.md).
 Objects that cannot be used (not a FITS image, wrong size, NaN pixels, a missing band) are listed
 with the reason in OUTPUT's .rejects.csv; the others are still written.
 
@@ -45,6 +47,7 @@ examples:
   deepred predict resnet/des_deep my_cutouts/ -o redshifts.parquet
   deepred predict results/models/photoz/sdss cube.npy --bands u,g,r,i,z --ids ids.txt -o z.csv --pdf
   deepred predict netz/kids targets.csv -o z.parquet --band-map OCAM_g_SDSS=g --pixel-scale 0.213
+  deepred predict photoz/sdss my_cutouts/ -o pdfs.hdf5 --format qp
 """
 
 INFO_EPILOG = """\
@@ -95,8 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=PREDICT_EPILOG)
     p.add_argument("model", metavar="MODEL", help="model folder or {model}/{dataset}, e.g. resnet/des_deep")
     p.add_argument("input", metavar="INPUT", help="FITS folder, .npy cube, or catalogue (.csv/.parquet/FITS table)")
-    p.add_argument("-o", "--output", required=True, metavar="OUTPUT", help="output table (.parquet or .csv)")
-    p.add_argument("--format", choices=("parquet", "csv"), default=None, help="output format (default: from OUTPUT)")
+    p.add_argument("-o", "--output", required=True, metavar="OUTPUT",
+                   help="output table (.parquet or .csv) or qp ensemble (.hdf5)")
+    p.add_argument("--format", choices=("parquet", "csv", "qp"), default=None,
+                   help="output format (default: from OUTPUT); qp: the PDFs as a qp ensemble (PDF models only)")
     p.add_argument("--pdf", action="store_true", help="also write the full redshift PDF (PDF models only)")
     p.add_argument("--bands", type=_bands_arg, default=None, metavar="B1,B2,..",
                    help="band order of an .npy cube, of a 3-D FITS cube, or of HDUs without band keywords")

@@ -34,6 +34,7 @@ from deepred.model_json import weights_sha256
 from deepred.predictions import MODEL_KEY, PDF_GRID_KEY, PDF_SUMMARY, output_columns
 from deepred.predictor import Predictor, load_predictor, resolve_model_dir  # noqa: F401 (the model loading)
 from deepred.provenance import provenance
+from deepred.qp_io import QP_SUFFIX
 
 log = logging.getLogger("deepred.inference")
 
@@ -43,17 +44,22 @@ PIXEL_SCALE_RTOL = 0.02  # relative difference above which a pixel-scale mismatc
 
 
 def output_format(path: Path, fmt: str | None) -> str:
+    if fmt == "qp" or (fmt is None and path.name.lower().endswith(QP_SUFFIX)):
+        if not path.name.lower().endswith(QP_SUFFIX):  # qp.read tells the format from the suffix (deepred.qp_io)
+            raise InferenceError(f"{path}: --format qp writes an HDF5 qp ensemble; name the output *{QP_SUFFIX}")
+        return "qp"
     if fmt:
         return fmt
     kind = table_format(path)
     if kind in ("csv", "parquet"):
         return kind
-    raise InferenceError(f"{path}: cannot tell the output format from the name; use .parquet or .csv, or --format")
+    raise InferenceError(f"{path}: cannot tell the output format from the name; use .parquet, .csv or "
+                         f"{QP_SUFFIX} (qp), or --format")
 
 
 def rejects_path_for(out: Path) -> Path:
     name = out.name
-    for s in PARQUET_SUFFIXES + (".csv",):
+    for s in PARQUET_SUFFIXES + (".csv", QP_SUFFIX):
         if name.lower().endswith(s):
             name = name[: -len(s)]
             break
@@ -81,10 +87,18 @@ def _write_csv(fh: TextIO, columns: list[str], df: pd.DataFrame) -> None:
 @contextlib.contextmanager
 def prediction_writer(path: Path, fmt: str, columns: list[str],
                       metadata: dict[str, str]) -> Iterator[Callable[[pd.DataFrame], None]]:
-    """A function writing result batches to Parquet (one row group each) or CSV (appends); the file
-    appears at `path` only when the block ends without an error."""
+    """A function writing result batches to Parquet (one row group each), CSV (appends) or a qp ensemble (batches
+    spooled to a Parquet file beside it, converted at the end: qp's HDF5 writer needs the row count first); the
+    file appears at `path` only when the block ends without an error."""
     with atomic_path(path) as tmp:
-        if fmt == "parquet":
+        if fmt == "qp":
+            from deepred.qp_io import spool_beside, spooled_to_qp
+
+            with spool_beside(path) as spool:
+                with prediction_writer(spool, "parquet", columns, metadata) as write:
+                    yield write
+                spooled_to_qp(spool, tmp, path)
+        elif fmt == "parquet":
             schema = _parquet_schema(columns, metadata)
             with pq.ParquetWriter(tmp, schema) as sink:
                 yield functools.partial(_write_parquet, sink, schema, columns)
@@ -147,12 +161,14 @@ def _gives_pdf(predictor: Predictor) -> bool:
     return predictor.head == "pdf" and predictor.grid is not None
 
 
-def _output_columns(predictor: Predictor, with_pdf: bool) -> list[str]:
-    """object_id, z_pred, the PDF summaries of a PDF model, and the PDF itself when asked (PDF models only)."""
+def _output_columns(predictor: Predictor, with_pdf: bool, fmt: str = "parquet") -> list[str]:
+    """object_id, z_pred, the PDF summaries of a PDF model, and the PDF itself when asked or for a qp ensemble
+    (PDF models only)."""
     columns = ["object_id", "z_pred"] + (list(PDF_SUMMARY) if _gives_pdf(predictor) else [])
-    if with_pdf:
+    if with_pdf or fmt == "qp":
         if not _gives_pdf(predictor):
-            raise InferenceError(f"{predictor.model_dir}: --pdf asked, but this model ({predictor.name}) gives "
+            asked = "--format qp writes PDFs" if fmt == "qp" else "--pdf asked"
+            raise InferenceError(f"{predictor.model_dir}: {asked}, but this model ({predictor.name}) gives "
                                  "point estimates only")
         columns.append("pdf")
     return columns
@@ -263,7 +279,8 @@ def predict_cutouts(predictor: Predictor, items: Iterable[Item], out: str | Path
     out = Path(out)
     fmt = output_format(out, fmt)
     rejects = Path(rejects) if rejects else rejects_path_for(out)
-    columns = _output_columns(predictor, with_pdf)
+    columns = _output_columns(predictor, with_pdf, fmt)
+    with_pdf = "pdf" in columns
     summary = Summary(output=str(out), rejects=str(rejects))
     with contextlib.ExitStack() as stack:
         write = stack.enter_context(prediction_writer(out, fmt, columns, _output_metadata(predictor)))

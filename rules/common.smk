@@ -13,6 +13,7 @@ from deepred.catalog import (
     enabled_networks,
     ensemble_members,
     explained_models,
+    pdf_models,
 )
 from deepred.config import ConfigError, validate_config
 from deepred.data.contract import damaged_shards
@@ -197,6 +198,7 @@ def all_targets():
             dataset=DATASETS,
         )
     targets += shap_targets()  # SHAP localization table and figures (rules/shap.smk)
+    targets += pdf_targets()  # test-set PDFs as qp ensembles (rules/pdfs.smk)
     # tables and figures (rules/metrics.smk)
     targets += metrics_targets(config, bool(TRANSFER_MODELS))
     return targets
@@ -233,6 +235,23 @@ def shap_outputs():
         for ts in TEST_SETS
         for m in SHAP_MODELS
     ]
+
+
+# Test-set PDFs as qp ensembles (rules/pdfs.smk): every model whose predictions carry PDFs (deepred.catalog).
+PDF_MODELS = pdf_models(config)
+
+
+def test_set_dataset(wildcards):
+    return config["test_sets"][wildcards.test_set]["dataset"]
+
+
+def pdf_targets():
+    """Every model's ensemble per test set, and each test set's truth table (none without PDF models)."""
+    if not PDF_MODELS:
+        return []
+    return expand(
+        f"{RESULTS}/pdfs/{{model}}/{{ts}}.hdf5", model=PDF_MODELS, ts=TEST_SETS
+    ) + expand(f"{RESULTS}/pdfs/truth/{{ts}}.hdf5", ts=TEST_SETS)
 
 
 # Catalogue-driven cutouts (source kind `cutouts`, deepred/cutouts): images fetched into data/raw/{dataset}/images/

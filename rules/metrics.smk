@@ -212,6 +212,7 @@ rule archive:
             if p.endswith(".png")
         ],
         shap=shap_outputs(),  # SHAP localization table and figures (rules/shap.smk)
+        pdfs=pdf_targets(),  # test-set PDFs as qp ensembles, truth tables (rules/pdfs.smk)
         metrics=expand(
             f"{RESULTS}/metrics/{{ts}}/{{kind}}.csv",
             ts=TEST_SETS,

@@ -151,6 +151,20 @@ def tiny_dataset_64(tmp_path_factory) -> Path:
                              bands=("u", "g", "r", "i", "z"), cutout=64, seed=1)
 
 
+@pytest.fixture(scope="session")
+def tiny_pdf_model(tmp_path_factory, tiny_dataset) -> Path:
+    """A real PhotoZ network (softmax PDF head) trained one epoch on tiny_dataset, in results/models/photoz/tiny
+    of a tmp results folder (about a second); returns the model folder."""
+    from deepred.train import train_model
+
+    results = tmp_path_factory.mktemp("pdf_results")
+    cfg = tiny_config({"tiny": {"n": 240}}, data_dir=tiny_dataset.parent.parent, results_dir=results)
+    cfg["training"]["epochs"] = 1
+    model_dir = results / "models" / "photoz" / "tiny"
+    train_model("photoz", "tiny", cfg, tiny_dataset, model_dir, threads=1)
+    return model_dir
+
+
 def write_raw_folder(folder, n=120, bands=("g", "r", "i", "z"), cutout=24, seed=0, copies=1, z_range=(0.1, 1.5)):
     """make_tiny_raw with the small defaults of the first fixture (kept for tests written against it)."""
     return make_tiny_raw(folder, n=n, bands=bands, cutout=cutout, seed=seed, z_range=z_range, copies=copies)

@@ -135,6 +135,14 @@ def iter_catalog(path: Path, bands: list[str], band_order: list[str] | None, ban
     return _catalog_items(path, layout, bands, band_order, band_map, chunk)
 
 
+def frame_items(rows: pd.DataFrame, where: Path, bands: list[str], band_order: list[str] | None, band_map: dict,
+                id_column: str | None = None) -> Iterator[Item]:
+    """Objects of catalogue rows already in memory (a RAIL input chunk, deepred.rail), read as a catalogue file
+    `where` would be: relative paths from its folder. The columns are checked now, the rows as items are read."""
+    layout = _catalog_layout(list(rows.columns), bands, band_map, id_column, where)
+    return (_row_item(where, rec, layout, bands, band_order, band_map) for rec in rows.to_dict("records"))
+
+
 def _catalog_items(path, layout, bands, band_order, band_map, chunk) -> Iterator[Item]:
     n = 0
     for df in _catalog_chunks(path, chunk):
