@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from conftest import make_tiny_raw, tiny_config
+from deepred.catalog import pdf_models
 from deepred.cli import main as cli_main
 from deepred.config import ConfigError, validate_config
 from deepred.data.contract import DataError, ProcessedDataset, damaged_shards, source_columns
@@ -160,22 +161,25 @@ def test_declared_columns_match_the_simulator():
     assert set(truth.columns) <= set(declared), set(truth.columns) - set(declared)
 
 
-@pytest.mark.parametrize("edit, expected", [
-    # a query edit reruns that test set's metrics, figures and SHAP figures, and the summaries on top
+@pytest.mark.parametrize("edit, expected, pdf_test_sets", [
+    # a query edit reruns that test set's metrics, figures, SHAP figures and qp PDF files, and the summaries on top
     (lambda c: c["test_sets"]["kids_hpl"].update(query="high_prob_lens and snr > 5"),
      {"metrics_test_set": 1, "figures_test_set": 1, "shap_figures": 1, "shap_table": 1, "tables": 1,
-      "improvement_figure": 1, "all": 1}),
+      "improvement_figure": 1, "all": 1}, 1),
     # a metrics option: every test set's metrics (and what reads them), no training, prediction or SHAP
     (lambda c: c["metrics"].update(bootstrap_resamples=50),
      {"metrics_test_set": 3, "figures_test_set": 3, "shap_table": 1, "tables": 1, "improvement_figure": 1,
-      "all": 1}),
+      "all": 1}, 0),
     # a figure option: the SHAP example grids only
-    (lambda c: c["shap"].update(n_examples=4), {"shap_figures": 3, "all": 1}),
+    (lambda c: c["shap"].update(n_examples=4), {"shap_figures": 3, "all": 1}, 0),
     # the published R: the tables (and the figure that reads them) only
-    (lambda c: c["metrics"]["paper_R"].update(des_deep=0.5), {"tables": 1, "improvement_figure": 1, "all": 1}),
+    (lambda c: c["metrics"]["paper_R"].update(des_deep=0.5), {"tables": 1, "improvement_figure": 1, "all": 1}, 0),
 ])
-def test_config_edits_rerun_exactly_the_affected_jobs(done, edit, expected):
+def test_config_edits_rerun_exactly_the_affected_jobs(done, edit, expected, pdf_test_sets):
     wd, cfg = done
+    n_pdf = len(pdf_models(validate_config(json.loads(json.dumps(cfg)))))  # rules/pdfs.smk: a file per model
+    if pdf_test_sets and n_pdf:
+        expected = {**expected, "pdfs_qp": n_pdf * pdf_test_sets, "pdfs_truth": pdf_test_sets}
     with edited(wd, cfg, edit):
         jobs = _jobs(_smk(wd, "-n"))
     assert jobs == expected
