@@ -79,12 +79,13 @@ def pick_device(name: str) -> torch.device:
 
 
 @torch.no_grad()
-def predict_points(net: RedshiftNet, loader: DataLoader, device: torch.device, amp: bool) -> np.ndarray:
+def predict_points(net: RedshiftNet, loader: DataLoader, device: torch.device, amp: bool,
+                   amp_dtype: torch.dtype | None = None) -> np.ndarray:
     net.eval()
     out = []
     for x, _ in loader:
         x = x.to(device, non_blocking=True)
-        with torch.autocast(device.type, enabled=amp):
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
             out.append(net.point(net(x)).float().cpu())
     return torch.cat(out).numpy().astype(float)
 
@@ -134,6 +135,11 @@ class TrainingRun:
 
     @property
     def epochs(self) -> int:
+    @property
+    def amp_dtype(self) -> torch.dtype:
+        """bfloat16: fp32's exponent range, so no loss scaling; float16 trains with the GradScaler."""
+        return getattr(torch, self.params.get("amp_dtype", "bfloat16"))
+
         return int(self.params["epochs"])
 
     @property
@@ -192,7 +198,7 @@ def setup_run(model_name: str, dataset: str, config: dict, processed_dir, thread
     if device.type == "cuda" and params["channels_last"]:
         net.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(net.parameters(), lr=params["lr"], weight_decay=params["weight_decay"])
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and params.get("amp_dtype", "bfloat16") == "float16")
     sampler, loader, val_loader = training_loaders(proc, train_rows, val_rows, label, params, device, seed)
     return TrainingRun(model_name, dataset, params, seed, device, amp, proc, in_chans, cutout, train_rows, val_rows,
                        net, init, grid, label_loc, label_scale, opt, scaler, sampler, loader, val_loader)
@@ -212,7 +218,7 @@ def train_one_epoch(run: TrainingRun, epoch: int) -> dict:
         x, z = x.to(run.device, non_blocking=True), z.to(run.device, non_blocking=True)
         if run.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(run.device.type, enabled=run.amp):
+        with torch.autocast(run.device.type, dtype=run.amp_dtype, enabled=run.amp):
             out = run.net(x)
         loss = run.net.loss(out, z)
         if not torch.isfinite(loss):
@@ -235,7 +241,7 @@ def train_one_epoch(run: TrainingRun, epoch: int) -> dict:
 def validate(run: TrainingRun) -> dict:
     """{"val_nmad"}: the NMAD of the network's point estimates on the validation split."""
     z_val = run.val_rows[run.label].to_numpy(dtype=float)
-    return {"val_nmad": nmad(predict_points(run.net, run.val_loader, run.device, run.amp), z_val)}
+    return {"val_nmad": nmad(predict_points(run.net, run.val_loader, run.device, run.amp, run.amp_dtype), z_val)}
 
 
 def _trained_by() -> str:
