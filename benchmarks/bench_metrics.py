@@ -55,7 +55,7 @@ def main(argv=None):
         for ts, spec in cfg["test_sets"].items():
             d = tmp / "metrics" / ts
             write_test_set_metrics(cfg, ts, preds[spec["dataset"]], tmp / "processed" / spec["dataset"],
-                                   d / "metrics.csv", d / "nmad.csv", d / "binned.csv")
+                                   d / "metrics.csv", d / "nmad.csv", d / "binned.csv", d / "calibration.csv")
         t_metrics = time.perf_counter() - t0
         t0 = time.perf_counter()
         build_tables(cfg, *study_paths(cfg, tmp / "metrics", tmp / "tables"))

@@ -9,7 +9,10 @@ config's choice) further makes them sum to one with no intercept, fit in (z - z_
 and the single member that is best on the training folds (weight one on it): with a few hundred validation
 rows and one dominant member, the stack's extra weights can cost more in variance than they gain (Breiman
 1996 chooses stacking weights the same way).
-The mean ensemble averages the members. Each writes predictions in the file contract and
+The mean ensemble averages the members. When every member's prediction file has PDFs (the calibrated ones,
+deepred.calibration), each ensemble's PDF is the mixture of its members' PDFs with its weights (made non-negative,
+summing to one), recalibrated on the validation rows; model.json keeps that calibration.
+Each writes predictions in the file contract and
 results/models/ensemble_{stacked,mean}/{dataset}/model.json with the members, their weights and folders, so
 deepred.predictor.load_model can predict new cutouts with it (its members loaded once).
 """
@@ -25,10 +28,11 @@ import numpy as np
 import pandas as pd
 from sklearn.linear_model import LinearRegression
 
+from deepred import calibration as cal
 from deepred.catalog import ENSEMBLE_METHODS, ENSEMBLES
 from deepred.metrics import nmad
-from deepred.model_json import ENSEMBLE, MODEL_JSON, read_card, write_card
-from deepred.predictions import PRED_COLUMNS, prediction_frame, read_predictions, write_predictions
+from deepred.model_json import CALIBRATION, ENSEMBLE, MODEL_JSON, read_card, write_card
+from deepred.predictions import PRED_COLUMNS, pdf_matrix, prediction_frame, read_predictions, write_predictions
 from deepred.provenance import provenance
 
 log = logging.getLogger("deepred.ensemble")
@@ -121,6 +125,13 @@ class EnsembleModel:
     def combine(self, z_members: np.ndarray) -> np.ndarray:
         return self.intercept + z_members @ self.weights
 
+    def combine_pdfs(self, pdfs: list, grids: list, grid: np.ndarray) -> np.ndarray:
+        """The members' PDFs mixed with this ensemble's weights on `grid` (deepred.calibration.mixture_pdf)."""
+        missing = [m for m, p, g in zip(self.members, pdfs, grids) if p is None or g is None]
+        if missing:
+            raise EnsembleError(f"members {missing} give no PDFs, but this ensemble mixes its members' PDFs")
+        return cal.mixture_pdf(pdfs, grids, self.weights, grid)
+
 
 def load_ensemble(model_dir) -> EnsembleModel:
     path = Path(model_dir) / MODEL_JSON
@@ -151,14 +162,18 @@ def fit_ensembles(dataset: str, config: dict, pred_paths: dict[str, str | Path],
     weights = {"stacked": (w, b), "mean": (np.full(len(members), 1.0 / len(members)), 0.0)}  # per ENSEMBLE_METHODS
 
     first_meta = _member_meta(model_root, members[0], dataset)
+    pdfs = member_pdfs(pred_paths, table["object_id"])
     out = {}
     for method, name in zip(ENSEMBLE_METHODS, ENSEMBLES):
         w_m, b_m = weights[method]
         model_dir = Path(model_root) / name / dataset
-        z_pred = b_m + zm @ w_m
-        pred = prediction_frame(table, "z_true", {"z_pred": z_pred}, pdf=False)
+        res = {"z_pred": b_m + zm @ w_m}
+        calibration = _mixture_calibration(res, pdfs, w_m, fit_mask, z_true, config, f"{name}/{dataset}")
+        z_pred = res["z_pred"]
+        pred = prediction_frame(table, "z_true", res, pdf=calibration is not None)
         pred_path = Path(pred_root) / name / f"{dataset}.parquet"
-        write_predictions(pred_path, pred, meta={"model": name, "dataset": dataset})
+        write_predictions(pred_path, pred, grid=None if calibration is None else calibration.grid,
+                          meta={"model": name, "dataset": dataset})
         meta = {
             "model": name,
             "kind": ENSEMBLE,
@@ -176,6 +191,7 @@ def fit_ensembles(dataset: str, config: dict, pred_paths: dict[str, str | Path],
             "metrics": {"val_nmad": nmad(z_pred[fit_mask], z_true[fit_mask]), "member_val_nmad": member_val},
             "member_dirs": {m: f"../../{m}/{dataset}" for m in members},
             **{k: first_meta.get(k) for k in ("bands", "in_chans", "cutout", "pixel_scale", "scaling", "label_column")},
+            **({} if calibration is None else {CALIBRATION: calibration.record()}),
             "provenance": provenance(config, list(pred_paths.values())),
         }
         write_card(model_dir, ENSEMBLE, meta)
@@ -201,6 +217,42 @@ def _stacked_weights(z_members: np.ndarray, z_true: np.ndarray, member_val: dict
     log.info("%s: %d-fold validation NMAD stack %.4f, best single member %.4f -> %s", dataset, folds,
              selection["cv_nmad_stacked"], selection["cv_nmad_best_member"], selection["chosen"])
     return w, b, selection
+
+
+def member_pdfs(pred_paths: dict[str, str | Path], object_ids: pd.Series) -> dict | None:
+    """{member: (PDFs in object_ids' order, grid)} from the members' prediction files, or None when one of them
+    has no PDFs (members fitted before calibrations existed): the ensembles then give point estimates only."""
+    out = {}
+    for member, path in pred_paths.items():
+        df, grid = read_predictions(path)
+        if grid is None or "pdf" not in df:
+            log.info("%s: no PDFs; the ensembles give point estimates only", path)
+            return None
+        df = df.set_index(df["object_id"].astype(str)).loc[object_ids.astype(str)]
+        out[member] = (pdf_matrix(df, grid, path), grid)
+    return out
+
+
+def _mixture_calibration(res: dict, pdfs: dict | None, weights: np.ndarray, fit_mask: np.ndarray, z_true: np.ndarray,
+                         config: dict, what: str) -> cal.Calibration | None:
+    """Mix the members' PDFs with `weights`, fit the mixture's calibration on the validation rows and put the
+    calibrated PDFs into `res` (in place); None (and res untouched) without member PDFs."""
+    if pdfs is None:
+        return None
+    if fit_mask.sum() < cal.MIN_FIT_ROWS:
+        log.warning("%s: %d %s rows, too few to calibrate a PDF (>= %d); point estimates only", what,
+                    int(fit_mask.sum()), FIT_SPLIT, cal.MIN_FIT_ROWS)
+        return None
+    grids = [g for _, g in pdfs.values()]
+    grid = cal.common_grid(grids)
+    mixed = cal.mixture_pdf([p for p, _ in pdfs.values()], grids, weights, grid)
+    settings = config["calibration"]
+    fitted = cal.fit_calibration(mixed[fit_mask], grid, z_true[fit_mask], settings["pit_knots"], base="mixture")
+    res.update(fitted.apply({**res, "pdf": mixed}, grid))
+    log.info("%s: mixture calibrated on %d %s rows, temperature %.3f, validation PIT KS %.3f -> %.3f", what,
+             int(fit_mask.sum()), FIT_SPLIT, fitted.temperature, fitted.info["val_pit_ks_uncalibrated"],
+             fitted.info["val_pit_ks"])
+    return fitted
 
 
 def _member_meta(model_root, member: str, dataset: str) -> dict:

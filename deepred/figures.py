@@ -1,7 +1,8 @@
 """The study's figures (PNG for the report, PDF for papers), drawn with matplotlib's Agg backend.
 
 Per test set: predicted-vs-true density panels (one per model, with the |dz| = 0.15 outlier lines),
-NMAD versus true-redshift bins for every model on one axis, and PIT histograms of the distribution models.
+NMAD versus true-redshift bins for every model on one axis, and PIT histograms of every model with PDFs, before
+(outline) and after (filled) calibration.
 For the study: a bar chart of R = NMAD(best DeepRed) / NMAD(best baseline) with the paper's values marked.
 """
 
@@ -22,6 +23,7 @@ from matplotlib.colors import LogNorm  # noqa: E402
 from deepred import metrics as M  # noqa: E402
 from deepred.data.contract import ProcessedDataset, test_set_rows  # noqa: E402
 from deepred.io import atomic_path  # noqa: E402
+from deepred.calibration_table import stages  # noqa: E402
 from deepred.predictions import pdf_matrix  # noqa: E402
 from deepred.tables import model_family, table_models, test_set_predictions  # noqa: E402
 
@@ -33,7 +35,7 @@ _PNG_META = {"Software": "deepred"}
 
 LABELS = {"resnet": "ResNet", "efficientnet": "EfficientNet", "swin": "Swin", "mixer": "MLP-Mixer",
           "ensemble_stacked": "Ensemble (stacked)", "ensemble_mean": "Ensemble (mean)", "photoz": "PhotoZ",
-          "netz": "NetZ", "a1": "A1", "a3": "A3", "hogsvr": "HOG+SVR"}
+          "netz": "NetZ", "a1": "A1", "a3": "A3", "hogsvr": "HOG+SVR", "photometry": "Photometry+GBT"}
 
 
 def label(model: str) -> str:
@@ -144,22 +146,35 @@ def pit_figure(config: dict, test_set: str, preds: dict, png, pdf, n_bins: int =
         axes[0, 0].set_axis_off()
     for ax, m in zip(axes.flat, pdf_models):
         f, grid = preds[m]
-        u = M.pit(pdf_matrix(f, grid, m), grid, f["z_true"].to_numpy(float))
-        ax.hist(u, bins=n_bins, range=(0, 1), density=True, color="steelblue", edgecolor="white")
+        zt, ks = f["z_true"].to_numpy(float), {}
+        for stage, column in stages(f, grid):
+            dens = pdf_matrix(f, grid, m, column)  # (`pdf` is the figure's PDF file)
+            u = M.pit(dens, grid, zt)
+            ks[stage] = (float(M.ks_uniform(u)), float(np.mean(M.crps(dens, grid, zt))))
+            if stage == "calibrated":
+                ax.hist(u, bins=n_bins, range=(0, 1), density=True, color="steelblue", edgecolor="white",
+                        label="calibrated")
+            else:
+                ax.hist(u, bins=n_bins, range=(0, 1), density=True, histtype="step", color="darkorange", lw=1.4,
+                        label="uncalibrated", zorder=3)
         ax.axhline(1.0, color="k", lw=0.8, ls="--")
-        ks = float(M.ks_uniform(u))
-        crps = float(np.mean(M.crps(pdf_matrix(f, grid, m), grid, f["z_true"].to_numpy(float))))
-        ax.set_title(f"{label(m)}  KS {ks:.3f}  CRPS {crps:.4f}", fontsize=9)
+        text = "\n".join(f"{s[:5]}. KS {k:.3f} CRPS {c:.4f}" for s, (k, c) in ks.items())
+        ax.text(0.5, 0.97, text, transform=ax.transAxes, ha="center", va="top", fontsize=7,
+                bbox={"facecolor": "white", "alpha": 0.7, "lw": 0})
+        ax.set_title(f"{label(m)} (n = {len(zt)}, KS limit {1.36 / np.sqrt(len(zt)):.3f})", fontsize=9)
         ax.set_xlabel("PIT")
         ax.set_ylabel("density")
+    if pdf_models:
+        axes.flat[0].legend(fontsize=7, frameon=False, loc="lower center")
     for ax in axes.flat[max(1, len(pdf_models)):]:
         ax.set_visible(False)
-    fig.suptitle(f"{test_set}: PIT (dashed: calibrated)")
+    fig.suptitle(f"{test_set}: PIT before (outline) and after (filled) calibration; dashed: uniform")
     save(fig, png, pdf)
 
 
 def improvement_figure(improvement: pd.DataFrame, png, pdf) -> None:
-    """R per test set with its bootstrap interval, the paper's published R as black markers."""
+    """R per test set with its bootstrap interval, the paper's published R as black markers and R against the
+    photometric baseline (R_photometry) as open circles."""
     d = improvement.reset_index(drop=True)
     x = np.arange(len(d))
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(d) + 2), 4.2))
@@ -170,6 +185,9 @@ def improvement_figure(improvement: pd.DataFrame, png, pdf) -> None:
     has_paper = np.isfinite(d["paper_R"].to_numpy(float))
     ax.scatter(x[has_paper], d.loc[has_paper, "paper_R"], marker="D", color="k", zorder=3, s=30,
                label="paper (arXiv 2602.11281)")
+    if "R_photometry" in d:  # improvement.csv written before the photometric baseline has no such column
+        ax.scatter(x, d["R_photometry"], marker="o", facecolors="none", edgecolors="tab:green", zorder=3, s=40,
+                   label="vs photometry (R_photometry)")
     ax.axhline(1.0, color="crimson", ls="--", lw=1, label="R = 1: no gain over the best baseline")
     for xi, r in zip(x, d["R"]):  # a test set without a baseline (or network) has no R: say so at the axis
         ax.text(xi + 0.32 if np.isfinite(r) else xi, r if np.isfinite(r) else 0.05,
@@ -177,9 +195,9 @@ def improvement_figure(improvement: pd.DataFrame, png, pdf) -> None:
                 fontsize=8)
     ticks = [f"{t}\n{label(o)}\nvs {label(b)}" for t, o, b in zip(d["test_set"], d["best_deepred"], d["best_baseline"])]
     ax.set_xticks(x, ticks, fontsize=8)
-    ax.set_ylabel("R = NMAD(best DeepRed) / NMAD(best baseline)")
+    ax.set_ylabel("R = NMAD(best DeepRed) / NMAD(best image baseline)")
     # the axis follows the values, not the widest interval (small test sets have very wide ones)
-    shown = np.r_[d["R"], d["paper_R"]].astype(float)
+    shown = np.r_[d["R"], d["paper_R"], d.get("R_photometry", [])].astype(float)
     ax.set_ylim(0, max(1.2, float(shown[np.isfinite(shown)].max(initial=0)) * 1.25))
     ax.set_title("DeepRed's gain over the best baseline (lower is better)")
     ax.legend(fontsize=8, frameon=False, bbox_to_anchor=(1.01, 1), loc="upper left")

@@ -158,7 +158,7 @@ def _check_item(item: Item, cutout: int, bands: list[str], crop: bool) -> Item:
 
 
 def _gives_pdf(predictor: Predictor) -> bool:
-    return predictor.head == "pdf" and predictor.grid is not None
+    return predictor.gives_pdf  # a PDF head, or any model with a calibration (deepred.calibration)
 
 
 def _output_columns(predictor: Predictor, with_pdf: bool, fmt: str = "parquet") -> list[str]:

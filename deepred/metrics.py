@@ -76,6 +76,13 @@ def _pit_ks(s, p):
     return ks_uniform(s["pit"])
 
 
+def _coverage(level: float):
+    """Fraction of objects whose z_true lies in the PDF's central `level` interval, read from the PIT:
+    z_true is inside [F^-1((1 - level) / 2), F^-1((1 + level) / 2)] exactly when its PIT is between those levels."""
+    lo = (1.0 - level) / 2.0
+    return lambda s, p: np.mean((s["pit"] >= lo) & (s["pit"] <= 1.0 - lo), axis=-1)
+
+
 METRICS: dict[str, Metric] = {
     m.name: m
     for m in [
@@ -94,6 +101,10 @@ METRICS: dict[str, Metric] = {
                "sqrt(mean (z_pred - z_true)^2)"),
         Metric("pit_ks", "pdf", _pit_ks, "Kolmogorov-Smirnov distance of the PIT values from U(0, 1)"),
         Metric("crps", "pdf", lambda s, p: np.mean(s["crps"], axis=-1), "mean continuous ranked probability score"),
+        Metric("coverage_68", "pdf", _coverage(0.68), "fraction of z_true inside the PDF's central 68% interval "
+               "(0.68 when calibrated)", lower_is_better=False),
+        Metric("coverage_95", "pdf", _coverage(0.95), "fraction of z_true inside the PDF's central 95% interval "
+               "(0.95 when calibrated)", lower_is_better=False),
     ]
 }
 

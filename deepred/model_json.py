@@ -4,7 +4,9 @@ Kinds, told apart by their files:
 - neural:   model.safetensors, its SHA-256 under "sha256" (and "weights_file"), plus the resolved config;
 - hogsvr:   model.npz, its SHA-256 under "weights_sha256"; the training row count under hyper.n_train;
 - ensemble: no weights of its own; "members", "weights", "intercept" and "member_dirs".
-Every kind records bands, cutout, scaling (the training data's) and usually dataset and pixel_scale.
+Every kind records bands, cutout, scaling (the training data's) and usually dataset and pixel_scale, and under
+"calibration" the PDF calibration fitted on the validation split (deepred.calibration; absent in older folders,
+whose models then give what they always gave).
 
 The two digest keys and the two n_train places are history. Files keep them: the digest is copied into the
 prediction files' metadata and model.json is an input of later jobs' provenance, so renaming a key would
@@ -23,6 +25,7 @@ MODEL_JSON = "model.json"
 NEURAL, HOGSVR, ENSEMBLE = "neural", "hogsvr", "ensemble"
 WEIGHTS_FILE = {NEURAL: "model.safetensors", HOGSVR: "model.npz"}
 DIGEST_KEY = {NEURAL: "sha256", HOGSVR: "weights_sha256"}  # the weights' SHA-256, per kind (see above)
+CALIBRATION = "calibration"  # the calibration record (deepred.calibration.Calibration.record), any kind
 (HOGSVR_MODEL,) = FEATURE_BASELINES  # the "model" name in a HOG+SVR card: the one feature-based baseline
 
 
@@ -32,6 +35,13 @@ def write_card(model_dir: str | Path, kind: str, meta: dict) -> dict:
     if kind in WEIGHTS_FILE:
         meta = dict(meta, **{DIGEST_KEY[kind]: sha256_file(model_dir / WEIGHTS_FILE[kind])})
     write_json(model_dir / MODEL_JSON, meta)
+    return meta
+
+
+def add_calibration(model_dir: str | Path, record: dict, error: type[Exception]) -> dict:
+    """Store a calibration record in an existing model.json (written by the kind's fit just before); return it."""
+    meta = dict(read_card(model_dir, error), **{CALIBRATION: record})
+    write_json(Path(model_dir) / MODEL_JSON, meta)
     return meta
 
 

@@ -1,7 +1,9 @@
 """Prediction files (docs/contracts.md): the frame every model kind writes, its writer and its reader.
 
-Columns: object_id, split, z_true, z_pred, and for PDF heads z_mean, z_median, z_mode, z_lo68, z_hi68 and
-pdf (a list of float32 on the grid stored in the Parquet metadata key `deepred_pdf_grid`, a JSON list).
+Columns: object_id, split, z_true, z_pred, and for models with PDFs z_mean, z_median, z_mode, z_lo68, z_hi68 and
+pdf (a list of float32 on the grid stored in the Parquet metadata key `deepred_pdf_grid`, a JSON list). A model
+with a calibration (deepred.calibration) gives the calibrated PDF and its summaries there, the uncalibrated PDF
+in pdf_uncalibrated (same grid) for the before/after tables; z_pred is the model's point estimate either way.
 Optional metadata `deepred_model`: a JSON record of the model that made the file.
 """
 
@@ -16,11 +18,41 @@ import pyarrow.parquet as pq
 
 from deepred.data.contract import DataError
 from deepred.io import atomic_path
+from deepred.metrics import grid_edges
 
 PRED_COLUMNS = ("object_id", "split", "z_true", "z_pred")
 PDF_SUMMARY = ("z_mean", "z_median", "z_mode", "z_lo68", "z_hi68")
+PDF_UNCALIBRATED = "pdf_uncalibrated"  # the PDF before calibration (pipeline prediction files)
 PDF_GRID_KEY = "deepred_pdf_grid"
 MODEL_KEY = "deepred_model"
+
+
+def pdf_quantiles(pdf: np.ndarray, grid: np.ndarray, qs) -> np.ndarray:
+    """Quantiles (N, len(qs)) of histogram PDFs: bin mass spread uniformly between its edges
+    (deepred.metrics' convention, so PIT/CRPS and these summaries agree)."""
+    edges = grid_edges(grid)
+    cdf = np.concatenate([np.zeros((pdf.shape[0], 1)), np.cumsum(pdf, axis=1)], axis=1)
+    cdf /= cdf[:, -1:]
+    out = np.empty((pdf.shape[0], len(qs)))
+    for j, q in enumerate(qs):
+        i = np.clip((cdf < q).sum(axis=1) - 1, 0, len(grid) - 1)  # bin where the CDF reaches q
+        c0 = cdf[np.arange(len(i)), i]
+        c1 = cdf[np.arange(len(i)), i + 1]
+        frac = np.where(c1 > c0, (q - c0) / np.where(c1 > c0, c1 - c0, 1.0), 0.5)
+        out[:, j] = edges[i] + np.clip(frac, 0, 1) * (edges[i + 1] - edges[i])
+    return out
+
+
+def pdf_summary(pdf: np.ndarray, grid: np.ndarray) -> dict[str, np.ndarray]:
+    """Mean, median, mode and the 68% central interval of each PDF row."""
+    q = pdf_quantiles(pdf, grid, (0.16, 0.5, 0.84))
+    return {
+        "z_mean": pdf @ grid,
+        "z_median": q[:, 1],
+        "z_mode": grid[np.argmax(pdf, axis=1)],
+        "z_lo68": q[:, 0],
+        "z_hi68": q[:, 2],
+    }
 
 
 def prediction_columns(pdf: bool) -> list[str]:
@@ -35,12 +67,15 @@ def output_columns(res: dict, summaries: bool, pdf: bool) -> dict:
         columns.update({k: np.asarray(res[k], dtype=np.float64).reshape(-1) for k in PDF_SUMMARY})
     if pdf:
         columns["pdf"] = list(np.asarray(res["pdf"], dtype=np.float32))
+        if PDF_UNCALIBRATED in res:
+            columns[PDF_UNCALIBRATED] = list(np.asarray(res[PDF_UNCALIBRATED], dtype=np.float32))
     return columns
 
 
 def prediction_frame(rows: pd.DataFrame, label: str, res: dict, pdf: bool) -> pd.DataFrame:
     """The contract's frame for catalogue `rows` (object_id, split, the `label` column) and a model's outputs
-    `res` ({z_pred} or, for PDF heads, also the PDF_SUMMARY columns and pdf). A missing label gives NaN z_true."""
+    `res` ({z_pred} or, with PDFs, also the PDF_SUMMARY columns, pdf and, if calibrated, pdf_uncalibrated).
+    A missing label gives NaN z_true."""
     z_true = (pd.to_numeric(rows[label], errors="coerce").to_numpy(dtype=float) if label in rows
               else np.full(len(rows), np.nan))
     return pd.DataFrame({
@@ -57,8 +92,9 @@ def write_predictions(path, df: pd.DataFrame, grid=None, meta: dict | None = Non
     grid = grid if grid is not None else df.attrs.get("pdf_grid")
     frame = df.copy()
     frame.attrs = {}
-    if "pdf" in frame:
-        frame["pdf"] = [np.asarray(p, dtype=np.float32).tolist() for p in frame["pdf"]]
+    for col in ("pdf", PDF_UNCALIBRATED):
+        if col in frame:
+            frame[col] = [np.asarray(p, dtype=np.float32).tolist() for p in frame[col]]
     table = pa.Table.from_pandas(frame, preserve_index=False)
     extra = {}
     if grid is not None:
@@ -94,9 +130,11 @@ def read_predictions(path) -> tuple[pd.DataFrame, np.ndarray | None]:
     return df, grid
 
 
-def pdf_matrix(frame: pd.DataFrame, grid: np.ndarray, path) -> np.ndarray:
-    """(rows, bins) float64 PDFs of a prediction frame, each checked to have one value per grid point."""
-    lengths = frame["pdf"].map(len).to_numpy()
+def pdf_matrix(frame: pd.DataFrame, grid: np.ndarray, path, column: str = "pdf") -> np.ndarray:
+    """(rows, bins) float64 PDFs of a prediction frame (`column`: pdf or pdf_uncalibrated), each checked to have
+    one value per grid point."""
+    lengths = frame[column].map(len).to_numpy()
     if np.any(lengths != len(grid)):
-        raise DataError(f"{path}: pdf lists have {sorted(set(lengths.tolist()))} entries, the grid has {len(grid)}")
-    return np.stack(frame["pdf"].to_numpy()).astype(float)
+        raise DataError(f"{path}: {column} lists have {sorted(set(lengths.tolist()))} entries, the grid has "
+                        f"{len(grid)}")
+    return np.stack(frame[column].to_numpy()).astype(float)

@@ -3,6 +3,8 @@
 Modelled on rail_base's CatEstimator: the base class owns the template methods and each kind fills two hooks,
 `_load` (read and verify its files; return its model.json) and `_predict_scaled` (scaled float32 (N, C, H, W)
 images -> {z_pred, and for PDF heads the PDF_SUMMARY columns and pdf}). The templates:
+- `predict(images)`: the kind's outputs, then the calibration of model.json (deepred.calibration), whatever the kind:
+  a point estimator gains a PDF, every PDF is calibrated (pdf_uncalibrated keeps the one before); z_pred stays;
 - `predict_rows(ds, rows)`: chunk by chunk, read the rows' (already scaled) images from a processed dataset,
   check or adapt them, predict, build the prediction frame (the pipeline's predict, transfer and HOG+SVR jobs);
 - `predict_raw(images)`: scale raw-flux cutouts as in training, then predict (`deepred predict`).
@@ -19,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from deepred import model_json as card
+from deepred.calibration import Calibration, CalibrationError
 from deepred.data.contract import DataError, ProcessedDataset
 from deepred.data.normalize import SCALINGS, scale_images
 from deepred.inputs.items import InferenceError  # deepred predict's one error for an unusable model or input
@@ -60,17 +63,26 @@ class Predictor:
         self.pixel_scale = None if ps is None else float(ps)
         self.scaling = _checked_scaling(meta.get("scaling", stats.get("scaling")), where)
         self.head = meta.get("head") or ("pdf" if meta.get("grid") is not None else "point")
+        self.calibration = _checked_calibration(meta.get(card.CALIBRATION), where)
 
     @property
     def grid(self) -> np.ndarray | None:
-        """Bin centres of a PDF head as model.json records them (float64), else None."""
+        """Bin centres of a PDF head as model.json records them (float64), else the calibration's grid (point
+        estimators, ensembles), else None (a model without PDFs)."""
         grid = self.meta.get("grid")
-        return None if grid is None else np.asarray(grid, dtype=np.float64)
+        if grid is not None:
+            return np.asarray(grid, dtype=np.float64)
+        return None if self.calibration is None else self.calibration.grid
 
     @property
     def output_grid(self) -> np.ndarray | None:
         """The grid the PDFs are computed on (the pipeline's prediction files record this one)."""
         return self.grid
+
+    @property
+    def gives_pdf(self) -> bool:
+        """Whether predictions carry PDFs: a PDF head, or any model with a calibration."""
+        return self.output_grid is not None
 
     # ------------------------------------------------------------------------------------ the kinds' hooks
 
@@ -83,8 +95,9 @@ class Predictor:
     # ------------------------------------------------------------------------------------ templates
 
     def predict(self, images: np.ndarray) -> dict:
-        """Outputs for scaled float32 (N, C, H, W) cutouts (the processed shards' pixels)."""
-        return self._predict_scaled(images)
+        """Outputs for scaled float32 (N, C, H, W) cutouts (the processed shards' pixels), calibrated."""
+        res = self._predict_scaled(images)
+        return res if self.calibration is None else self.calibration.apply(res, self.output_grid)
 
     def predict_raw(self, images: np.ndarray) -> dict:
         """Scale raw-flux cutouts as in training, then predict."""
@@ -114,7 +127,7 @@ class Predictor:
         without it the dataset must match the model exactly (check_dataset)."""
         if adapt is None:
             self.check_dataset(ds)
-        label, pdf = ds.stats["label_column"], self.head == "pdf"
+        label, pdf = ds.stats["label_column"], self.gives_pdf
         parts = []
         for s in range(0, len(rows), CHUNK_ROWS):
             chunk = rows.iloc[s : s + CHUNK_ROWS]
@@ -129,6 +142,14 @@ class Predictor:
         """The model record written into its prediction files' metadata."""
         return {"model": self.name, "dataset": self.dataset, "model_dir": str(self.model_dir),
                 "sha256": card.weights_sha256(self.meta)}
+
+
+def _checked_calibration(record, where) -> Calibration | None:
+    """The card's calibration (None for folders fitted before calibrations existed); a bad one names the file."""
+    try:
+        return None if record is None else Calibration.from_record(record, where)
+    except CalibrationError as exc:
+        raise InferenceError(str(exc)) from exc
 
 
 def _checked_scaling(value, where) -> dict:
@@ -162,7 +183,8 @@ class NeuralPredictor(Predictor):
     def output_grid(self) -> np.ndarray | None:
         # The net's float32 grid buffer: model.json's float64 grid rounded (< 1e-6). Prediction files have always
         # recorded this one and deepred predict's output model.json's; kept so both stay byte-identical.
-        return self.trained.grid
+        # A point head's PDFs come on its calibration's grid.
+        return self.trained.grid if self.trained.grid is not None else self.grid
 
     def _predict_scaled(self, images: np.ndarray) -> dict:
         return self.trained.predict(images, batch_size=self.batch_size)
@@ -214,8 +236,12 @@ class EnsemblePredictor(Predictor):
         return meta
 
     def _predict_scaled(self, images: np.ndarray) -> dict:
-        z = np.stack([m.predict(images)["z_pred"] for m in self.members], axis=1)
-        return {"z_pred": self.ensemble.combine(z)}
+        outs = [m.predict(images) for m in self.members]
+        res = {"z_pred": self.ensemble.combine(np.stack([o["z_pred"] for o in outs], axis=1))}
+        if self.calibration is not None:  # the members' calibrated PDFs mixed with the stacking weights
+            res["pdf"] = self.ensemble.combine_pdfs([o.get("pdf") for o in outs], [m.output_grid for m in self.members],
+                                                    self.calibration.grid)
+        return res
 
 
 def load_model(model_dir: str | Path, device: str | None = "cpu", batch_size: int = 256) -> Predictor:

@@ -4,9 +4,10 @@ Two steps, so that a change to one dataset's models reruns only that dataset's m
 1. `test_set_metrics` (one job per test set) reads every model's prediction file for the test set, checks it
    against the catalogue, and evaluates every metric with a paired bootstrap (one set of resample indices per
    test set, shared by all models, so improvements and ratios get intervals too). It writes
-   results/metrics/{test_set}/{metrics,nmad,binned}.csv.
+   results/metrics/{test_set}/{metrics,nmad,binned,calibration}.csv.
 2. `build_tables` stacks those into results/tables/: {table}_nmad.csv per `table` group, summary.csv (long form),
-   improvement.csv (the paper's headline R beside the published one) and binned_{z,snr}.csv.
+   improvement.csv (the paper's headline R beside the published one), binned_{z,snr}.csv and pdf_calibration.csv
+   (PDFs before and after calibration: deepred.calibration_table).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import numpy as np
 import pandas as pd
 
 from deepred import metrics as M
+from deepred.calibration_table import COLUMNS as CALIBRATION_COLUMNS
+from deepred.calibration_table import calibration_rows
 from deepred.catalog import derive_seed, enabled_baselines, model_family, table_models
 from deepred.data.contract import DataError, ProcessedDataset, test_set_rows
 from deepred.io import write_csv
@@ -111,11 +114,12 @@ def binned_rows(sel_by_model: dict, values: np.ndarray, edges: np.ndarray, by: s
 
 
 def _evaluate_models(config, test_set, pred_paths, rows, catalog, label, idx):
-    """Every metric of every table model on the test-set rows: (long rows, NMAD, bootstrap NMADs, points)."""
+    """Every metric of every table model on the test-set rows: (long rows, NMAD, bootstrap NMADs, points, PDF
+    calibration rows)."""
     mcfg = config["metrics"]
     params = {"outlier_threshold": mcfg["outlier_threshold"]}
     base = {"test_set": test_set, "dataset": config["test_sets"][test_set]["dataset"]}
-    long_rows, nmad_boot, nmad_val, point = [], {}, {}, {}
+    long_rows, nmad_boot, nmad_val, point, pdf_rows = [], {}, {}, {}, []
     for model in table_models(config):
         path = pred_paths[model]
         sel, grid = test_set_predictions(path, rows, catalog, label)
@@ -128,11 +132,12 @@ def _evaluate_models(config, test_set, pred_paths, rows, catalog, label, idx):
             raise DataError(f"{path}: {exc}") from exc
         fam = model_family(config, model)
         long_rows += [{**base, "model": model, "family": fam, **r} for r in res]
+        pdf_rows += calibration_rows({**base, "model": model, "family": fam}, sel, grid, path, idx, mcfg["ci_level"])
         s = M.sample_arrays(zp, zt)
         nmad_val[model] = M.metric_values("nmad", s, params)
         nmad_boot[model] = M.metric_values("nmad", s, params, idx) if idx is not None else None
         point[model] = (zp, zt)
-    return long_rows, nmad_val, nmad_boot, point
+    return long_rows, nmad_val, nmad_boot, point, pdf_rows
 
 
 def _training_median_nmad(catalog, rows, label, processed_dir) -> float:
@@ -169,7 +174,7 @@ def _nmad_rows(config, test_set, n, nmad_val, nmad_boot, median_nmad) -> list[di
 
 
 def test_set_metrics(config: dict, test_set: str, pred_paths: dict[str, str | Path], processed_dir: str | Path):
-    """Evaluate every model on one test set. Returns (metrics_long, nmad, binned) DataFrames."""
+    """Evaluate every model on one test set. Returns (metrics_long, nmad, binned, calibration) DataFrames."""
     mcfg = config["metrics"]
     dataset = config["test_sets"][test_set]["dataset"]
     label = config["datasets"][dataset]["label_column"]
@@ -180,7 +185,8 @@ def test_set_metrics(config: dict, test_set: str, pred_paths: dict[str, str | Pa
         raise DataError(f"test set '{test_set}': no prediction file given for models {absent}")
     seed = derive_seed(config["seed"], "bootstrap", test_set)
     idx = M.bootstrap_indices(len(rows), mcfg["bootstrap_resamples"], seed) if mcfg["bootstrap_resamples"] else None
-    long_rows, nmad_val, nmad_boot, point = _evaluate_models(config, test_set, pred_paths, rows, catalog, label, idx)
+    long_rows, nmad_val, nmad_boot, point, pdf_rows = _evaluate_models(config, test_set, pred_paths, rows, catalog,
+                                                                       label, idx)
     median_nmad = _training_median_nmad(catalog, rows, label, processed_dir)
     nmad = pd.DataFrame(_nmad_rows(config, test_set, len(rows), nmad_val, nmad_boot, median_nmad))
 
@@ -193,14 +199,16 @@ def test_set_metrics(config: dict, test_set: str, pred_paths: dict[str, str | Pa
         binned += binned_rows(point, snr, quantile_edges(snr, mcfg["snr_bins"]), "snr", base, config)
     else:
         log.warning("test set %s: catalogue has no 'snr' column; no SNR-binned rows", test_set)
-    return pd.DataFrame(long_rows), nmad, pd.DataFrame(binned)
+    return pd.DataFrame(long_rows), nmad, pd.DataFrame(binned), pd.DataFrame(pdf_rows, columns=CALIBRATION_COLUMNS)
 
 
-def write_test_set_metrics(config, test_set, pred_paths, processed_dir, out_metrics, out_nmad, out_binned) -> None:
-    long_df, nmad, binned = test_set_metrics(config, test_set, pred_paths, processed_dir)
+def write_test_set_metrics(config, test_set, pred_paths, processed_dir, out_metrics, out_nmad, out_binned,
+                           out_calibration) -> None:
+    long_df, nmad, binned, calibration = test_set_metrics(config, test_set, pred_paths, processed_dir)
     write_csv(out_metrics, long_df, float_format=FLOAT_FORMAT)
     write_csv(out_nmad, nmad, float_format=FLOAT_FORMAT)
     write_csv(out_binned, binned, float_format=FLOAT_FORMAT)
+    write_csv(out_calibration, calibration, float_format=FLOAT_FORMAT)
     log.info("test set %s: %d models, %d objects", test_set, nmad["model"].nunique(), int(nmad["n"].iloc[0]))
 
 
@@ -251,7 +259,7 @@ def improvement_table(config: dict, nmad: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-METRIC_KINDS = ("metrics", "nmad", "binned")  # the per-test-set files of metrics_test_set
+METRIC_KINDS = ("metrics", "nmad", "binned", "calibration")  # the per-test-set files of metrics_test_set
 
 
 def study_paths(config: dict, metrics_dir: str | Path, tables_dir: str | Path) -> tuple[dict, dict]:
@@ -282,6 +290,7 @@ def build_tables(config: dict, files: dict[str, dict[str, str | Path]], outputs:
     for by, name in (("z_true", "binned_z"), ("snr", "binned_snr")):
         write_csv(outputs[name], binned[binned["binned_by"] == by] if not binned.empty else binned,
                   float_format=FLOAT_FORMAT)
+    write_csv(outputs["pdf_calibration"], _read_all(files["calibration"]), float_format=FLOAT_FORMAT)
 
 
 def nmad_table_names(config: dict) -> list[str]:
@@ -306,7 +315,8 @@ def test_set_inputs(config: dict, test_set: str) -> dict[str, str]:
 
 
 def table_names(config: dict) -> list[str]:
-    return [f"{t}_nmad" for t in nmad_table_names(config)] + ["summary", "improvement", "binned_z", "binned_snr"]
+    return [f"{t}_nmad" for t in nmad_table_names(config)] + ["summary", "improvement", "binned_z", "binned_snr",
+                                                            "pdf_calibration"]
 
 
 def table_files(config: dict) -> dict[str, str]:

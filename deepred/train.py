@@ -31,6 +31,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
+from deepred.calibration import label_grid
 from deepred.catalog import MODEL_TRAINING_KEYS, derive_seed
 from deepred.config import ConfigError, dataset_config
 from deepred.data.contract import ProcessedDataset
@@ -96,11 +97,8 @@ def pdf_grid(model_name: str, config: dict, dataset: str, n_bins: int, z_train: 
     if kind == "baseline":
         from deepred.models.baselines import baseline_z_range
 
-        lo, hi = baseline_z_range(config, model_name, dataset)
-    else:
-        span = float(z_train.max() - z_train.min()) or 1.0
-        lo, hi = max(0.0, float(z_train.min()) - 0.05 * span), float(z_train.max()) + 0.05 * span
-    return make_grid(lo, hi, n_bins)
+        return make_grid(*baseline_z_range(config, model_name, dataset), n_bins)
+    return label_grid(z_train, n_bins)  # the point estimators' PDFs use this grid too (deepred.calibration)
 
 
 @dataclass

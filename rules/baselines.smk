@@ -25,5 +25,6 @@ rule hogsvr:
     params:
         section=config["baselines"]["hogsvr"],  # rerun trigger: editing the HOG or SVR grid refits
         seed=config["seed"],  # the training-row subsample
+        calibration=config["calibration"],  # the PDF calibration fitted after the SVR
     script:
         "../workflow_scripts/hogsvr.py"

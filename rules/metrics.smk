@@ -30,6 +30,7 @@ rule metrics_test_set:
         metrics=f"{RESULTS}/metrics/{{test_set}}/metrics.csv",
         nmad=f"{RESULTS}/metrics/{{test_set}}/nmad.csv",
         binned=f"{RESULTS}/metrics/{{test_set}}/binned.csv",
+        calibration=f"{RESULTS}/metrics/{{test_set}}/calibration.csv",
     log:
         "logs/metrics/{test_set}.log",
     benchmark:
@@ -216,7 +217,7 @@ rule archive:
         metrics=expand(
             f"{RESULTS}/metrics/{{ts}}/{{kind}}.csv",
             ts=TEST_SETS,
-            kind=["metrics", "nmad", "binned"],
+            kind=METRIC_KINDS,
         ),
         predictions=sorted(
             {

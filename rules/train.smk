@@ -1,5 +1,6 @@
-# DeepRed networks (backbones and neural baselines): one training job per (model, dataset), its
-# predictions on the val and test splits, and the two ensembles over the backbones (deepred/ensemble.py).
+# DeepRed networks (backbones and neural baselines): one training job per (model, dataset), which also calibrates
+# the network's PDFs on the validation split (deepred/calibration.py), its predictions on the val and test splits,
+# and the two ensembles over the backbones (deepred/ensemble.py).
 
 
 rule train:
@@ -34,6 +35,7 @@ rule train:
             if k not in RUN_ONLY_TRAINING_KEYS
         },
         seed=config["seed"],
+        calibration=config["calibration"],  # fitted on the validation split after training (weights unchanged)
     script:
         "../workflow_scripts/train.py"
 
@@ -92,5 +94,6 @@ rule ensemble:
         convex=config["ensemble"]["convex"],
         cv_folds=config["ensemble"]["cv_folds"],
         seed=config["seed"],  # the cross-validation folds
+        calibration=config["calibration"],  # the mixture PDF's calibration
     script:
         "../workflow_scripts/ensemble.py"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -21,10 +22,16 @@ SCATTER = {"resnet": 0.05, "efficientnet": 0.04, "swin": 0.06, "mixer": 0.07, "e
            "ensemble_mean": 0.035, "photoz": 0.08, "netz": 0.09, "a1": 0.12, "a3": 0.11, "hogsvr": 0.15}
 
 
+def gaussians(grid, mu, sig):
+    p = np.exp(-0.5 * ((grid[None] - mu[:, None]) / sig) ** 2)
+    return p / p.sum(1, keepdims=True)
+
+
 def write_pred(path, catalog, model, scatter, seed=0, pdf_grid=None):
-    """A prediction file in the contract (val + test rows), PDFs as Gaussians on pdf_grid."""
+    """A prediction file in the contract (val + test rows), PDFs as Gaussians on pdf_grid: the calibrated ones of
+    the right width, the uncalibrated ones a third as wide (an overconfident network's)."""
     rows = catalog[catalog["split"].isin(["val", "test"])]
-    rng = np.random.default_rng(abs(hash((model, seed))) % 2**32)
+    rng = np.random.default_rng([zlib.crc32(model.encode()), seed])  # the same draws in every process
     zt = rows["z_lens"].to_numpy(float)
     zp = zt + scatter * (1 + zt) * rng.standard_normal(len(zt))
     df = pd.DataFrame({"object_id": rows["object_id"].astype(str).to_numpy(), "split": rows["split"].astype(str),
@@ -32,12 +39,13 @@ def write_pred(path, catalog, model, scatter, seed=0, pdf_grid=None):
     table = pa.Table.from_pandas(df, preserve_index=False)
     if pdf_grid is not None:
         sig = scatter * (1 + zt)[:, None]
-        p = np.exp(-0.5 * ((pdf_grid[None] - zp[:, None]) / sig) ** 2)
-        p /= p.sum(1, keepdims=True)
+        p = gaussians(pdf_grid, zp, sig)
         for name, v in (("z_mean", (p * pdf_grid).sum(1)), ("z_median", zp), ("z_mode", zp),
                         ("z_lo68", zp - sig[:, 0]), ("z_hi68", zp + sig[:, 0])):
             table = table.append_column(name, pa.array(v))
         table = table.append_column("pdf", pa.array(list(p), type=pa.list_(pa.float64())))
+        table = table.append_column("pdf_uncalibrated", pa.array(list(gaussians(pdf_grid, zp, sig / 3)),
+                                                                 type=pa.list_(pa.float64())))
         table = table.replace_schema_metadata({**(table.schema.metadata or {}),
                                                b"deepred_pdf_grid": json.dumps(pdf_grid.tolist()).encode()})
     path = Path(path)
@@ -67,7 +75,8 @@ def run_study(cfg, processed, preds, out):
     out = Path(out)
     for ts in cfg["test_sets"]:
         d = out / "metrics" / ts
-        T.write_test_set_metrics(cfg, ts, preds, processed, d / "metrics.csv", d / "nmad.csv", d / "binned.csv")
+        T.write_test_set_metrics(cfg, ts, preds, processed, d / "metrics.csv", d / "nmad.csv", d / "binned.csv",
+                                 d / "calibration.csv")
     files, outputs = T.study_paths(cfg, out / "metrics", out / "tables")
     T.build_tables(cfg, files, outputs)
     return outputs
@@ -78,7 +87,7 @@ def test_tables_end_to_end(tiny_dataset, tmp_path):
     cat = pd.read_parquet(tiny_dataset / "catalog.parquet")
     preds = write_all_preds(cfg, cat, tmp_path / "preds")
     written = run_study(cfg, tiny_dataset, preds, tmp_path / "a")
-    assert set(written) == {"tiny_nmad", "summary", "improvement", "binned_z", "binned_snr"}
+    assert set(written) == {"tiny_nmad", "summary", "improvement", "binned_z", "binned_snr", "pdf_calibration"}
 
     nm = pd.read_csv(written["tiny_nmad"])
     assert sorted(nm["test_set"].unique()) == ["tiny_general", "tiny_hpl"]  # one table, both test sets
@@ -103,6 +112,21 @@ def test_tables_end_to_end(tiny_dataset, tmp_path):
     assert list(summ.columns) == ["test_set", "dataset", "model", "family", "metric", "value", "ci_lo", "ci_hi", "n"]
     assert set(summ.loc[summ["model"] == "photoz", "metric"]) >= {"crps", "pit_ks", "nmad"}
     assert "crps" not in set(summ.loc[summ["model"] == "resnet", "metric"])
+
+    # PDFs before and after calibration: the overconfident uncalibrated PDFs cover far less than 68%
+    cal = pd.read_csv(written["pdf_calibration"]).set_index(["test_set", "stage"])
+    assert set(cal["model"]) == {"photoz"} and len(cal) == 4  # two stages on two test sets
+    gen = cal.loc["tiny_general"]
+    assert gen.loc["uncalibrated", "coverage_68"] < min(0.5, gen.loc["calibrated", "coverage_68"])
+    assert gen.loc["calibrated", "pit_ks"] < gen.loc["uncalibrated", "pit_ks"]
+    assert gen.loc["calibrated", "crps"] < gen.loc["uncalibrated", "crps"]
+    assert (gen["nmad"] == nm.set_index(["test_set", "model"]).loc[("tiny_general", "photoz"), "nmad"]).all()
+    n_gen = gen.loc["uncalibrated", "n"]
+    assert gen.loc["uncalibrated", "ks_limit"] == pytest.approx(1.36 / np.sqrt(n_gen), rel=1e-5)
+    for name in ("pit_ks", "crps", "coverage_68", "coverage_95"):  # (a resampled KS need not bracket the KS)
+        assert (cal[f"{name}_ci_lo"] <= cal[f"{name}_ci_hi"]).all(), name
+    cov = summ[(summ["model"] == "photoz") & (summ["metric"] == "coverage_95")].set_index("test_set")["value"]
+    assert cov.to_dict() == pytest.approx(cal.xs("calibrated", level="stage")["coverage_95"].to_dict())
 
     imp = pd.read_csv(written["improvement"]).set_index("test_set")
     for ts in ("tiny_general", "tiny_hpl"):

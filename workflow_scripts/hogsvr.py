@@ -1,4 +1,5 @@
-"""Snakemake script: fit HOG+SVR on one dataset, then write its val/test predictions like any model's."""
+"""Snakemake script: fit HOG+SVR on one dataset, calibrate its PDFs on the validation split, then write its
+val/test predictions like any model's."""
 
 from deepred.logs import setup_logging, snakemake_log
 
@@ -7,9 +8,10 @@ setup_logging(snakemake_log(snakemake))  # noqa: F821 (snakemake is injected)
 from pathlib import Path  # noqa: E402
 
 from deepred.hogsvr import train_hogsvr  # noqa: E402
-from deepred.predict import predict_model  # noqa: E402
+from deepred.predict import calibrate_model, predict_model  # noqa: E402
 
 processed_dir = Path(snakemake.input.catalog).parent  # noqa: F821
 model_dir = Path(snakemake.output.model).parent  # noqa: F821
 train_hogsvr(snakemake.wildcards.dataset, snakemake.config, processed_dir, model_dir)  # noqa: F821
+calibrate_model(model_dir, processed_dir, snakemake.config)  # noqa: F821
 predict_model(model_dir, processed_dir, snakemake.output.predictions)  # noqa: F821

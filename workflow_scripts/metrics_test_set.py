@@ -18,4 +18,5 @@ write_test_set_metrics(
     out.metrics,
     out.nmad,
     out.binned,
+    out.calibration,
 )

@@ -1,4 +1,5 @@
-"""Snakemake script: train one network (backbone or neural baseline) on one dataset."""
+"""Snakemake script: train one network (backbone or neural baseline) on one dataset, then calibrate its PDFs on
+the validation split (deepred.predict.calibrate_model)."""
 
 from deepred.logs import setup_logging, snakemake_log
 
@@ -6,13 +7,18 @@ setup_logging(snakemake_log(snakemake))  # noqa: F821 (snakemake is injected)
 
 from pathlib import Path  # noqa: E402
 
+from deepred.predict import calibrate_model  # noqa: E402
 from deepred.train import train_model  # noqa: E402
 
+config = snakemake.config  # noqa: F821
+processed_dir = Path(snakemake.input.catalog).parent  # noqa: F821
+model_dir = Path(snakemake.output.weights).parent  # noqa: F821
 train_model(
     snakemake.wildcards.model,  # noqa: F821
     snakemake.wildcards.dataset,  # noqa: F821
-    snakemake.config,  # noqa: F821
-    Path(snakemake.input.catalog).parent,  # noqa: F821
-    Path(snakemake.output.weights).parent,  # noqa: F821
+    config,
+    processed_dir,
+    model_dir,
     threads=snakemake.threads,  # noqa: F821
 )
+calibrate_model(model_dir, processed_dir, config, device=config["training"]["device"])

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deepred.metrics import grid_edges
+from deepred.predictions import pdf_quantiles, pdf_summary  # noqa: F401 (torch-free home; importable here)
 
 HEADS = ("point", "pdf")
 LOSSES = ("huber", "mse", "l1")
@@ -41,34 +41,6 @@ def soft_targets(z: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     t.scatter_(1, lo[:, None], (1 - w_hi)[:, None])
     t.scatter_add_(1, hi[:, None], w_hi[:, None])
     return t
-
-
-def pdf_quantiles(pdf: np.ndarray, grid: np.ndarray, qs) -> np.ndarray:
-    """Quantiles (N, len(qs)) of histogram PDFs: bin mass spread uniformly between its edges
-    (deepred.metrics' convention, so PIT/CRPS and these summaries agree)."""
-    edges = grid_edges(grid)
-    cdf = np.concatenate([np.zeros((pdf.shape[0], 1)), np.cumsum(pdf, axis=1)], axis=1)
-    cdf /= cdf[:, -1:]
-    out = np.empty((pdf.shape[0], len(qs)))
-    for j, q in enumerate(qs):
-        i = np.clip((cdf < q).sum(axis=1) - 1, 0, len(grid) - 1)  # bin where the CDF reaches q
-        c0 = cdf[np.arange(len(i)), i]
-        c1 = cdf[np.arange(len(i)), i + 1]
-        frac = np.where(c1 > c0, (q - c0) / np.where(c1 > c0, c1 - c0, 1.0), 0.5)
-        out[:, j] = edges[i] + np.clip(frac, 0, 1) * (edges[i + 1] - edges[i])
-    return out
-
-
-def pdf_summary(pdf: np.ndarray, grid: np.ndarray) -> dict[str, np.ndarray]:
-    """Mean, median, mode and the 68% central interval of each PDF row."""
-    q = pdf_quantiles(pdf, grid, (0.16, 0.5, 0.84))
-    return {
-        "z_mean": pdf @ grid,
-        "z_median": q[:, 1],
-        "z_mode": grid[np.argmax(pdf, axis=1)],
-        "z_lo68": q[:, 0],
-        "z_hi68": q[:, 2],
-    }
 
 
 class RedshiftNet(nn.Module):
