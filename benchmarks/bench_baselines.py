@@ -1,6 +1,6 @@
 """Benchmark the baselines: time per training epoch of each neural baseline (single thread), full
-training time and test NMAD through the pipeline's trainer when it is there, and HOG+SVR feature /
-fit / predict times, against the training-median predictor's NMAD.
+training time and test NMAD through the pipeline's trainer when it is there, HOG+SVR feature /
+fit / predict times and the photometric baseline's, against the training-median predictor's NMAD.
 
     python benchmarks/bench_baselines.py                          # every data/processed/* dataset
     python benchmarks/bench_baselines.py --processed data/processed/des_deep --no-train
@@ -99,6 +99,23 @@ def bench_hogsvr(config: dict, dataset: str, processed: Path) -> dict:
     }
 
 
+def bench_photometry(config: dict, dataset: str, processed: Path) -> dict:
+    """The photometric baseline as its rule fits it (deepred.photometry.train_photometry), then its test NMAD."""
+    from deepred.photometry import PhotometryModel, train_photometry
+
+    ds = ProcessedDataset(processed)
+    test = ds.split("test")
+    with tempfile.TemporaryDirectory() as tmp:
+        model = train_photometry(dataset, config, processed, tmp)
+        model = PhotometryModel.load(tmp)
+    t0 = time.perf_counter()
+    z = model.predict_images(ds.images(test))
+    pred_s = time.perf_counter() - t0
+    return {**{f"{k}_s": v for k, v in model.hyper["timing_s"].items()}, "n_features": len(model.features),
+            "grid_size": len(model.hyper["grid"]), "predict_test_s": round(pred_s, 3), "chosen": model.hyper["chosen"],
+            "test_nmad": nmad(z, test[ds.stats["label_column"]])}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=str(REPO / "config.yaml"))
@@ -153,6 +170,8 @@ def main(argv=None) -> int:
             rec = {"dataset": dataset, "baseline": name, "n_train": int(len(train)), "median_nmad": base}
             if name == "hogsvr":
                 rec.update(bench_hogsvr(config, dataset, folder))
+            elif name == "photometry":
+                rec.update(bench_photometry(config, dataset, folder))
             else:
                 rec.update(epoch_time(name, config, images, config["training"]["batch_size"]))
                 rec["projected_fit_s"] = round(rec["epoch_s"] * config["training"]["epochs"], 1)

@@ -18,8 +18,11 @@ from __future__ import annotations
 import hashlib
 from functools import lru_cache
 
-FEATURE_BASELINES = ("hogsvr",)  # baselines on hand-made features (deepred/hogsvr.py), not networks
+FEATURE_BASELINES = ("hogsvr", "photometry")  # baselines on measured features (deepred/hogsvr.py,
+# deepred/photometry.py), not networks
+PHOTOMETRY_BASELINE = FEATURE_BASELINES[1]  # colours, not images: a family of its own (model_family)
 ENSEMBLE_METHODS = ("stacked", "mean")
+PHOTOMETRY_FAMILY = "baseline_photometry"  # model_family of the photometric baseline
 ENSEMBLES = tuple(f"ensemble_{m}" for m in ENSEMBLE_METHODS)
 
 # Keys of `training` that change no number (threads, loaders, device, resume policy): not part of the
@@ -45,6 +48,11 @@ def enabled_architectures(config: dict) -> list[str]:
 def enabled_baselines(config: dict) -> list[str]:
     """Every enabled baseline, neural and feature-based, in the config's order."""
     return [b for b, c in config.get("baselines", {}).items() if c.get("enabled", True)]
+
+
+def image_baselines(config: dict) -> list[str]:
+    """The enabled baselines that read images (every one but photometry): the paper's R compares with these."""
+    return [b for b in enabled_baselines(config) if b != PHOTOMETRY_BASELINE]
 
 
 def enabled_neural_baselines(config: dict) -> list[str]:
@@ -94,6 +102,8 @@ def model_family(config: dict, model: str) -> str:
         return "deepred_backbone"
     if model in ENSEMBLES:
         return "deepred_ensemble"
+    if model == PHOTOMETRY_BASELINE:  # improvement.csv compares with it apart from the image baselines
+        return PHOTOMETRY_FAMILY
     if model in FEATURE_BASELINES:
         return "baseline_features"
     return "baseline_neural"

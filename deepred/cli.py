@@ -19,7 +19,7 @@ log = logging.getLogger("deepred.cli")
 PREDICT_EPILOG = """\
 MODEL is a trained model folder (results/models/resnet/des_deep) or its short name resnet/des_deep,
 looked up under --results-dir (default: results). Any backbone (resnet, efficientnet, swin, mixer),
-neural baseline (photoz, netz, a1, a3), hogsvr, or an ensemble folder works.
+neural baseline (photoz, netz, a1, a3), hogsvr, photometry, or an ensemble folder works.
 
 INPUT is one of:
   a folder of FITS cutouts, either

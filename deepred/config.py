@@ -132,8 +132,20 @@ def _weights_problems(config: dict) -> list[str]:
             if c.get("enabled", True) and c.get("weights") and not Path(c["weights"]).is_file()]
 
 
+def _photometry_problems(config: dict) -> list[str]:
+    """The photometric baseline's apertures must fit every dataset's cutout (deepred.photometry)."""
+    section = config.get("baselines", {}).get("photometry", {})
+    if not section.get("enabled", True):
+        return []
+    radius = max(section["aperture_radii_px"])
+    return [f"config key 'baselines.photometry.aperture_radii_px': {radius:g} px does not fit the {ds['cutout']} px "
+            f"cutouts of '{name}' (at most {(ds['cutout'] - 1) / 2:g})"
+            for name, ds in config["datasets"].items() if radius > (ds["cutout"] - 1) / 2]
+
+
 def _check_semantics(config: dict) -> None:
-    problems = _model_list_problems(config) + _query_problems(config) + _weights_problems(config)
+    problems = (_model_list_problems(config) + _query_problems(config) + _weights_problems(config)
+                + _photometry_problems(config))
     for name, ds in config["datasets"].items():
         total = sum(ds["splits"].values())
         if abs(total - 1.0) > 1e-6:

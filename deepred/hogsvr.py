@@ -208,7 +208,8 @@ def fit_hogsvr(
     )
 
 
-def _labels(ds: ProcessedDataset, rows: pd.DataFrame, label_column: str) -> np.ndarray:
+def split_labels(ds: ProcessedDataset, rows: pd.DataFrame, label_column: str) -> np.ndarray:
+    """Finite labels of catalogue rows (a feature baseline's training targets); a bad one names the catalogue."""
     if label_column not in rows.columns:
         raise DataError(f"{ds.root / 'catalog.parquet'}: label column '{label_column}' missing")
     y = rows[label_column].to_numpy(dtype=np.float64)
@@ -242,8 +243,8 @@ def train_hogsvr(dataset: str, config: dict, processed_dir: str | Path, model_di
     log.info("HOG features: %d train + %d val rows x %d features in %.1f s", len(train), len(val),
              x_train.shape[1], t_feat)
     t0 = time.perf_counter()
-    model = fit_hogsvr(x_train, _labels(ds, train, ds_cfg["label_column"]), x_val,
-                       _labels(ds, val, ds_cfg["label_column"]), cfg, params, ds.bands, cutout)
+    model = fit_hogsvr(x_train, split_labels(ds, train, ds_cfg["label_column"]), x_val,
+                       split_labels(ds, val, ds_cfg["label_column"]), cfg, params, ds.bands, cutout)
     t_fit = time.perf_counter() - t0
     model.hyper["timing_s"] = {"features": round(t_feat, 3), "grid_fit": round(t_fit, 3)}
     model.hyper["n_train"] = int(len(train))

@@ -3,6 +3,7 @@
 Kinds, told apart by their files:
 - neural:   model.safetensors, its SHA-256 under "sha256" (and "weights_file"), plus the resolved config;
 - hogsvr:   model.npz, its SHA-256 under "weights_sha256"; the training row count under hyper.n_train;
+- photometry: as hogsvr (model.npz holds gradient-boosted trees, deepred/gbtrees.py); told apart by "model";
 - ensemble: no weights of its own; "members", "weights", "intercept" and "member_dirs".
 Every kind records bands, cutout, scaling (the training data's) and usually dataset and pixel_scale, and under
 "calibration" the PDF calibration fitted on the validation split (deepred.calibration; absent in older folders,
@@ -22,11 +23,13 @@ from deepred.catalog import ENSEMBLES, FEATURE_BASELINES
 from deepred.io import sha256_file, write_json
 
 MODEL_JSON = "model.json"
-NEURAL, HOGSVR, ENSEMBLE = "neural", "hogsvr", "ensemble"
-WEIGHTS_FILE = {NEURAL: "model.safetensors", HOGSVR: "model.npz"}
-DIGEST_KEY = {NEURAL: "sha256", HOGSVR: "weights_sha256"}  # the weights' SHA-256, per kind (see above)
+NEURAL, HOGSVR, PHOTOMETRY, ENSEMBLE = "neural", "hogsvr", "photometry", "ensemble"
+WEIGHTS_FILE = {NEURAL: "model.safetensors", HOGSVR: "model.npz", PHOTOMETRY: "model.npz"}
+# the weights' SHA-256, per kind (see above)
+DIGEST_KEY = {NEURAL: "sha256", HOGSVR: "weights_sha256", PHOTOMETRY: "weights_sha256"}
 CALIBRATION = "calibration"  # the calibration record (deepred.calibration.Calibration.record), any kind
-(HOGSVR_MODEL,) = FEATURE_BASELINES  # the "model" name in a HOG+SVR card: the one feature-based baseline
+# the "model" name in a feature baseline's card (deepred.catalog.FEATURE_BASELINES): it tells the two model.npz apart
+HOGSVR_MODEL, PHOTOMETRY_MODEL = FEATURE_BASELINES
 
 
 def write_card(model_dir: str | Path, kind: str, meta: dict) -> dict:
@@ -73,8 +76,10 @@ def read_verified_card(model_dir: str | Path, kind: str, error: type[Exception],
 
 
 def card_kind(model_dir: str | Path, meta: dict, error: type[Exception]) -> str:
-    """neural | hogsvr | ensemble, from the folder's files and the card."""
+    """neural | hogsvr | photometry | ensemble, from the folder's files and the card."""
     model_dir = Path(model_dir)
+    if meta.get("model") == PHOTOMETRY_MODEL:
+        return PHOTOMETRY
     if meta.get("model") == HOGSVR_MODEL or (model_dir / WEIGHTS_FILE[HOGSVR]).exists():
         return HOGSVR
     if (model_dir / WEIGHTS_FILE[NEURAL]).exists():

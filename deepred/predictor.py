@@ -1,4 +1,5 @@
-"""Any trained model behind one interface: `load_model(model_dir) -> Predictor`, for networks, HOG+SVR and ensembles.
+"""Any trained model behind one interface: `load_model(model_dir) -> Predictor`, for networks, HOG+SVR, photometry
+and ensembles.
 
 Modelled on rail_base's CatEstimator: the base class owns the template methods and each kind fills two hooks,
 `_load` (read and verify its files; return its model.json) and `_predict_scaled` (scaled float32 (N, C, H, W)
@@ -6,10 +7,11 @@ images -> {z_pred, and for PDF heads the PDF_SUMMARY columns and pdf}). The temp
 - `predict(images)`: the kind's outputs, then the calibration of model.json (deepred.calibration), whatever the kind:
   a point estimator gains a PDF, every PDF is calibrated (pdf_uncalibrated keeps the one before); z_pred stays;
 - `predict_rows(ds, rows)`: chunk by chunk, read the rows' (already scaled) images from a processed dataset,
-  check or adapt them, predict, build the prediction frame (the pipeline's predict, transfer and HOG+SVR jobs);
+  check or adapt them, predict, build the prediction frame (the pipeline's predict, transfer, HOG+SVR and
+  photometry jobs);
 - `predict_raw(images)`: scale raw-flux cutouts as in training, then predict (`deepred predict`).
-Kinds register in KINDS (timm's registry pattern). This module sits above models/checkpoint.py, hogsvr.py and
-ensemble.py: it imports them, never the reverse. model.json is read through deepred.model_json.
+Kinds register in KINDS (timm's registry pattern). This module sits above models/checkpoint.py, hogsvr.py,
+photometry.py and ensemble.py: it imports them, never the reverse. model.json is read through deepred.model_json.
 """
 
 from __future__ import annotations
@@ -214,6 +216,23 @@ class HogSVRPredictor(Predictor):
         return None  # HOG+SVR prediction files have never carried a record; kept so their bytes do not change
 
 
+@register_kind(card.PHOTOMETRY)
+class PhotometryPredictor(Predictor):
+    """The photometric baseline (deepred.photometry): sep photometry and numpy trees, on the CPU (load_model)."""
+
+    def _load(self) -> dict:
+        from deepred.photometry import PhotometryError, PhotometryModel
+
+        try:
+            self.model = PhotometryModel.load(self.model_dir)
+        except PhotometryError as exc:
+            raise InferenceError(str(exc)) from exc
+        return card.read_card(self.model_dir, InferenceError)
+
+    def _predict_scaled(self, images: np.ndarray) -> dict:
+        return {"z_pred": self.model.predict_images(images)}
+
+
 @register_kind(card.ENSEMBLE)
 class EnsemblePredictor(Predictor):
     """A stacked or mean ensemble (deepred.ensemble); its members are loaded once, here."""
@@ -245,11 +264,11 @@ class EnsemblePredictor(Predictor):
 
 
 def load_model(model_dir: str | Path, device: str | None = "cpu", batch_size: int = 256) -> Predictor:
-    """The trained model in model_dir (a network, HOG+SVR or an ensemble), ready to predict on `device`
-    ('auto': a GPU when there is one; HOG+SVR always runs on the CPU)."""
+    """The trained model in model_dir (a network, HOG+SVR, photometry or an ensemble), ready to predict on `device`
+    ('auto': a GPU when there is one; HOG+SVR and photometry always run on the CPU)."""
     model_dir = Path(model_dir)
     kind = card.card_kind(model_dir, card.read_card(model_dir, InferenceError), InferenceError)
-    device = "cpu" if kind == card.HOGSVR else auto_device(device)
+    device = "cpu" if kind in (card.HOGSVR, card.PHOTOMETRY) else auto_device(device)
     return KINDS[kind](model_dir, device=device, batch_size=batch_size)
 
 

@@ -21,7 +21,8 @@ import pandas as pd
 from deepred import metrics as M
 from deepred.calibration_table import COLUMNS as CALIBRATION_COLUMNS
 from deepred.calibration_table import calibration_rows
-from deepred.catalog import derive_seed, enabled_baselines, model_family, table_models
+from deepred.catalog import (PHOTOMETRY_BASELINE, PHOTOMETRY_FAMILY, derive_seed, image_baselines, model_family,
+                             table_models)
 from deepred.data.contract import DataError, ProcessedDataset, test_set_rows
 from deepred.io import write_csv
 from deepred.predictions import pdf_matrix, read_predictions
@@ -148,12 +149,27 @@ def _training_median_nmad(catalog, rows, label, processed_dir) -> float:
     return M.nmad(np.full(len(rows), np.median(train_labels)), rows[label].to_numpy(float))
 
 
+def _paired_improvement(nmad_val, nmad_boot, ref, model, alpha, prefix) -> dict:
+    """{prefix, prefix_ci_lo, prefix_ci_hi}: the model's improvement over `ref` with its paired-bootstrap interval."""
+    out = dict.fromkeys((prefix, f"{prefix}_ci_lo", f"{prefix}_ci_hi"), np.nan)
+    if ref is None:
+        return out
+    out[prefix] = M.improvement(nmad_val[ref], nmad_val[model])
+    if nmad_boot[model] is not None:
+        bb = nmad_boot[ref]
+        imp = np.where(bb > 0, (bb - nmad_boot[model]) / np.where(bb > 0, bb, 1), np.nan)
+        out[f"{prefix}_ci_lo"], out[f"{prefix}_ci_hi"] = np.nanpercentile(imp, [alpha, 100 - alpha])
+    return out
+
+
 def _nmad_rows(config, test_set, n, nmad_val, nmad_boot, median_nmad) -> list[dict]:
-    """NMAD with its interval and the paired-bootstrap improvement over the best baseline, per model."""
+    """NMAD with its interval and the paired-bootstrap improvement over the best image baseline (every baseline but
+    photometry) and, in improvement_photometry*, over the photometric baseline, per model."""
     ts = config["test_sets"][test_set]
     alpha = 100 * (1 - config["metrics"]["ci_level"]) / 2
-    bases = enabled_baselines(config)
+    bases = image_baselines(config)
     best_base = min(bases, key=lambda m: (nmad_val[m], m)) if bases else None
+    phot = PHOTOMETRY_BASELINE if PHOTOMETRY_BASELINE in nmad_val else None
     nm = []
     for model in table_models(config):
         r = {"test_set": test_set, "dataset": ts["dataset"], "table": ts["table"], "model": model,
@@ -163,12 +179,8 @@ def _nmad_rows(config, test_set, n, nmad_val, nmad_boot, median_nmad) -> list[di
              "median_nmad": median_nmad, "nmad_over_median": nmad_val[model] / median_nmad if median_nmad else np.nan}
         if nmad_boot[model] is not None:
             r["nmad_ci_lo"], r["nmad_ci_hi"] = np.percentile(nmad_boot[model], [alpha, 100 - alpha])
-        if best_base:
-            r["improvement"] = M.improvement(nmad_val[best_base], nmad_val[model])
-            if nmad_boot[model] is not None:
-                bb = nmad_boot[best_base]
-                imp = np.where(bb > 0, (bb - nmad_boot[model]) / np.where(bb > 0, bb, 1), np.nan)
-                r["improvement_ci_lo"], r["improvement_ci_hi"] = np.nanpercentile(imp, [alpha, 100 - alpha])
+        r.update(_paired_improvement(nmad_val, nmad_boot, best_base, model, alpha, "improvement"))
+        r.update(_paired_improvement(nmad_val, nmad_boot, phot, model, alpha, "improvement_photometry"))
         nm.append(r)
     return nm
 
@@ -228,19 +240,22 @@ def _read_all(paths: dict[str, str | Path]) -> pd.DataFrame:
 
 
 def improvement_table(config: dict, nmad: pd.DataFrame) -> pd.DataFrame:
-    """Per test set: DeepRed's best model vs the best baseline, R = NMAD ratio, and the paper's R."""
+    """Per test set: DeepRed's best model vs the best image baseline (every baseline but photometry), R = NMAD ratio,
+    the paper's R, and R_photometry = the same ratio against the photometric baseline."""
     mcfg = config["metrics"]
     paper = mcfg.get("paper_R", {})
     out = []
     for ts in config["test_sets"]:
         d = nmad[nmad["test_set"] == ts].set_index("model")
         ours = d[d["family"].str.startswith("deepred")]
-        theirs = d[d["family"].str.startswith("baseline")]
+        theirs = d[d["family"].str.startswith("baseline") & (d["family"] != PHOTOMETRY_FAMILY)]
+        phot = d[d["family"] == PHOTOMETRY_FAMILY]
         row = {"test_set": ts, "dataset": config["test_sets"][ts]["dataset"], "n": int(d["n"].iloc[0]),
                "best_deepred": NO_DEEPRED, "best_deepred_nmad": np.nan, "best_baseline": NO_BASELINE,
                "best_baseline_nmad": np.nan, "improvement": np.nan, "improvement_ci_lo": np.nan,
                "improvement_ci_hi": np.nan, "R": np.nan, "R_ci_lo": np.nan, "R_ci_hi": np.nan,
-               "paper_R": paper.get(ts, np.nan)}
+               "paper_R": paper.get(ts, np.nan), "photometry_nmad": np.nan, "R_photometry": np.nan,
+               "R_photometry_ci_lo": np.nan, "R_photometry_ci_hi": np.nan}
         if not ours.empty:
             bo = min(ours.index, key=lambda m: (ours.loc[m, "nmad"], m))
             row.update(best_deepred=bo, best_deepred_nmad=ours.loc[bo, "nmad"])
@@ -255,6 +270,12 @@ def improvement_table(config: dict, nmad: pd.DataFrame) -> pd.DataFrame:
                        # R = 1 - improvement, so its interval is the mirrored improvement interval
                        R=no / nb if nb else np.nan,
                        R_ci_lo=1 - d.loc[bo, "improvement_ci_hi"], R_ci_hi=1 - d.loc[bo, "improvement_ci_lo"])
+        if not phot.empty:
+            row["photometry_nmad"] = nph = phot["nmad"].iloc[0]
+        if not ours.empty and not phot.empty:
+            row.update(R_photometry=row["best_deepred_nmad"] / nph if nph else np.nan,
+                       R_photometry_ci_lo=1 - d.loc[bo, "improvement_photometry_ci_hi"],
+                       R_photometry_ci_hi=1 - d.loc[bo, "improvement_photometry_ci_lo"])
         out.append(row)
     return pd.DataFrame(out)
 

@@ -9,6 +9,7 @@ sys.path.insert(0, workflow.basedir)
 
 from deepred.catalog import (
     ENSEMBLE_METHODS,
+    FEATURE_BASELINES,
     RUN_ONLY_TRAINING_KEYS,
     enabled_networks,
     ensemble_members,
@@ -181,10 +182,11 @@ def download_spec(wildcards):
 
 def all_targets():
     targets = [processed(d) for d in DATASETS]
-    if config["baselines"]["hogsvr"]["enabled"]:  # HOG+SVR (rules/baselines.smk)
-        targets += expand(
-            f"{RESULTS}/predictions/hogsvr/{{dataset}}.parquet", dataset=DATASETS
-        )
+    for name in FEATURE_BASELINES:  # HOG+SVR and photometry (rules/baselines.smk)
+        if config["baselines"][name]["enabled"]:
+            targets += expand(
+                f"{RESULTS}/predictions/{name}/{{dataset}}.parquet", dataset=DATASETS
+            )
     # networks and ensembles (rules/train.smk)
     targets += expand(
         f"{RESULTS}/predictions/{{model}}/{{dataset}}.parquet",
@@ -278,7 +280,15 @@ def cutout_source_files(wildcards):
 
 
 # The results archive (rules/metrics.smk): what it checksums without archiving.
-from deepred.model_json import HOGSVR, HOGSVR_MODEL, MODEL_JSON, NEURAL, WEIGHTS_FILE
+from deepred.model_json import (
+    HOGSVR,
+    HOGSVR_MODEL,
+    MODEL_JSON,
+    NEURAL,
+    PHOTOMETRY,
+    PHOTOMETRY_MODEL,
+    WEIGHTS_FILE,
+)
 
 
 def archive_checksummed():
@@ -286,6 +296,7 @@ def archive_checksummed():
     model's model.json (and weights), every normalized catalogue and its stats."""
     weights = {m: [WEIGHTS_FILE[NEURAL]] for m in NEURAL_MODELS}
     weights[HOGSVR_MODEL] = [WEIGHTS_FILE[HOGSVR]]
+    weights[PHOTOMETRY_MODEL] = [WEIGHTS_FILE[PHOTOMETRY]]
     files = []
     for m in TABLE_MODELS:
         for d in DATASETS:

@@ -17,7 +17,7 @@ rule train:
     benchmark:
         f"{RESULTS}/benchmarks/train/{{model}}/{{dataset}}.tsv"
     wildcard_constraints:
-        model="|".join(NEURAL_MODELS),
+        model="|".join(NEURAL_MODELS) or "(?!)",  # no network enabled: no model matches
     conda:
         "../envs/deepred.yaml"
     threads: config["training"]["threads"]
@@ -54,7 +54,7 @@ rule predict:
     benchmark:
         f"{RESULTS}/benchmarks/predict/{{model}}/{{dataset}}.tsv"
     wildcard_constraints:
-        model="|".join(NEURAL_MODELS),
+        model="|".join(NEURAL_MODELS) or "(?!)",  # no network enabled: no model matches
     conda:
         "../envs/deepred.yaml"
     threads: 1

@@ -27,9 +27,10 @@ def test_lists_of_the_default_config():
     assert C.enabled_networks(cfg) == archs + ["photoz", "netz", "a1", "a3"]
     assert C.ensemble_members(cfg) == [m for m in cfg["ensemble"]["members"] if m in archs]
     assert C.table_models(cfg) == archs + ["ensemble_stacked", "ensemble_mean", "photoz", "netz", "a1", "a3",
-                                           "hogsvr"]
-    assert [C.model_family(cfg, m) for m in (archs[0], "ensemble_mean", "netz", "hogsvr")] == [
-        "deepred_backbone", "deepred_ensemble", "baseline_neural", "baseline_features"]
+                                           "hogsvr", "photometry"]
+    assert [C.model_family(cfg, m) for m in (archs[0], "ensemble_mean", "netz", "hogsvr", "photometry")] == [
+        "deepred_backbone", "deepred_ensemble", "baseline_neural", "baseline_features", "baseline_photometry"]
+    assert C.image_baselines(cfg) == ["photoz", "netz", "a1", "a3", "hogsvr"]  # the paper's R compares with these
 
 
 def test_disabled_models_leave_every_list():
@@ -37,6 +38,7 @@ def test_disabled_models_leave_every_list():
     for name in list(cfg["architectures"])[1:]:
         cfg["architectures"][name]["enabled"] = False
     cfg["baselines"]["netz"]["enabled"] = cfg["baselines"]["hogsvr"]["enabled"] = False
+    cfg["baselines"]["photometry"]["enabled"] = False
     first = next(iter(cfg["architectures"]))
     assert C.enabled_networks(cfg) == [first, "photoz", "a1", "a3"]
     assert C.enabled_baselines(cfg) == ["photoz", "a1", "a3"]

@@ -13,11 +13,13 @@ import pytest
 from deepred import model_json as card
 from deepred.hogsvr import HogParams, fit_hogsvr, hog_features
 from deepred.inputs import InferenceError
-from deepred.predictor import KINDS, EnsemblePredictor, HogSVRPredictor, NeuralPredictor, load_model
+from deepred.predictor import (KINDS, EnsemblePredictor, HogSVRPredictor, NeuralPredictor, PhotometryPredictor,
+                               load_model)
 
 
 def test_every_card_kind_has_one_registered_loader():
-    assert KINDS == {card.NEURAL: NeuralPredictor, card.HOGSVR: HogSVRPredictor, card.ENSEMBLE: EnsemblePredictor}
+    assert KINDS == {card.NEURAL: NeuralPredictor, card.HOGSVR: HogSVRPredictor, card.PHOTOMETRY: PhotometryPredictor,
+                     card.ENSEMBLE: EnsemblePredictor}
     assert all(cls.kind == kind for kind, cls in KINDS.items())
 
 

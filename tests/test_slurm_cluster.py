@@ -170,7 +170,7 @@ def test_end_to_end_runs_every_job_as_a_slurm_job(e2e):
     for table in {ts["table"] for ts in cfg["test_sets"].values()}:
         assert (results / "tables" / f"{table}_nmad.csv").stat().st_size > 0
     assert (results / "tables" / "shap_localization.csv").stat().st_size > 0
-    for model in ("hogsvr", "ensemble_stacked", "ensemble_mean", *cfg["architectures"]):
+    for model in ("hogsvr", "photometry", "ensemble_stacked", "ensemble_mean", *cfg["architectures"]):
         for dataset in cfg["datasets"]:
             assert (results / "predictions" / model / f"{dataset}.parquet").exists(), (model, dataset)
 

@@ -19,7 +19,8 @@ from deepred.data.contract import DataError
 
 # Scatter per model: DeepRed's models are better than the baselines, the stacked ensemble best of all.
 SCATTER = {"resnet": 0.05, "efficientnet": 0.04, "swin": 0.06, "mixer": 0.07, "ensemble_stacked": 0.03,
-           "ensemble_mean": 0.035, "photoz": 0.08, "netz": 0.09, "a1": 0.12, "a3": 0.11, "hogsvr": 0.15}
+           "ensemble_mean": 0.035, "photoz": 0.08, "netz": 0.09, "a1": 0.12, "a3": 0.11, "hogsvr": 0.15,
+           "photometry": 0.045}  # better than every image baseline: best_baseline and R must not pick it
 
 
 def gaussians(grid, mu, sig):
@@ -135,7 +136,15 @@ def test_tables_end_to_end(tiny_dataset, tmp_path):
         assert imp.loc[ts, "best_deepred"] == ours.idxmin()
         assert imp.loc[ts, "R"] == pytest.approx(ours.min() / imp.loc[ts, "best_baseline_nmad"], rel=1e-4)
         assert imp.loc[ts, "R_ci_lo"] <= imp.loc[ts, "R"] <= imp.loc[ts, "R_ci_hi"]
+        # photometry: its own family, apart from the image baselines, and its own R
+        assert d.loc["photometry", "family"] == "baseline_photometry" and imp.loc[ts, "best_baseline"] != "photometry"
+        assert imp.loc[ts, "photometry_nmad"] == d.loc["photometry", "nmad"]
+        assert imp.loc[ts, "R_photometry"] == pytest.approx(ours.min() / d.loc["photometry", "nmad"], rel=1e-4)
+        assert imp.loc[ts, "R_photometry_ci_lo"] <= imp.loc[ts, "R_photometry"] <= imp.loc[ts, "R_photometry_ci_hi"]
+        assert d.loc["resnet", "improvement_photometry"] == pytest.approx(
+            1 - d.loc["resnet", "nmad"] / d.loc["photometry", "nmad"], rel=1e-4)
     assert imp.loc["tiny_hpl", "paper_R"] == 0.73
+    assert set(summ.loc[summ["model"] == "photometry", "family"]) == {"baseline_photometry"}
 
     bz = pd.read_csv(written["binned_z"])
     assert set(bz["model"]) == set(SCATTER) and bz["bin"].nunique() == cfg["metrics"]["z_bins"]

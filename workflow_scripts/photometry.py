@@ -1,0 +1,17 @@
+"""Snakemake script: fit the photometric baseline on one dataset, calibrate its PDFs on the validation split, then
+write its val/test predictions like any model's."""
+
+from deepred.logs import setup_logging, snakemake_log
+
+setup_logging(snakemake_log(snakemake))  # noqa: F821 (snakemake is injected)
+
+from pathlib import Path  # noqa: E402
+
+from deepred.photometry import train_photometry  # noqa: E402
+from deepred.predict import calibrate_model, predict_model  # noqa: E402
+
+processed_dir = Path(snakemake.input.catalog).parent  # noqa: F821
+model_dir = Path(snakemake.output.model).parent  # noqa: F821
+train_photometry(snakemake.wildcards.dataset, snakemake.config, processed_dir, model_dir)  # noqa: F821
+calibrate_model(model_dir, processed_dir, snakemake.config)  # noqa: F821
+predict_model(model_dir, processed_dir, snakemake.output.predictions)  # noqa: F821
