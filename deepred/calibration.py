@@ -33,6 +33,7 @@ T_BOUNDS = (0.01, 1e4)  # temperatures searched: a point estimator's training re
 MIN_FIT_ROWS = 10  # fewer validation rows than this: no calibration (the model gives what it gave before)
 ROWS_PER_KNOT = 20  # the PIT map gets at most one knot per 20 validation rows (a 24-row CI split: none)
 BASES = ("native", "gaussian", "mixture")
+INTERVAL_LEVELS = (0.025, 0.16, 0.84, 0.975)  # PIT map knots at the central 68% and 95% intervals' ends
 GRID_MARGIN = 0.05  # a point estimator's grid: the training labels' range widened by 5% on each side
 
 
@@ -151,13 +152,15 @@ def fit_temperature(pdf: np.ndarray, grid: np.ndarray, z_true: np.ndarray) -> fl
 
 
 def fit_pit_map(u: np.ndarray, n_knots: int) -> tuple[np.ndarray, np.ndarray]:
-    """Knots (x, y) of G: y = 0, 1/K, ..., 1 at x = 0, the k/K quantiles of the validation PITs u, 1.
+    """Knots (x, y) of G: y = 0, the levels, 1 at x = 0, the validation PITs' quantiles at those levels, 1. The
+    levels are k/K (K = n_knots) and the ends of the central 68% and 95% intervals (INTERVAL_LEVELS), so that
+    on the validation rows those intervals hold 68% and 95% of the labels by construction.
 
     x is made strictly increasing (ties, e.g. labels beyond the grid at PIT 0 or 1, are nudged apart) so that G is
     a monotone map of [0, 1] onto itself with G(0) = 0 and G(1) = 1."""
-    k = np.arange(1, n_knots)
-    x = np.concatenate([[0.0], np.quantile(np.asarray(u, dtype=float), k / n_knots), [1.0]])
-    y = np.concatenate([[0.0], k / n_knots, [1.0]])
+    levels = np.unique(np.round(np.concatenate([np.arange(1, n_knots) / n_knots, INTERVAL_LEVELS]), 12))
+    x = np.concatenate([[0.0], np.quantile(np.asarray(u, dtype=float), levels), [1.0]])
+    y = np.concatenate([[0.0], levels, [1.0]])
     step = 1e-6
     for i in range(1, len(x)):  # a handful of knots: a loop is clearest
         x[i] = max(x[i], x[i - 1] + step)

@@ -277,7 +277,7 @@ def test_ensemble_model_works_too(results, tiny_dataset, test_rows, tmp_path):
     (Point members only: a barely trained PDF member is near-constant and gets a weight ~1e4, which
     magnifies float32 batch-size noise beyond any fixed tolerance.)"""
     from deepred.ensemble import fit_ensembles
-    from deepred.predict import predict_model, read_predictions
+    from deepred.predict import calibrate_model, predict_model, read_predictions
 
     shared = results
     results = tmp_path / "results"
@@ -287,6 +287,7 @@ def test_ensemble_model_works_too(results, tiny_dataset, test_rows, tmp_path):
     models = results / "models"
     paths = {m: tmp_path / "pred" / m / "tiny.parquet" for m in ("netz", "a1")}
     for m, p in paths.items():
+        calibrate_model(models / m / "tiny", tiny_dataset, cfg)  # members with PDFs: the ensembles mix them
         predict_model(models / m / "tiny", tiny_dataset, p)
     fit_ensembles("tiny", cfg, paths, models, tmp_path / "pred")
     images, truth = raw_of(tiny_dataset)
@@ -294,13 +295,52 @@ def test_ensemble_model_works_too(results, tiny_dataset, test_rows, tmp_path):
     np.save(tmp_path / "c.npy", np.asarray(images[idx], np.float32))
     (tmp_path / "ids.txt").write_text("\n".join(test_rows["object_id"]) + "\n")
     pred = load_predictor("ensemble_stacked/tiny", results, device="cpu")
-    assert pred.kind == "ensemble" and pred.head == "point"
+    assert pred.kind == "ensemble" and pred.head == "point" and pred.gives_pdf
     items, total, _ = open_input(tmp_path / "c.npy", pred.bands, ids_file=tmp_path / "ids.txt")
-    predict_cutouts(pred, items, tmp_path / "o.parquet", total=total, progress=False)
-    got = pd.read_parquet(tmp_path / "o.parquet").set_index("object_id")["z_pred"]
-    ref = read_predictions(tmp_path / "pred" / "ensemble_stacked" / "tiny.parquet")[0].set_index("object_id")
-    ids = list(test_rows["object_id"])
-    np.testing.assert_allclose(got.loc[ids].to_numpy(), ref.loc[ids, "z_pred"].to_numpy(), rtol=1e-5, atol=1e-6)
+    predict_cutouts(pred, items, tmp_path / "o.parquet", total=total, progress=False, with_pdf=True)
+    got = pd.read_parquet(tmp_path / "o.parquet").set_index("object_id")
+    ref, grid = read_predictions(tmp_path / "pred" / "ensemble_stacked" / "tiny.parquet")
+    ref, ids = ref.set_index("object_id"), list(test_rows["object_id"])
+    np.testing.assert_allclose(got.loc[ids, "z_pred"].to_numpy(), ref.loc[ids, "z_pred"].to_numpy(), rtol=1e-5,
+                               atol=1e-6)
+    # its PDF: the members' calibrated PDFs mixed with the stacking weights, recalibrated (fitted on val rows)
+    np.testing.assert_allclose(np.stack(got.loc[ids, "pdf"].to_numpy()), np.stack(ref.loc[ids, "pdf"].to_numpy()),
+                               atol=1e-5)
+    np.testing.assert_allclose(grid, pred.grid)
+
+
+def test_calibrated_point_network_gives_the_pipelines_pdfs(results, tiny_dataset, test_rows, tmp_path):
+    """A point head calibrated on the validation rows (deepred.predict.calibrate_model): z_pred unchanged to the
+    bit, a PDF on the calibration's grid through load_model, and deepred predict gives the pipeline's PDFs."""
+    from deepred.predict import calibrate_model
+    from deepred.predictor import load_model
+
+    model_dir = tmp_path / "models" / "netz" / "tiny"
+    shutil.copytree(results / "models" / "netz" / "tiny", model_dir)
+    before = predict_rows(model_dir, tiny_dataset, test_rows)
+    assert "pdf" not in before  # a point head without a calibration gives point estimates only
+    cfg = tiny_config({"tiny": {"n": 240}}, data_dir=tiny_dataset.parent.parent)
+    record = calibrate_model(model_dir, tiny_dataset, cfg)
+    assert record["base"] == "gaussian" and record["fit_split"] == "val" and len(record["grid"]) == 100
+    assert json.loads((model_dir / "model.json").read_text())["calibration"] == record
+    after = predict_rows(model_dir, tiny_dataset, test_rows)
+    assert after["z_pred"].to_numpy().tobytes() == before["z_pred"].to_numpy().tobytes()
+    pdf = np.stack(after["pdf"].to_numpy())
+    assert pdf.shape == (len(test_rows), 100) and np.allclose(pdf.sum(1), 1, atol=1e-5)
+    assert "pdf_uncalibrated" in after and (after["z_lo68"] <= after["z_hi68"]).all()
+    pred = load_model(model_dir)
+    assert pred.gives_pdf and np.array_equal(pred.grid, np.asarray(record["grid"]))
+
+    images, truth = raw_of(tiny_dataset)
+    idx = truth.reset_index().set_index("object_id").loc[test_rows["object_id"], "index"].to_numpy()
+    np.save(tmp_path / "c.npy", np.asarray(images[idx], np.float32))
+    (tmp_path / "ids.txt").write_text("\n".join(test_rows["object_id"]) + "\n")
+    items, total, _ = open_input(tmp_path / "c.npy", pred.bands, ids_file=tmp_path / "ids.txt")
+    predict_cutouts(pred, items, tmp_path / "o.parquet", total=total, progress=False, with_pdf=True)
+    got = pd.read_parquet(tmp_path / "o.parquet").set_index("object_id").loc[test_rows["object_id"]]
+    np.testing.assert_allclose(got["z_pred"].to_numpy(), after["z_pred"].to_numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.stack(got["pdf"].to_numpy()), pdf, atol=1e-5)
+    np.testing.assert_allclose(got["z_median"].to_numpy(), after["z_median"].to_numpy(), atol=1e-4)
 
 
 def test_subfolder_per_object_with_bands_from_headers(results, tiny_dataset, tmp_path):

@@ -58,6 +58,9 @@ def test_changing_one_model_reruns_only_its_jobs(tmp_path):
         else:
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_text("{}" if p.name == "stats.json" else "")  # the DAG reads stats.json's shard records
+    # every test set's calibration metrics and the PDF calibration table are outputs (rules/metrics.smk)
+    assert "results/tables/pdf_calibration.csv" in summary
+    assert all(f"results/metrics/{ts}/calibration.csv" in summary for ts in cfg["test_sets"])
     _smk(tmp_path, "--touch")
     assert "Nothing to be done" in _smk(tmp_path, "-n")
 
@@ -83,4 +86,13 @@ def test_changing_one_model_reruns_only_its_jobs(tmp_path):
     jobs = _job_counts(_smk(tmp_path, "-n"))
     assert jobs.pop("hogsvr") == 2 and jobs.pop("metrics_test_set") == 2
     for untouched in ("simulate", "normalize", "train", "predict", "ensemble", "transfer_predict"):
+        assert untouched not in jobs, jobs
+
+    # the calibration settings refit every model's calibration: its fitting jobs rerun (same weights), data do not
+    _smk(tmp_path, "--touch")
+    cfg["calibration"]["pit_knots"] = 5
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    jobs = _job_counts(_smk(tmp_path, "-n"))
+    assert jobs.pop("train") == 6 and jobs.pop("hogsvr") == 2 and jobs.pop("ensemble") == 2  # 3 networks x 2 sets
+    for untouched in ("simulate", "normalize"):
         assert untouched not in jobs, jobs
