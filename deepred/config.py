@@ -97,6 +97,9 @@ def _model_list_problems(config: dict) -> list[str]:
         ("shap.models", config["shap"]["models"], networks, "enabled architecture or neural baseline"),
         ("metrics.transfer_models", config["metrics"]["transfer_models"], networks,
          "enabled architecture or neural baseline"),
+        ("shap.shuffled_models", config["shap"]["shuffled_models"], config["shap"]["models"], "explained network"),
+        ("shap.method_per_model", list(config["shap"]["method_per_model"]), config["shap"]["models"],
+         "explained network"),
     ):
         for name in names:
             if name in allowed:

@@ -36,6 +36,10 @@ log = logging.getLogger("deepred.explain")
 
 # Files one explain job writes into results/shap/{model}/{dataset}/.
 OUTPUT_FILES = ("per_image.parquet", "attributions.npy", "regions.npy", "explain.json")
+# Attribution methods (shap.method): expected gradients per pixel, or summed over patch-sized windows.
+METHODS = ("expected_gradients", "expected_gradients_patch")
+# The occlusion control's per-cutout predictions, written by the same job (read by the table only).
+OCCLUSION_FILE = "occlusion.parquet"
 
 
 class ExplainError(ValueError):
@@ -95,12 +99,51 @@ def background_sample(train_rows: pd.DataFrame, n: int, seed: int) -> pd.DataFra
     return rows.iloc[idx].reset_index(drop=True)
 
 
-def shap_attributions(module: torch.nn.Module, background: np.ndarray, images: np.ndarray, nsamples: int,
-                      seed: int, batch_size: int = 64, device: str = "cpu") -> np.ndarray:
-    """Expected-gradient SHAP values (n, C, H, W) float32 of a (B, C, H, W) -> (B, 1) module.
-    Bit-identical for a fixed seed on CPU; on a GPU only up to floating-point reduction order."""
-    import shap  # heavy import, only where attributions are made
+def _draws(n_images: int, n_background: int, nsamples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Background index and interpolation point of every (image, sample), in shap.GradientExplainer's order:
+    it seeds numpy's global generator with `rseed`, then per image and sample draws choice(n_background) and
+    uniform() (shap/explainers/_gradient.py, _PyTorchGradient.shap_values)."""
+    rng = np.random.RandomState(seed)
+    idx = np.empty((n_images, nsamples), dtype=np.int64)
+    alpha = np.empty((n_images, nsamples))
+    for j in range(n_images):
+        for k in range(nsamples):
+            idx[j, k] = rng.choice(n_background)
+            alpha[j, k] = rng.uniform()
+    return idx, alpha
 
+
+def expected_gradients(module: torch.nn.Module, background: np.ndarray, images: np.ndarray, nsamples: int,
+                       seed: int, batch_size: int = 64, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """Expected gradients (Erion et al. 2021) of a (B, C, H, W) -> (B, 1) module, as shap.GradientExplainer
+    computes them and with its random draws (tests/test_shap.py checks the two agree): the mean over samples of
+    grad f(x' + t (x - x')) * (x - x'), x' a background row, t uniform. Done here, batched over images, because
+    importing shap cost 3 s of CPU per explain job, a fifth of the job. Returns the two half-sample means
+    (2, n, C, H, W) float64: their mean is the attribution, their agreement its stability."""
+    bg = torch.from_numpy(np.ascontiguousarray(background, dtype=np.float32)).to(device)
+    x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).to(device)
+    idx, alpha = _draws(len(images), len(background), nsamples, seed)
+    flat = [(j, k) for j in range(len(images)) for k in range(nsamples)]
+    sums = np.zeros((2, *images.shape))
+    half = (nsamples + 1) // 2  # samples [0, half) and [half, nsamples)
+    for b in range(0, len(flat), batch_size):
+        jj = np.array([j for j, _ in flat[b:b + batch_size]])
+        kk = np.array([k for _, k in flat[b:b + batch_size]])
+        ref = bg[torch.from_numpy(idx[jj, kk]).to(device)]
+        t = torch.from_numpy(alpha[jj, kk]).to(device=device, dtype=torch.float32)[:, None, None, None]
+        point = (t * x[jj] + (1 - t) * ref).detach().requires_grad_()
+        (grad,) = torch.autograd.grad(module(point)[:, 0].sum(), point)
+        terms = grad.cpu().numpy().astype(np.float64) * (x[jj] - ref).cpu().numpy().astype(np.float64)
+        np.add.at(sums, ((kk >= half).astype(int), jj), terms)
+    counts = np.array([half, max(nsamples - half, 1)], dtype=float)
+    return sums / counts[:, None, None, None, None]
+
+
+def shap_attributions(module: torch.nn.Module, background: np.ndarray, images: np.ndarray, nsamples: int,
+                      seed: int, batch_size: int = 64, device: str = "cpu", halves: bool = False) -> np.ndarray:
+    """Expected-gradient SHAP values (n, C, H, W) float32 of a (B, C, H, W) -> (B, 1) module (with
+    halves=True: the two half-sample maps too, (3, n, C, H, W)). Bit-identical for a fixed seed on CPU; on a
+    GPU only up to floating-point reduction order."""
     background = np.asarray(background, dtype=np.float32)
     images = np.asarray(images, dtype=np.float32)
     if background.ndim != 4 or images.ndim != 4 or background.shape[1:] != images.shape[1:]:
@@ -111,19 +154,54 @@ def shap_attributions(module: torch.nn.Module, background: np.ndarray, images: n
         out = module(torch.from_numpy(images[:1]).to(device))
     if out.ndim != 2 or out.shape[1] != 1:
         raise ExplainError(f"the explained module must return (B, 1), got {tuple(out.shape)}")
-    explainer = shap.GradientExplainer(module, torch.from_numpy(background).to(device), batch_size=batch_size)
-    # GradientExplainer seeds numpy's global generator: keep the caller's state untouched.
-    state = np.random.get_state()
-    try:
-        values = explainer.shap_values(torch.from_numpy(images).to(device), nsamples=nsamples, rseed=seed)
-    finally:
-        np.random.set_state(state)
-    values = np.asarray(values[0] if isinstance(values, list) else values, dtype=np.float32)
-    if values.ndim == 5:  # shap >= 0.45 appends the output axis
-        values = values[..., 0]
-    if values.shape != images.shape:
-        raise ExplainError(f"SHAP values have shape {values.shape}, expected {images.shape}")
-    return values
+    parts = expected_gradients(module, background, images, nsamples, seed, batch_size, device)
+    half = (nsamples + 1) // 2
+    values = (parts[0] * half + parts[1] * (nsamples - half)) / nsamples
+    if halves:
+        return np.concatenate([values[None], parts]).astype(np.float32)
+    return values.astype(np.float32)
+
+
+def patch_size(module: torch.nn.Module) -> int:
+    """Side of the network's input patches (timm's PatchEmbed of Swin and the Mixer carries `patch_size`);
+    1 for a network without a patch embedding (the CNNs: a pixel)."""
+    for sub in module.modules():
+        size = getattr(sub, "patch_size", None)
+        if size is not None:
+            return int(size[0] if isinstance(size, (tuple, list)) else size)
+    return 1
+
+
+def window_sums(attr: np.ndarray, window: int) -> np.ndarray:
+    """Each pixel's value replaced by the signed sum over the window x window square centred on it, per band:
+    the attribution of that patch-sized region (expected-gradient values add up over a group of pixels).
+    A sliding window rather than the network's fixed patch grid, so that the peak stays a pixel and the strict
+    pointing game keeps its chance level; edges are mirrored so that every window sums as many pixels."""
+    if window <= 1:
+        return attr
+    from scipy.ndimage import uniform_filter
+
+    return uniform_filter(np.asarray(attr, dtype=np.float64), size=(1, 1, window, window), mode="reflect") * window**2
+
+
+def attribution_method(shap_cfg: dict, model: str | None, module: torch.nn.Module) -> tuple[str, int]:
+    """(method, window px) for one explained network: `method_per_model` over `method`; the window is
+    `patch_px` or, where that is null, the network's own patch size (1 px for expected_gradients)."""
+    method = (shap_cfg.get("method_per_model") or {}).get(model, shap_cfg.get("method", "expected_gradients"))
+    if method not in METHODS:
+        raise ExplainError(f"shap method '{method}' for '{model}' unknown; known: {', '.join(METHODS)}")
+    if method == "expected_gradients":
+        return method, 1
+    return method, int(shap_cfg.get("patch_px") or patch_size(module))
+
+
+def split_half_rho(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Per image, the Spearman rank correlation of the band-summed |maps| of the two half samples."""
+    from scipy.stats import spearmanr
+
+    a = np.abs(first).sum(axis=1).reshape(len(first), -1)
+    b = np.abs(second).sum(axis=1).reshape(len(second), -1)
+    return np.array([spearmanr(u, v)[0] if u.std() > 0 and v.std() > 0 else np.nan for u, v in zip(a, b)])
 
 
 def sample_rows(ds: ProcessedDataset, n_explain: int, seed: int, snr_bins: int, scaling: str,
@@ -146,15 +224,18 @@ def sample_rows(ds: ProcessedDataset, n_explain: int, seed: int, snr_bins: int, 
 
 
 def explain_and_score(module: torch.nn.Module, ds: ProcessedDataset, shap_cfg: dict, seed: int,
-                      device: str = "cpu") -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """Explain a stratified test sample of `ds` with `module`; return (per-image table, attributions, regions)."""
+                      device: str = "cpu", model: str | None = None) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Explain a stratified test sample of `ds` with `module` by the method configured for `model`; return
+    (per-image table, the method's attribution maps, regions)."""
     scaling = ds.stats.get("scaling", {}).get("method", "none")
     rows = sample_rows(ds, shap_cfg["n_explain"], derive_seed(seed, "explain"), shap_cfg["snr_bins"], scaling,
                        shap_cfg["segmentation_thresh"])
     bg_rows = background_sample(ds.split("train"), shap_cfg["n_background"], derive_seed(seed, "background"))
     images = ds.images(rows)
-    attr = shap_attributions(module, ds.images(bg_rows), images, shap_cfg["nsamples"], derive_seed(seed, "shap"),
-                             shap_cfg["batch_size"], device)
+    method, window = attribution_method(shap_cfg, model, module)
+    maps = shap_attributions(module, ds.images(bg_rows), images, shap_cfg["nsamples"], derive_seed(seed, "shap"),
+                             shap_cfg["batch_size"], device, halves=True)
+    attr, first, second = (window_sums(m, window).astype(np.float32) for m in maps)
     regions, sources = object_regions(images, ds.masks(rows), scaling, thresh=shap_cfg["segmentation_thresh"])
     scores = score_attributions(attr, regions, int(shap_cfg.get("pointing_tolerance", 0)))
     with torch.no_grad():
@@ -169,6 +250,10 @@ def explain_and_score(module: torch.nn.Module, ds: ProcessedDataset, shap_cfg: d
         "z_true": rows[label].astype(float) if label in rows else np.nan,
         "z_pred": z_pred.astype(float),
         "region_source": sources,
+        "method": method,
+        "window_px": window,
+        # how far the map is from its noise: the rank agreement of two maps from disjoint halves of the samples
+        "split_half_rho": split_half_rho(first, second),
     })
     per_image = pd.concat([per_image, scores], axis=1)
     return per_image, attr, regions
@@ -176,9 +261,13 @@ def explain_and_score(module: torch.nn.Module, ds: ProcessedDataset, shap_cfg: d
 
 def explain_model(model_dir: str | Path, processed_dir: str | Path, config: dict, out_dir: str | Path,
                   model: str, dataset: str) -> pd.DataFrame:
-    """The Snakemake job: SHAP + localization for one trained model on its dataset's test split."""
-    t0 = time.perf_counter()
-    shap_cfg = config["shap"]
+    """The Snakemake job: attributions + localization for one trained model on its dataset's test split,
+    and the occlusion control on that split (deepred/shap_controls.py)."""
+    from deepred.shap_controls import occlusion_control
+
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    shap_cfg = dict(config["shap"])
+    shap_cfg["n_explain"] = (shap_cfg.get("n_explain_per_dataset") or {}).get(dataset, shap_cfg["n_explain"])
     torch.set_num_threads(int(shap_cfg["threads"]))
     predictor = load_model(model_dir)
     if not isinstance(predictor, NeuralPredictor):
@@ -192,22 +281,31 @@ def explain_model(model_dir: str | Path, processed_dir: str | Path, config: dict
     # so the models' scores are paired.
     seed = derive_seed(config["seed"], "shap", dataset)
     device = "cuda" if torch.cuda.is_available() else "cpu"  # a GPU where the scheduler gave one (gpu=1)
-    per_image, attr, regions = explain_and_score(predictor.point_module(), ds, shap_cfg, seed, device)
+    module = predictor.point_module()
+    per_image, attr, regions = explain_and_score(module, ds, shap_cfg, seed, device, model=model)
+    cpu_explain = time.process_time() - cpu0
+    occlusion = occlusion_control(module, ds, shap_cfg, seed, device)
     out_dir = Path(out_dir)
-    per_image.insert(0, "dataset", dataset)
-    per_image.insert(0, "model", model)
+    for frame in (per_image, occlusion):
+        frame.insert(0, "dataset", dataset)
+        frame.insert(0, "model", model)
     write_parquet(out_dir / "per_image.parquet", per_image)
     write_npy(out_dir / "attributions.npy", attr)
     write_npy(out_dir / "regions.npy", regions.astype(np.uint8))
+    write_parquet(out_dir / OCCLUSION_FILE, occlusion)
     seconds = time.perf_counter() - t0
     write_json(out_dir / "explain.json", {
-        "model": model, "dataset": dataset, "seed": seed, "explainer": "shap.GradientExplainer", "device": device,
-        "shap": shap_cfg, "n_images": int(len(per_image)), "seconds": round(seconds, 2),
+        "model": model, "dataset": dataset, "seed": seed, "method": str(per_image["method"].iloc[0]),
+        "window_px": int(per_image["window_px"].iloc[0]), "explainer": "expected gradients (deepred.explain)",
+        "device": device, "shap": shap_cfg, "n_images": int(len(per_image)), "seconds": round(seconds, 2),
+        "cpu_seconds_explain": round(cpu_explain, 2), "cpu_seconds_total": round(time.process_time() - cpu0, 2),
         "pointing_acc": float(per_image["hit"].mean()), "mass_inside": float(per_image["mass_inside"].mean()),
+        "n_occluded": int(len(occlusion)),
         "provenance": provenance(config, [Path(model_dir) / MODEL_JSON, Path(processed_dir) / "catalog.parquet"]),
     })
-    log.info("%s on %s: %d images explained in %.1f s; pointing %.3f, mass inside %.3f", model, dataset,
-             len(per_image), seconds, per_image["hit"].mean(), per_image["mass_inside"].mean())
+    log.info("%s on %s (%s, %d px): %d images explained in %.1f s; pointing %.3f, mass inside %.3f; "
+             "%d test cutouts occluded", model, dataset, per_image["method"].iloc[0], per_image["window_px"].iloc[0],
+             len(per_image), seconds, per_image["hit"].mean(), per_image["mass_inside"].mean(), len(occlusion))
     return per_image
 
 

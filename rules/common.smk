@@ -219,6 +219,38 @@ def shap_dir(model, dataset):
     return f"{RESULTS}/shap/{model}/{dataset}"
 
 
+# networks that also get a shuffled-label control (rule shap_shuffled)
+SHAP_SHUFFLED = list(config["shap"]["shuffled_models"])
+# keys that select jobs or are read by the table and figures only: no rerun of an explain job
+SHAP_RUN_ONLY_KEYS = (
+    "models",
+    "threads",
+    "hq_snr",
+    "n_examples",
+    "reliance_threshold",
+    "shuffled_models",
+    "method",
+    "method_per_model",
+)
+
+
+def shap_settings(wildcards):
+    """What one explain job's numbers depend on (the rerun trigger): the shap settings, with this model's method
+    and this dataset's sample size resolved, so that an override reruns only the jobs it concerns.
+    """
+    cfg = config["shap"]
+    settings = {
+        k: v
+        for k, v in cfg.items()
+        if k not in SHAP_RUN_ONLY_KEYS + ("n_explain", "n_explain_per_dataset")
+    }
+    settings["method"] = cfg["method_per_model"].get(wildcards.model, cfg["method"])
+    settings["n_explain"] = cfg["n_explain_per_dataset"].get(
+        wildcards.dataset, cfg["n_explain"]
+    )
+    return settings
+
+
 def shap_targets():
     """The table and every test set's figures (empty when no model is explained)."""
     if not SHAP_MODELS:

@@ -1,5 +1,7 @@
 # SHAP localization (deepred/explain.py, deepred/localization.py, deepred/shap_plots.py): where each
-# network looks (shap.GradientExplainer), scored against the object's footprint.
+# network looks (expected gradients, per pixel or per patch-sized window), scored against the object's footprint,
+# and the controls that say whether it uses the object (deepred/shap_controls.py): occlusion in every explain job,
+# shuffled-label networks for the models in shap.shuffled_models.
 rule shap_explain:
     input:
         weights=f"{RESULTS}/models/{{model}}/{{dataset}}/model.safetensors",
@@ -12,6 +14,7 @@ rule shap_explain:
         attributions=f"{RESULTS}/shap/{{model}}/{{dataset}}/attributions.npy",
         regions=f"{RESULTS}/shap/{{model}}/{{dataset}}/regions.npy",
         meta=f"{RESULTS}/shap/{{model}}/{{dataset}}/explain.json",
+        occlusion=f"{RESULTS}/shap/{{model}}/{{dataset}}/occlusion.parquet",
     log:
         "logs/shap/{model}/{dataset}.log",
     benchmark:
@@ -26,16 +29,53 @@ rule shap_explain:
         runtime="30m",
         gpu=1,
     params:
-        # rerun trigger: the explainer's settings (which models, and threads, only select or run jobs;
-        # hq_snr and n_examples are read by the table and figures only)
-        settings={
-            k: v
-            for k, v in config["shap"].items()
-            if k not in ("models", "threads", "hq_snr", "n_examples")
-        },
+        # rerun trigger: the explainer's settings for this job (which models, and threads, only select or run
+        # jobs; hq_snr, n_examples and reliance_threshold are read by the table and figures only)
+        settings=shap_settings,
         seed=config["seed"],
     script:
         "../workflow_scripts/shap_explain.py"
+
+
+rule shap_shuffled:
+    input:
+        catalog=processed("{dataset}"),
+        stats=processed("{dataset}", "stats.json"),
+        shards=shards_of("dataset"),
+    output:
+        per_image=f"{RESULTS}/shap/{{model}}/{{dataset}}/shuffled/per_image.parquet",
+        attributions=f"{RESULTS}/shap/{{model}}/{{dataset}}/shuffled/attributions.npy",
+        regions=f"{RESULTS}/shap/{{model}}/{{dataset}}/shuffled/regions.npy",
+        meta=f"{RESULTS}/shap/{{model}}/{{dataset}}/shuffled/explain.json",
+        occlusion=f"{RESULTS}/shap/{{model}}/{{dataset}}/shuffled/occlusion.parquet",
+        weights=f"{RESULTS}/shap/{{model}}/{{dataset}}/shuffled/model/model.safetensors",
+        model=f"{RESULTS}/shap/{{model}}/{{dataset}}/shuffled/model/model.json",
+        history=f"{RESULTS}/shap/{{model}}/{{dataset}}/shuffled/model/history.csv",
+    log:
+        "logs/shap/shuffled/{model}/{dataset}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/shap_shuffled/{{model}}/{{dataset}}.tsv"
+    wildcard_constraints:
+        model="|".join(SHAP_SHUFFLED) or "(?!)",
+    conda:
+        "../envs/deepred.yaml"
+    threads: config["training"]["threads"]
+    resources:
+        mem_mb=4000,
+        runtime="4h",
+        gpu=1,
+    params:
+        # rerun trigger: what the real network's weights depend on, and the explainer's settings
+        section=lambda wc: {**config["baselines"], **config["architectures"]}[wc.model],
+        training={
+            k: v
+            for k, v in config["training"].items()
+            if k not in RUN_ONLY_TRAINING_KEYS
+        },
+        settings=shap_settings,
+        seed=config["seed"],
+    script:
+        "../workflow_scripts/shap_shuffled.py"
 
 
 rule shap_table:
@@ -43,6 +83,16 @@ rule shap_table:
         per_image=expand(
             f"{RESULTS}/shap/{{model}}/{{dataset}}/per_image.parquet",
             model=SHAP_MODELS,
+            dataset=SHAP_DATASETS,
+        ),
+        occlusion=expand(
+            f"{RESULTS}/shap/{{model}}/{{dataset}}/occlusion.parquet",
+            model=SHAP_MODELS,
+            dataset=SHAP_DATASETS,
+        ),
+        shuffled=expand(
+            f"{RESULTS}/shap/{{model}}/{{dataset}}/shuffled/per_image.parquet",
+            model=SHAP_SHUFFLED,
             dataset=SHAP_DATASETS,
         ),
         catalogs=[processed(d) for d in SHAP_DATASETS],
@@ -63,7 +113,17 @@ rule shap_table:
         runtime="10m",
     params:
         per_image=[
-            [m, d, f"{shap_dir(m, d)}/per_image.parquet"]
+            [
+                m,
+                d,
+                f"{shap_dir(m, d)}/per_image.parquet",
+                f"{shap_dir(m, d)}/occlusion.parquet",
+                (
+                    f"{shap_dir(m, d)}/shuffled/per_image.parquet"
+                    if m in SHAP_SHUFFLED
+                    else None
+                ),
+            ]
             for m in SHAP_MODELS
             for d in SHAP_DATASETS
         ],
@@ -71,7 +131,10 @@ rule shap_table:
         # rerun trigger: the test sets' queries, the scoring options and the bootstrap
         depends_on={
             "test_sets": config["test_sets"],
-            "shap": {k: config["shap"][k] for k in ("hq_snr", "pointing_tolerance")},
+            "shap": {
+                k: config["shap"][k]
+                for k in ("hq_snr", "pointing_tolerance", "reliance_threshold")
+            },
             "bootstrap": [
                 config["metrics"][k] for k in ("bootstrap_resamples", "ci_level")
             ],

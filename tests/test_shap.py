@@ -19,12 +19,22 @@ from conftest import tiny_config
 from deepred.data.contract import ProcessedDataset
 from deepred.data.normalize import normalize
 from deepred.data.raw import read_simulated
-from deepred.explain import ExplainError, explain_and_score, shap_attributions
+from deepred.explain import (
+    ExplainError,
+    attribution_method,
+    explain_and_score,
+    patch_size,
+    shap_attributions,
+    window_sums,
+)
 from deepred.localization import summarize
+from deepred.shap_controls import occlusion_control, occlusion_scores
 
 C = 24  # cutout side
 SHAP_CFG = dict(n_explain=24, n_background=16, nsamples=32, batch_size=64, snr_bins=3, segmentation_thresh=1.5,
-                pointing_tolerance=2)
+                pointing_tolerance=2, occlusion_n=None, occlusion_grow_px=2)
+# expected_gradients_patch on the toy CNN, which has no patch embedding: a 3 px window
+PATCH_CFG = dict(SHAP_CFG, method="expected_gradients_patch", patch_px=3)
 
 
 def write_signal_dataset(root: Path, signal_on: str, n: int = 400, seed: int = 0, real_like: bool = False
@@ -104,12 +114,14 @@ def toy(tmp_path_factory):
     return out
 
 
-def test_score_fails_when_the_signal_is_off_the_object_and_rewards_training(toy):
+@pytest.mark.parametrize("cfg", [SHAP_CFG, PATCH_CFG], ids=["pixel", "patch"])
+def test_score_fails_when_the_signal_is_off_the_object_and_rewards_training(toy, cfg):
     ds_obj, net_obj = toy["object"]
     ds_comp, net_comp = toy["companion"]
-    on, _, _ = explain_and_score(net_obj, ds_obj, SHAP_CFG, seed=1)
-    off, _, _ = explain_and_score(net_comp, ds_comp, SHAP_CFG, seed=1)
-    untrained, _, _ = explain_and_score(small_cnn(), ds_obj, SHAP_CFG, seed=1)
+    on, _, _ = explain_and_score(net_obj, ds_obj, cfg, seed=1)
+    off, _, _ = explain_and_score(net_comp, ds_comp, cfg, seed=1)
+    untrained, _, _ = explain_and_score(small_cnn(), ds_obj, cfg, seed=1)
+    assert set(on["method"]) == {cfg.get("method", "expected_gradients")}
     # Same images explained for the trained and untrained network (same seed, same dataset).
     assert on["object_id"].tolist() == untrained["object_id"].tolist()
     assert off["hit"].mean() <= 0.1 and off["mass_inside"].mean() < off["region_frac"].mean() + 0.05
@@ -121,8 +133,43 @@ def test_score_fails_when_the_signal_is_off_the_object_and_rewards_training(toy)
     assert on["mass_inside"].mean() > untrained["mass_inside"].mean()
     # the peak of the off-object model sits on the companion (corner), not on the object
     assert (np.hypot(off["peak_y"] - 4, off["peak_x"] - 4) <= 6).mean() >= 0.8
+    # the maps of a trained network are stable: two disjoint halves of the samples rank the pixels alike
+    assert on["split_half_rho"].median() > 0.5
     table = summarize(on, hq_snr=40.0, n_resamples=100, seed=0).set_index("subset")
     assert {"galaxy", "lens", "lensed_sn", "high_quality"} <= set(table.index)
+
+
+class CornerReader(torch.nn.Module):
+    """A least-squares linear fit of z on the companion's 7 x 7 corner: a network that cannot see the object."""
+
+    def __init__(self, ds: ProcessedDataset):
+        super().__init__()
+        rows = ds.split("train")
+        x = ds.images(rows)[:, :, :7, :7].reshape(len(rows), -1)
+        coef = np.linalg.lstsq(np.c_[x, np.ones(len(x))], rows["z_lens"].to_numpy(), rcond=None)[0]
+        self.register_buffer("coef", torch.tensor(coef, dtype=torch.float32))
+
+    def forward(self, x):
+        return (x[:, :, :7, :7].flatten(1) @ self.coef[:-1] + self.coef[-1])[:, None]
+
+
+def test_occlusion_control_tells_a_network_that_uses_the_object_from_one_that_does_not(toy):
+    """Hiding the object ruins the object-signal network (reliance far above the threshold), while hiding the
+    same area of sky costs it nothing; a network that reads only the companion's corner loses nothing when the
+    object is hidden. (The companion-signal CNN is no such network: it never saw a cutout without its object,
+    and hiding the object moves its predictions. The control measures dependence, whatever its cause.)"""
+    ds_obj, net_obj = toy["object"]
+    ds_comp, _ = toy["companion"]
+    on = occlusion_control(net_obj, ds_obj, SHAP_CFG, seed=1)
+    corner = occlusion_control(CornerReader(ds_comp).eval(), ds_comp, SHAP_CFG, seed=1)
+    assert len(on) == len(ds_obj.split("test")) and (on["px_object"] > 0).all() and (on["px_elsewhere"] > 0).all()
+    s_on = occlusion_scores(on, n_resamples=100, seed=0, level=0.95, threshold=0.25)
+    s_corner = occlusion_scores(corner, n_resamples=100, seed=0, level=0.95, threshold=0.25)
+    assert s_on["looks_at"] == "object" and s_on["reliance_lo"] > 5.0
+    assert s_on["err_elsewhere_hidden"] < 1.25 * s_on["err_clean"]
+    assert s_corner["err_clean"] < 0.15  # it does predict z from the companion
+    np.testing.assert_array_equal(corner["z_object"], corner["z_clean"])  # the object is out of its sight
+    assert s_corner["looks_at"] == "not_object" and s_corner["reliance"] <= 0
 
 
 def test_same_seed_same_numbers_other_seed_other_sample(toy):
@@ -163,6 +210,44 @@ def test_explainer_rejects_mismatched_inputs():
     two_out = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(2 * 6 * 6, 2))
     with pytest.raises(ExplainError, match=r"must return \(B, 1\)"):
         shap_attributions(two_out, np.zeros((2, 2, 6, 6)), np.zeros((2, 2, 6, 6)), nsamples=4, seed=0)
+
+
+def test_expected_gradients_match_shap_gradient_explainer():
+    """deepred.explain computes expected gradients itself (batched over images, without shap's import cost):
+    with the same seed it must give shap.GradientExplainer's values, draw for draw."""
+    import shap
+
+    net = small_cnn()
+    rng = np.random.default_rng(2)
+    bg = rng.normal(size=(5, 2, C, C)).astype(np.float32)
+    x = rng.normal(size=(3, 2, C, C)).astype(np.float32)
+    ours = shap_attributions(net, bg, x, nsamples=10, seed=7, batch_size=8)
+    ref = shap.GradientExplainer(net, torch.from_numpy(bg), batch_size=8).shap_values(torch.from_numpy(x),
+                                                                                      nsamples=10, rseed=7)
+    ref = np.asarray(ref)[..., 0] if np.ndim(ref) == 5 else np.asarray(ref)
+    np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-6 * np.abs(ref).max())
+    both = shap_attributions(net, bg, x, nsamples=10, seed=7, batch_size=8, halves=True)
+    np.testing.assert_allclose(both[0], (both[1] + both[2]) / 2, rtol=1e-5, atol=1e-7)  # the halves' mean
+
+
+def test_window_sums_and_the_method_of_each_network():
+    attr = np.zeros((1, 2, 7, 7))
+    attr[0, 0, 3, 3] = 1.0
+    attr[0, 1, 3, 4] = -1.0
+    s3 = window_sums(attr, 3)
+    np.testing.assert_allclose(s3[0, 0, 2:5, 2:5], 1.0)  # each window holding the pixel carries its value
+    assert s3[0, 0].sum() == pytest.approx(9.0) and s3[0, 1, 3, 5] == pytest.approx(-1.0)
+    assert window_sums(attr, 1) is attr
+    from timm.models.mlp_mixer import MlpMixer
+
+    mixer = MlpMixer(num_classes=1, img_size=20, in_chans=2, patch_size=5, num_blocks=1, embed_dim=8)
+    assert patch_size(mixer) == 5 and patch_size(small_cnn()) == 1
+    cfg = {"method": "expected_gradients", "method_per_model": {"mixer": "expected_gradients_patch"}, "patch_px": None}
+    assert attribution_method(cfg, "mixer", mixer) == ("expected_gradients_patch", 5)
+    assert attribution_method(cfg, "resnet", small_cnn()) == ("expected_gradients", 1)
+    assert attribution_method(dict(cfg, patch_px=3), "mixer", mixer) == ("expected_gradients_patch", 3)
+    with pytest.raises(ExplainError, match="unknown"):
+        attribution_method({"method": "lime"}, "resnet", small_cnn())
 
 
 def test_without_masks_or_catalogue_snr_regions_are_segmented_and_snr_measured(tmp_path, toy):

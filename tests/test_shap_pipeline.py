@@ -14,6 +14,7 @@ from conftest import tiny_config
 from deepred.config import ConfigError, validate_config
 from deepred.explain import ExplainError, explain_model, load_explained
 from deepred.localization import TABLE_COLUMNS, write_localization_table
+from deepred.shap_controls import shuffled_control
 from deepred.shap_plots import shap_figures
 
 
@@ -42,7 +43,12 @@ def test_explain_model_writes_scores_maps_and_provenance(trained, tiny_dataset):
     assert per_image["hit"].isin([True, False]).all() and per_image["mass_inside"].between(0, 1).all()
     test_ids = set(pd.read_parquet(tiny_dataset / "catalog.parquet").query("split == 'test'")["object_id"])
     assert set(per_image["object_id"]) <= test_ids
-    assert ex["meta"]["provenance"]["inputs"] and ex["meta"]["explainer"] == "shap.GradientExplainer"
+    assert ex["meta"]["provenance"]["inputs"] and ex["meta"]["method"] == "expected_gradients"
+    assert ex["meta"]["window_px"] == 1 and set(per_image["method"]) == {"expected_gradients"}
+    # the occlusion control: every test cutout predicted clean and with each region hidden
+    occl = pd.read_parquet(out / "occlusion.parquet")
+    assert set(occl["object_id"]) == test_ids and ex["meta"]["n_occluded"] == len(occl)
+    assert occl[["z_clean", "z_object", "z_elsewhere", "z_wide", "z_wide_elsewhere"]].notna().all().all()
     # the module explained is the trained one: its z_pred equals the model's own prediction
     from deepred.data.contract import ProcessedDataset
     from deepred.models.checkpoint import load_trained
@@ -62,13 +68,29 @@ def test_table_and_figures(trained, tiny_dataset):
     out = root / "shap" / "a1" / "tiny"
     if not (out / "per_image.parquet").exists():
         explain_model(model_dir, tiny_dataset, cfg, out, model="a1", dataset="tiny")
-    entries = [["a1", "tiny", str(out / "per_image.parquet")]]
+    shuffled = root / "shap" / "a1" / "tiny" / "shuffled"
+    short = copy.deepcopy(cfg)
+    short["training"]["epochs"] = 1
+    shuffled_control("a1", "tiny", short, tiny_dataset, shuffled, threads=1)
+    assert (shuffled / "model" / "model.json").exists() and not (shuffled / "model" / "last.safetensors").exists()
+    assert not (shuffled / "shuffled_data").exists()  # the shuffled view is removed once trained
+    entries = [["a1", "tiny", str(out / "per_image.parquet"), str(out / "occlusion.parquet"),
+                str(shuffled / "per_image.parquet")]]
     csv, prov = root / "tables" / "shap_localization.csv", root / "tables" / "shap.json"
     write_localization_table(cfg, entries, {"tiny": str(tiny_dataset)}, csv, prov)
     table = pd.read_csv(csv)
     assert list(table.columns) == TABLE_COLUMNS
     full = table[(table.test_set == "tiny") & (table.subset == "all")].iloc[0]
     assert full["n"] == 12 and 0 <= full["pointing_lo"] <= full["pointing_acc"] <= full["pointing_hi"] <= 1
+    assert full["method"] == "expected_gradients" and -1 <= full["split_half_rho"] <= 1
+    assert full["occl_n"] > 12 and full["looks_at"] in ("object", "around_object", "not_object")
+    assert full["reliance_lo"] <= full["reliance"] <= full["reliance_hi"]
+    assert 0 <= full["shuffled_pointing_lo"] <= full["shuffled_pointing_acc"] <= full["shuffled_pointing_hi"] <= 1
+    # without the controls' files the columns are empty, not missing
+    write_localization_table(cfg, [entries[0][:3]], {"tiny": str(tiny_dataset)}, root / "bare.csv", prov)
+    bare = pd.read_csv(root / "bare.csv")
+    assert list(bare.columns) == TABLE_COLUMNS and bare["reliance"].isna().all()
+    write_localization_table(cfg, entries, {"tiny": str(tiny_dataset)}, csv, prov)
     hpl = table[(table.test_set == "tiny_hpl") & (table.subset == "all")]
     assert len(hpl) == 1 and 0 < hpl["n"].iloc[0] < 12  # the query narrows the explained rows
     assert json.loads(prov.read_text())["inputs"]
@@ -90,6 +112,9 @@ def test_bad_inputs_fail_early(trained, tiny_dataset_64, tmp_path):
     bad = copy.deepcopy(cfg)
     bad["shap"]["models"] = ["a1", "resnett"]
     with pytest.raises(ConfigError, match="'shap.models': 'resnett' is not an enabled"):
+        validate_config(bad)
+    bad["shap"].update(models=["a1"], shuffled_models=["a3"])
+    with pytest.raises(ConfigError, match="'shap.shuffled_models': 'a3' is not an explained network"):
         validate_config(bad)
     with pytest.raises(Exception, match="missing"):
         load_explained(tmp_path / "nothing")

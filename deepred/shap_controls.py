@@ -1,0 +1,237 @@
+"""Controls that say whether a network uses the object, beside its attribution maps.
+
+- Occlusion: the test cutouts' redshifts predicted again with the object region replaced by sky noise, and
+  with a region of the same shape elsewhere in the cutout replaced instead (the same mask moved by half the
+  cutout, minus whatever of it falls near the object). A network that uses the object loses accuracy when the
+  object is hidden, not when the sky is. Done twice: for the object's footprint (the region the pointing game
+  scores) and for the footprint grown by `shap.occlusion_grow_px` (its faint outskirts too).
+  Score: reliance = (error object hidden - error elsewhere hidden) / error clean, with a paired bootstrap
+  interval; the error is the NMAD taken about zero (robust_error), which counts a shift of the predictions.
+- Shuffled labels (Adebayo et al. 2018's data randomization test): the same architecture trained on the same
+  images with the training and validation redshifts permuted, then explained the same way. A localization score
+  that such a network reaches as well says that the maps follow the image, not what the network learned.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from deepred.catalog import derive_seed
+from deepred.localization import (
+    OCCLUSION_COLUMNS,
+    SHUFFLED_COLUMNS,
+    _robust_sigma,
+    bootstrap_mean,
+    class_group,
+    estimate_snr,
+    grow,
+    object_regions,
+    subsets,
+)
+from deepred.metrics import NMAD_SCALE, bootstrap_indices, dz, nmad
+
+log = logging.getLogger("deepred.shap_controls")
+
+# Occlusion variants: (column of the predictions, which mask is replaced by sky noise).
+VARIANTS = ("object", "elsewhere", "wide", "wide_elsewhere")
+LOOKS_AT = ("object", "around_object", "not_object")
+
+
+
+def occlusion_masks(regions: np.ndarray, grow_px: int) -> dict[str, np.ndarray]:
+    """The four (n, H, W) masks to hide: the footprint, the footprint grown by grow_px, and each moved by half
+    the cutout (wrapping round), minus the grown footprint and a 3 px margin, so a control never hides the
+    object; plus `sky`: where the noise statistics are measured (outside the grown footprint and its margin)."""
+    h, w = regions.shape[1:]
+    wide = grow(regions, grow_px)
+    near = grow(regions, grow_px + 3)
+
+    def moved(m):
+        return np.roll(m, (h // 2, w // 2), axis=(1, 2)) & ~near
+
+    return {"object": regions, "elsewhere": moved(regions), "wide": wide, "wide_elsewhere": moved(wide),
+            "sky": ~near}
+
+
+def sky_levels(images: np.ndarray, sky: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(n, C) median and robust sigma of each image's and band's `sky` pixels (all pixels where fewer than 50)."""
+    med = np.empty(images.shape[:2])
+    sig = np.empty(images.shape[:2])
+    for i in range(len(images)):
+        where = sky[i] if sky[i].sum() >= 50 else np.ones_like(sky[i])
+        for b in range(images.shape[1]):
+            px = np.asarray(images[i, b][where], dtype=np.float64)
+            med[i, b], sig[i, b] = np.median(px), _robust_sigma(px)
+    return med, sig
+
+
+def fill_with_sky(images: np.ndarray, hide: np.ndarray, levels: tuple[np.ndarray, np.ndarray],
+                  rng: np.random.Generator) -> np.ndarray:
+    """A copy of (n, C, H, W) images with the `hide` pixels replaced by Gaussian noise of each image's and
+    band's sky level and noise (`levels`: sky_levels)."""
+    med, sig = levels
+    noise = rng.standard_normal(images.shape)
+    filled = (med[:, :, None, None] + sig[:, :, None, None] * noise).astype(np.float32)
+    return np.where(hide[:, None], filled, np.asarray(images, dtype=np.float32))
+
+
+def _predict(module: torch.nn.Module, images: np.ndarray, device: str, batch: int = 256) -> np.ndarray:
+    out = []
+    with torch.no_grad():
+        for s in range(0, len(images), batch):
+            x = torch.from_numpy(np.ascontiguousarray(images[s:s + batch], dtype=np.float32)).to(device)
+            out.append(module(x)[:, 0].float().cpu().numpy())
+    return np.concatenate(out).astype(float) if out else np.empty(0)
+
+
+def occlusion_rows(ds, n_max: int | None, seed: int) -> pd.DataFrame:
+    """The test rows the occlusion control predicts: all, or a seeded sample of n_max (in object_id order)."""
+    test = ds.split("test").sort_values("object_id").reset_index(drop=True)
+    if n_max is not None and len(test) > n_max:
+        pick = np.sort(np.random.default_rng(seed).choice(len(test), n_max, replace=False))
+        test = test.iloc[pick].reset_index(drop=True)
+    return test
+
+
+def occlusion_control(module: torch.nn.Module, ds, shap_cfg: dict, seed: int, device: str = "cpu") -> pd.DataFrame:
+    """Per test cutout: the true redshift, the prediction on the clean cutout and with each occlusion variant,
+    and the pixels each variant hid (`px_*`). Seeded from `seed`: same config, same numbers."""
+    scaling = ds.stats.get("scaling", {}).get("method", "none")
+    rows = occlusion_rows(ds, shap_cfg.get("occlusion_n"), derive_seed(seed, "occlusion_rows"))
+    images = ds.images(rows)
+    regions, _ = object_regions(images, ds.masks(rows), scaling, thresh=shap_cfg["segmentation_thresh"])
+    masks = occlusion_masks(regions, int(shap_cfg["occlusion_grow_px"]))
+    snr = (rows["snr"].to_numpy(float) if "snr" in rows and np.isfinite(rows["snr"].to_numpy(float)).all()
+           else estimate_snr(images, regions, scaling))
+    label = ds.stats.get("label_column", "z_lens")
+    out = pd.DataFrame({
+        "object_id": rows["object_id"].astype(str),
+        "class_group": rows["obj_class"].map(class_group),
+        "snr": snr,
+        "z_true": rows[label].astype(float),
+        "z_clean": _predict(module, images, device),
+    })
+    rng = np.random.default_rng(derive_seed(seed, "occlusion_noise"))
+    levels = sky_levels(images, masks["sky"])
+    for name in VARIANTS:
+        out[f"z_{name}"] = _predict(module, fill_with_sky(images, masks[name], levels, rng), device)
+        out[f"px_{name}"] = masks[name].sum(axis=(1, 2))
+    return out
+
+
+def robust_error(z_pred: np.ndarray, z_true: np.ndarray) -> np.ndarray:
+    """1.4826 median |dz| over the last axis: the NMAD taken about zero instead of about the median, so that a
+    shift of every prediction counts as lost accuracy. (The NMAD's median subtraction hides one: a toy network
+    whose object was hidden predicted -0.6 for every cutout, and its NMAD only doubled.)"""
+    return NMAD_SCALE * np.median(np.abs(dz(z_pred, z_true)), axis=-1)
+
+
+def _errors(frame: pd.DataFrame, idx: np.ndarray | None) -> dict[str, np.ndarray]:
+    """robust_error of the clean and each occluded prediction, on the rows or on each bootstrap resample."""
+    z_true = frame["z_true"].to_numpy(float)
+    take = (lambda a: a) if idx is None else (lambda a: a[idx])
+    return {name: robust_error(take(frame[f"z_{name}"].to_numpy(float)), take(z_true))
+            for name in ("clean", *VARIANTS)}
+
+
+def _reliance(err: dict, hidden: str, control: str) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (err[hidden] - err[control]) / err["clean"]
+
+
+def occlusion_scores(frame: pd.DataFrame, n_resamples: int, seed: int, level: float, threshold: float) -> dict:
+    """One subset's occlusion rows: the NMAD of the clean predictions, the robust error of each variant, the two
+    reliances (error added by hiding the region minus that added by hiding the same area elsewhere, over the
+    clean error) with paired bootstrap intervals, and the verdict: `object` when hiding the footprint costs more
+    than `threshold` (lower bound), `around_object` when only hiding the grown footprint does, else `not_object`."""
+    out = dict.fromkeys(OCCLUSION_COLUMNS, float("nan"))
+    out["occl_n"], out["looks_at"] = int(len(frame)), ""
+    if len(frame) < 2:
+        return out
+    point = _errors(frame, None)
+    boot = _errors(frame, bootstrap_indices(len(frame), n_resamples, seed)) if n_resamples > 0 else point
+    a = (1 - level) / 2
+    for key, (hidden, control) in {"reliance": ("object", "elsewhere"),
+                                   "wide_reliance": ("wide", "wide_elsewhere")}.items():
+        out[key] = float(_reliance(point, hidden, control))
+        lo, hi = np.nanquantile(np.atleast_1d(_reliance(boot, hidden, control)), [a, 1 - a])
+        out[f"{key}_lo"], out[f"{key}_hi"] = float(lo), float(hi)
+    out["nmad_clean"] = nmad(frame["z_clean"].to_numpy(float), frame["z_true"].to_numpy(float))
+    out["err_clean"] = float(point["clean"])
+    for name in VARIANTS:
+        out[f"err_{name}_hidden"] = float(point[name])
+    out["looks_at"] = ("object" if out["reliance_lo"] > threshold else
+                       "around_object" if out["wide_reliance_lo"] > threshold else "not_object")
+    return out
+
+
+def occlusion_summary(frame: pd.DataFrame, hq_snr: float, n_resamples: int, seed: int, level: float,
+                      threshold: float) -> pd.DataFrame:
+    """occlusion_scores per subset (all, class groups, high quality), one row each, `subset` first."""
+    rows = []
+    for name, sel in subsets(frame, hq_snr).items():
+        rows.append({"subset": name, **occlusion_scores(frame[sel], n_resamples, derive_seed(seed, name), level,
+                                                        threshold)})
+    return pd.DataFrame(rows, columns=["subset", *OCCLUSION_COLUMNS])
+
+
+def shuffled_summary(per_image: pd.DataFrame, hq_snr: float, n_resamples: int, seed: int,
+                     level: float) -> pd.DataFrame:
+    """Strict pointing accuracy of the shuffled-label network per subset, with bootstrap intervals."""
+    rows = []
+    for name, sel in subsets(per_image, hq_snr).items():
+        acc, lo, hi = bootstrap_mean(per_image.loc[sel, "hit"].to_numpy(float), n_resamples,
+                                     derive_seed(seed, name), level)
+        rows.append({"subset": name, "shuffled_pointing_acc": acc, "shuffled_pointing_lo": lo,
+                     "shuffled_pointing_hi": hi})
+    return pd.DataFrame(rows, columns=["subset", *SHUFFLED_COLUMNS])
+
+
+# ----------------------------------------------------------------------------------------------
+# Shuffled labels
+
+
+def shuffled_view(processed_dir: str | Path, out_dir: str | Path, seed: int) -> Path:
+    """A processed dataset whose train and validation labels are permuted among themselves (seeded); the test
+    split, the images (the same shards, linked) and stats.json are the original's."""
+    from deepred.data.contract import ProcessedDataset
+    from deepred.io import write_parquet
+
+    src, out = Path(processed_dir), Path(out_dir)
+    ds = ProcessedDataset(src)
+    label = ds.stats["label_column"]
+    cat = ds.catalog.copy()
+    fit = np.flatnonzero(cat["split"].isin(["train", "val"]).to_numpy())
+    cat.loc[cat.index[fit], label] = cat[label].to_numpy()[np.random.default_rng(seed).permutation(fit)]
+    out.mkdir(parents=True, exist_ok=True)
+    write_parquet(out / "catalog.parquet", cat)
+    shutil.copyfile(src / "stats.json", out / "stats.json")
+    if not (out / "shards").exists():
+        os.symlink((src / "shards").resolve(), out / "shards", target_is_directory=True)
+    return out
+
+
+def shuffled_control(model: str, dataset: str, config: dict, processed_dir: str | Path, out_dir: str | Path,
+                     threads: int | None = None) -> pd.DataFrame:
+    """The Snakemake job of one shuffled-label control: train `model` on a shuffled view of `dataset` (the
+    default recipe and seed), then explain it like the real network. Writes out_dir/model/ (the network) and
+    the explain job's files into out_dir."""
+    from deepred.explain import explain_model
+    from deepred.train import train_model
+
+    out_dir = Path(out_dir)
+    view = shuffled_view(processed_dir, out_dir / "shuffled_data", derive_seed(config["seed"], "shuffled", dataset))
+    try:
+        train_model(model, dataset, config, view, out_dir / "model", threads=threads)
+    finally:
+        shutil.rmtree(view, ignore_errors=True)
+    for name in ("last.safetensors", "last.json"):  # the resume state: not needed once trained
+        (out_dir / "model" / name).unlink(missing_ok=True)
+    return explain_model(out_dir / "model", processed_dir, config, out_dir, model=model, dataset=dataset)

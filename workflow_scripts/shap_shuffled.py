@@ -1,0 +1,19 @@
+"""Snakemake script: the shuffled-label control of one network on one dataset (train on permuted labels, then
+explain it like the real network)."""
+
+from deepred.logs import setup_logging, snakemake_log
+
+setup_logging(snakemake_log(snakemake))  # noqa: F821 (snakemake is injected)
+
+from pathlib import Path  # noqa: E402
+
+from deepred.shap_controls import shuffled_control  # noqa: E402
+
+shuffled_control(
+    snakemake.wildcards.model,  # noqa: F821
+    snakemake.wildcards.dataset,  # noqa: F821
+    snakemake.config,  # noqa: F821
+    Path(snakemake.input.catalog).parent,  # noqa: F821
+    Path(snakemake.output.per_image).parent,  # noqa: F821
+    threads=snakemake.threads,  # noqa: F821
+)
