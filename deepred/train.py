@@ -79,6 +79,12 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def uses_channels_last(params: dict, device: torch.device) -> bool:
+    """Channels-last memory format: on CUDA by `channels_last`, on the CPU by `cpu_channels_last` (measured per
+    backbone by benchmarks/bench_cpu_speed.py, docs/speed.md)."""
+    return bool(params.get("channels_last" if device.type == "cuda" else "cpu_channels_last", False))
+
+
 @torch.no_grad()
 def predict_points(net: RedshiftNet, loader: DataLoader, device: torch.device, amp: bool,
                    amp_dtype: torch.dtype | None = None) -> np.ndarray:
@@ -133,16 +139,16 @@ class TrainingRun:
 
     @property
     def epochs(self) -> int:
+        return int(self.params["epochs"])
+
     @property
     def amp_dtype(self) -> torch.dtype:
         """bfloat16: fp32's exponent range, so no loss scaling; float16 trains with the GradScaler."""
         return getattr(torch, self.params.get("amp_dtype", "bfloat16"))
 
-        return int(self.params["epochs"])
-
     @property
     def channels_last(self) -> bool:
-        return self.device.type == "cuda" and bool(self.params["channels_last"])
+        return uses_channels_last(self.params, self.device)
 
     def lr(self, step: int) -> float:
         """The learning rate of a global step: linear warm-up, then the schedule over every epoch's steps."""
@@ -193,7 +199,7 @@ def setup_run(model_name: str, dataset: str, config: dict, processed_dir, thread
     net, init, grid, label_loc, label_scale = _build_network(model_name, dataset, config, proc, z_train,
                                                              (in_chans, cutout))
     net.to(device)
-    if device.type == "cuda" and params["channels_last"]:
+    if uses_channels_last(params, device):
         net.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(net.parameters(), lr=params["lr"], weight_decay=params["weight_decay"])
     scaler = torch.amp.GradScaler("cuda", enabled=amp and params.get("amp_dtype", "bfloat16") == "float16")
