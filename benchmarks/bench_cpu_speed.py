@@ -1,7 +1,7 @@
 """CPU training speed of the default backbones: today's loop against channels-last, torch.compile and bf16 autocast.
 
     python benchmarks/bench_cpu_speed.py [--config config.yaml] [--dataset des_deep] [--rounds 4] [--steps 2]
-        [--models resnet ...] [--variants baseline channels_last compile bf16] [--accuracy]
+        [--models resnet ...] [--variants baseline channels_last compile bf16] [--accuracy [MODEL ...]]
         [--out results/benchmarks/cpu_speed.json]
 
 Throughput: optimizer steps (forward, loss, backward, gradient clipping, AdamW), the body of
@@ -23,9 +23,11 @@ spent waiting for a core on a loaded machine; it is the figure decisions use).
 
 A variant more than --drop-factor times slower than the baseline after the first round is not timed again.
 
---accuracy: each (model, variant) more than 10% faster than the baseline, where the trainer has the variant as
-an option (SPEED_OPTIONS), is trained on --dataset through deepred.train.train_model with and without it, on a
-copy of the dataset simulated and normalized at the config's size in a temporary folder; test NMADs compared.
+--accuracy [MODEL ...]: each (model, variant) more than 10% faster than the baseline, where the trainer has the
+variant as an option (SPEED_OPTIONS), or every such variant of the named models, is trained on --dataset through
+deepred.train.train_model with and without it (the baseline with every option off), on a copy of the dataset
+simulated and normalized at the config's size in a temporary folder; the test NMADs are compared on the same
+rows with a 95% paired-bootstrap interval of their difference.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ VARIANTS = {  # name -> how the step differs from today's CPU loop
     "compile": {"compile": True},
     "bf16": {"amp": torch.bfloat16},
 }
-SPEED_OPTIONS = {}  # variant -> the `training` keys that turn it on in deepred.train (for --accuracy)
+SPEED_OPTIONS = {"channels_last": {"cpu_channels_last": True}}  # variant -> its `training` keys in deepred.train
 ADOPT_RATIO = 1.10  # a variant must be this much faster than the baseline to be worth an accuracy check
 
 
@@ -200,8 +202,8 @@ def prepare_dataset(config: dict, dataset: str, work: Path) -> Path:
     return processed
 
 
-def train_and_score(model: str, dataset: str, config: dict, processed: Path, out_dir: Path) -> dict:
-    """Train through the package trainer; the test NMAD, epochs and seconds."""
+def train_and_score(model: str, dataset: str, config: dict, processed: Path, out_dir: Path) -> tuple[dict, dict]:
+    """Train through the package trainer: (scores, {"z_pred", "z_true"} of the test split)."""
     from deepred.metrics import nmad
     from deepred.predict import predict_model
     from deepred.train import train_model
@@ -210,28 +212,53 @@ def train_and_score(model: str, dataset: str, config: dict, processed: Path, out
     meta = train_model(model, dataset, config, processed, out_dir)
     seconds = time.perf_counter() - t0
     pred = predict_model(out_dir, processed, out_dir / "predictions.parquet", splits=("test",))
-    return {"test_nmad": nmad(pred["z_pred"].to_numpy(float), pred["z_true"].to_numpy(float)),
-            "val_nmad": meta["metrics"]["val_nmad"], "epochs_run": meta["epochs_run"], "train_seconds": seconds,
-            "train_images_per_s": meta["train_images_per_s"]}
+    z = {k: pred[k].to_numpy(float) for k in ("z_pred", "z_true")}
+    return {"test_nmad": nmad(z["z_pred"], z["z_true"]), "val_nmad": meta["metrics"]["val_nmad"],
+            "epochs_run": meta["epochs_run"], "train_seconds": seconds,
+            "train_images_per_s": meta["train_images_per_s"]}, z
 
 
-def accuracy_checks(speed: dict, config: dict, dataset: str) -> dict:
-    """{model: {"baseline": scores, variant: scores}} for each (model, variant) > ADOPT_RATIO faster."""
+def paired_nmad_gap(base: dict, other: dict, resamples: int = 1000) -> dict:
+    """NMAD(other) - NMAD(base) on the same test rows, with its 95% paired-bootstrap interval."""
+    from deepred.metrics import nmad
+
+    rng = np.random.default_rng(0)
+    n = len(base["z_true"])
+    gaps = []
+    for _ in range(resamples):
+        i = rng.integers(0, n, n)
+        gaps.append(nmad(other["z_pred"][i], other["z_true"][i]) - nmad(base["z_pred"][i], base["z_true"][i]))
+    lo, hi = np.quantile(gaps, [0.025, 0.975])
+    return {"nmad_gap": nmad(other["z_pred"], other["z_true"]) - nmad(base["z_pred"], base["z_true"]),
+            "gap_ci95": [float(lo), float(hi)], "n_test": n}
+
+
+def accuracy_todo(speed: dict, models: list[str] | None) -> dict[str, list[str]]:
+    """{model: variants to train}: the named models with every variant the trainer has, else each (model,
+    variant) measured more than ADOPT_RATIO faster."""
+    if models:
+        return {m: [v for v in speed[m] if v in SPEED_OPTIONS] for m in models}
     todo = {m: [v for v, rec in recs.items() if v in SPEED_OPTIONS and rec["ratio_cpu"] > ADOPT_RATIO]
             for m, recs in speed.items()}
-    todo = {m: vs for m, vs in todo.items() if vs}
-    if not todo:
-        print("accuracy: no variant is more than 10% faster where the trainer has it; nothing to train")
-        return {}
+    return {m: vs for m, vs in todo.items() if vs}
+
+
+def accuracy_checks(todo: dict, config: dict, dataset: str) -> dict:
+    """{model: {"baseline": scores, variant: scores + its paired NMAD gap to the baseline}}."""
     out = {}
     with tempfile.TemporaryDirectory(prefix="bench_cpu_speed_") as tmp:
         processed = prepare_dataset(config, dataset, Path(tmp))
         for model, variants in todo.items():
-            out[model] = {"baseline": train_and_score(model, dataset, config, processed, Path(tmp) / model / "base")}
+            base_cfg = copy.deepcopy(config)
+            for keys in SPEED_OPTIONS.values():  # today's loop: every option off, whatever the config says
+                base_cfg["training"].update({k: False for k in keys})
+            scores, base = train_and_score(model, dataset, base_cfg, processed, Path(tmp) / model / "baseline")
+            out[model] = {"baseline": scores}
             for v in variants:
-                cfg = copy.deepcopy(config)
+                cfg = copy.deepcopy(base_cfg)
                 cfg["training"].update(SPEED_OPTIONS[v])
-                out[model][v] = train_and_score(model, dataset, cfg, processed, Path(tmp) / model / v)
+                scores, pred = train_and_score(model, dataset, cfg, processed, Path(tmp) / model / v)
+                out[model][v] = {**scores, **paired_nmad_gap(base, pred)}
             print(f"accuracy {model}: {json.dumps(out[model])}", flush=True)
     return out
 
@@ -245,7 +272,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--rounds", type=int, default=4, help="interleaved rounds (A B C D, A B C D, ...)")
     ap.add_argument("--steps", type=int, default=2, help="timed steps per variant per round")
     ap.add_argument("--drop-factor", type=float, default=3.0, help="stop timing a variant this much slower")
-    ap.add_argument("--accuracy", action="store_true", help="train with and without each variant > 10%% faster")
+    ap.add_argument("--accuracy", nargs="*", metavar="MODEL",
+                    help="train with and without each variant > 10%% faster (or, naming models, every variant)")
     ap.add_argument("--out", default=str(REPO / "results" / "benchmarks" / "cpu_speed.json"))
     args = ap.parse_args(argv)
     config = load_config(args.config)
@@ -259,6 +287,8 @@ def main(argv=None) -> dict:
     train_rows = int(ds_cfg["source"].get("n_systems", 2000) * ds_cfg["splits"]["train"])
     variants = ["baseline"] + [v for v in args.variants if v != "baseline"]
     models = args.models or [a for a, c in config["architectures"].items() if c["enabled"]]
+    if set(args.accuracy or []) - set(models):
+        ap.error(f"--accuracy {' '.join(args.accuracy)}: only timed models (--models {' '.join(models)})")
     record = {"config": args.config, "dataset": args.dataset, "shape": list(shape), "threads": torch.get_num_threads(),
               "deterministic": bool(params["deterministic"]), "rounds": args.rounds, "steps_per_round": args.steps,
               "variants": variants, "torch": torch.__version__, "cpu": _cpu_name(), "cpu_count": os.cpu_count(),
@@ -271,9 +301,11 @@ def main(argv=None) -> dict:
         record["models"][m]["batch_size"] = int(training_params(m, config)["batch_size"])
         write_json(args.out, record)  # partial results survive an interrupted run
     record.update(timing_seconds=time.perf_counter() - t0, load_average_after=os.getloadavg())
-    if args.accuracy:
+    if args.accuracy is not None:
         speeds = {m: {v: r for v, r in recs.items() if isinstance(r, dict)} for m, recs in record["models"].items()}
-        record["accuracy"] = accuracy_checks(speeds, config, args.dataset)
+        todo = accuracy_todo(speeds, args.accuracy)
+        print(f"accuracy: training {todo or 'nothing (no variant > 10% faster where the trainer has it)'}")
+        record["accuracy"] = accuracy_checks(todo, config, args.dataset) if todo else {}
         record["load_average_after_accuracy"] = os.getloadavg()
     write_json(args.out, record)
     print(f"wrote {args.out}")

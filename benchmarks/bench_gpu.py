@@ -103,9 +103,22 @@ def network_throughput(config: dict, device: torch.device, sizes: dict, end: flo
             if time.perf_counter() > end:
                 out[name][key] = {"skipped": "section time budget spent"}
                 continue
-            out[name][key] = _time_network(name, config, shape, device, amp, sizes)
+            out[name][key] = _guarded(f"network {name} {key}", _time_network, name, config, shape, device, amp,
+                                      sizes)
             report.save()
     return out
+
+
+def _guarded(what: str, fn, *args):
+    """fn(*args), or {"error": ...}: one failing item (an out-of-memory network, say) must not cost the others."""
+    try:
+        return fn(*args)
+    except Exception as exc:  # recorded in the JSON and printed; the check goes on
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        msg = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        print(f"{what}: {msg}", flush=True)
+        return {"error": msg}
 
 
 def _time_network(name: str, config: dict, shape: tuple[int, int], device: torch.device, amp, sizes: dict) -> dict:
@@ -176,7 +189,6 @@ def loader_throughput(cfg: dict, processed: Path, device: torch.device, sizes: d
     """{workers: record}: one pass of the trainer's training DataLoader over >= loader_rows rows (the training
     rows repeated), batches copied to the device, against each network's training images/s."""
     from deepred.data.contract import ProcessedDataset
-    from deepred.loader import training_loaders
 
     proc = ProcessedDataset(processed)
     train, val = proc.split("train"), proc.split("val")
@@ -189,18 +201,28 @@ def loader_throughput(cfg: dict, processed: Path, device: torch.device, sizes: d
             out["workers"][str(workers)] = {"skipped": "section time budget spent"}
             continue
         params = {**cfg["training"], "num_workers": workers, "batch_size": sizes["batch"]}
-        _, loader, _ = training_loaders(proc, rows, val, proc.stats["label_column"], params, device, seed=1)
-        t0, n = time.perf_counter(), 0
-        for x, z in loader:
-            x, z = x.to(device, non_blocking=True), z.to(device, non_blocking=True)
-            n += len(x)
-        _sync(device)
-        rate = n / (time.perf_counter() - t0)
+        rate = _guarded(f"loader {workers} workers", _loader_pass, proc, rows, val, params, device)
+        if isinstance(rate, dict):
+            out["workers"][str(workers)] = rate
+            continue
         out["workers"][str(workers)] = {"images_per_s": rate, "pin_memory": device.type == "cuda",
                                         "over_training": _over_training(rate, report.record.get("networks", {}))}
         print(f"loader {workers} workers: {rate:.0f} img/s", flush=True)
         report.save()
     return out
+
+
+def _loader_pass(proc, rows, val, params: dict, device: torch.device) -> float:
+    """Images/s of one pass of the trainer's training loader, worker start-up included, batches on the device."""
+    from deepred.loader import training_loaders
+
+    _, loader, _ = training_loaders(proc, rows, val, proc.stats["label_column"], params, device, seed=1)
+    t0, n = time.perf_counter(), 0
+    for x, z in loader:
+        x, z = x.to(device, non_blocking=True), z.to(device, non_blocking=True)
+        n += len(x)
+    _sync(device)
+    return n / (time.perf_counter() - t0)
 
 
 def _over_training(rate: float, networks: dict) -> dict:
@@ -268,7 +290,11 @@ def end_to_end(cfg: dict, processed: Path, model: str, device: torch.device, end
         if time.perf_counter() > end:
             runs[key] = {"skipped": "section time budget spent"}
             continue
-        runs[key], preds[key] = _train_predict(model, cfg, processed, work, dev, amp)
+        result = _guarded(f"end_to_end {key}", _train_predict, model, cfg, processed, work, dev, amp)
+        if "error" in result:
+            runs[key] = result
+            continue
+        runs[key], preds[key] = result
         print(f"end_to_end {key}: test NMAD {runs[key]['test_nmad']:.4f}, {runs[key]['train_seconds']} s", flush=True)
         report.save()
     out["checks"] = _checks(runs, preds, device)
@@ -289,7 +315,8 @@ def _checks(runs: dict, preds: dict, device: torch.device) -> dict:
             if key in preds and key != "cpu_fp32":
                 diff = _agreement(preds[key]["z"], cpu["z"], cpu["z_true"])
                 checks[f"{key}_vs_cpu_fp32"] = _trained_match(runs[key], runs["cpu_fp32"], diff)
-    checks["all_ok"] = bool(checks) and all(c["ok"] for c in checks.values() if isinstance(c, dict))
+    finished = all("test_nmad" in r for r in runs.values())  # a failed or skipped run fails the check
+    checks["all_ok"] = finished and bool(checks) and all(c["ok"] for c in checks.values())
     return checks
 
 
