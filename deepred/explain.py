@@ -36,7 +36,8 @@ log = logging.getLogger("deepred.explain")
 
 # Files one explain job writes into results/shap/{model}/{dataset}/.
 OUTPUT_FILES = ("per_image.parquet", "attributions.npy", "regions.npy", "explain.json")
-# Attribution methods (shap.method): expected gradients per pixel, or summed over patch-sized windows.
+# Attribution methods (shap.method): expected gradients per pixel, or summed over windows of the network's input
+# unit (its patch, or its first convolution's kernel).
 METHODS = ("expected_gradients", "expected_gradients_patch")
 # The occlusion control's per-cutout predictions, written by the same job (read by the table only).
 OCCLUSION_FILE = "occlusion.parquet"
@@ -123,20 +124,23 @@ def expected_gradients(module: torch.nn.Module, background: np.ndarray, images: 
     bg = torch.from_numpy(np.ascontiguousarray(background, dtype=np.float32)).to(device)
     x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).to(device)
     idx, alpha = _draws(len(images), len(background), nsamples, seed)
-    flat = [(j, k) for j in range(len(images)) for k in range(nsamples)]
-    sums = np.zeros((2, *images.shape))
+    n = len(images)
+    jj_all = np.repeat(np.arange(n), nsamples)  # image of each (image, sample), image-major as shap
+    kk_all = np.tile(np.arange(nsamples), n)
     half = (nsamples + 1) // 2  # samples [0, half) and [half, nsamples)
-    for b in range(0, len(flat), batch_size):
-        jj = np.array([j for j, _ in flat[b:b + batch_size]])
-        kk = np.array([k for _, k in flat[b:b + batch_size]])
+    # per (half, image) sums, in float64 as shap's products of float32 gradients and offsets
+    sums = torch.zeros((2 * n, *images.shape[1:]), dtype=torch.float64, device=device)
+    for b in range(0, n * nsamples, batch_size):
+        jj, kk = jj_all[b:b + batch_size], kk_all[b:b + batch_size]
         ref = bg[torch.from_numpy(idx[jj, kk]).to(device)]
         t = torch.from_numpy(alpha[jj, kk]).to(device=device, dtype=torch.float32)[:, None, None, None]
-        point = (t * x[jj] + (1 - t) * ref).detach().requires_grad_()
+        xj = x[torch.from_numpy(jj).to(device)]
+        point = (t * xj + (1 - t) * ref).detach().requires_grad_()
         (grad,) = torch.autograd.grad(module(point)[:, 0].sum(), point)
-        terms = grad.cpu().numpy().astype(np.float64) * (x[jj] - ref).cpu().numpy().astype(np.float64)
-        np.add.at(sums, ((kk >= half).astype(int), jj), terms)
+        slot = torch.from_numpy((kk >= half) * n + jj).to(device)
+        sums.index_add_(0, slot, grad.double() * (xj - ref).double())
     counts = np.array([half, max(nsamples - half, 1)], dtype=float)
-    return sums / counts[:, None, None, None, None]
+    return sums.cpu().numpy().reshape(2, *images.shape) / counts[:, None, None, None, None]
 
 
 def shap_attributions(module: torch.nn.Module, background: np.ndarray, images: np.ndarray, nsamples: int,
@@ -163,10 +167,13 @@ def shap_attributions(module: torch.nn.Module, background: np.ndarray, images: n
 
 
 def patch_size(module: torch.nn.Module) -> int:
-    """Side of the network's input patches (timm's PatchEmbed of Swin and the Mixer carries `patch_size`);
-    1 for a network without a patch embedding (the CNNs: a pixel)."""
+    """Side of the network's input unit, the pixels its first layer reads together: the patch of a patch
+    embedding (timm's PatchEmbed of Swin and the Mixer carries `patch_size`), else the kernel of the first
+    convolution (a CNN's stem); 1 for a network with neither."""
     for sub in module.modules():
         size = getattr(sub, "patch_size", None)
+        if size is None and isinstance(sub, torch.nn.Conv2d):
+            size = sub.kernel_size
         if size is not None:
             return int(size[0] if isinstance(size, (tuple, list)) else size)
     return 1
@@ -186,7 +193,7 @@ def window_sums(attr: np.ndarray, window: int) -> np.ndarray:
 
 def attribution_method(shap_cfg: dict, model: str | None, module: torch.nn.Module) -> tuple[str, int]:
     """(method, window px) for one explained network: `method_per_model` over `method`; the window is
-    `patch_px` or, where that is null, the network's own patch size (1 px for expected_gradients)."""
+    `patch_px` or, where that is null, the network's input unit (patch_size; 1 px for expected_gradients)."""
     method = (shap_cfg.get("method_per_model") or {}).get(model, shap_cfg.get("method", "expected_gradients"))
     if method not in METHODS:
         raise ExplainError(f"shap method '{method}' for '{model}' unknown; known: {', '.join(METHODS)}")

@@ -124,7 +124,8 @@ def shap_figures(config: dict, test_set: str, shap_dirs: dict[str, str | Path], 
         cat = ds.catalog.set_index("object_id").loc[sub["object_id"]].reset_index()
         images = ds.images(cat) if len(cat) else np.empty((0,))
         acc = sub["hit"].mean() if len(sub) else float("nan")
-        title = f"{label(model)} on {test_set}: pointing {acc:.0%} of {len(sub)} explained cutouts"
+        method = str(pi["method"].iloc[0]).replace("_", " ") if "method" in pi and len(pi) else "expected gradients"
+        title = f"{label(model)} on {test_set} ({method}): pointing {acc:.0%} of {len(sub)} explained cutouts"
         examples_figure(sub, images, ex["attributions"][sel], ex["regions"][sel], title, example_pngs[model],
                         int(config["shap"]["n_examples"]))
     accuracy_snr_figure(config, test_set, by_model, snr_png)

@@ -33,8 +33,8 @@ from deepred.shap_controls import occlusion_control, occlusion_scores
 C = 24  # cutout side
 SHAP_CFG = dict(n_explain=24, n_background=16, nsamples=32, batch_size=64, snr_bins=3, segmentation_thresh=1.5,
                 pointing_tolerance=2, occlusion_n=None, occlusion_grow_px=2)
-# expected_gradients_patch on the toy CNN, which has no patch embedding: a 3 px window
-PATCH_CFG = dict(SHAP_CFG, method="expected_gradients_patch", patch_px=3)
+# expected_gradients_patch on the toy CNN: windows of its first convolution's 3 px kernel
+PATCH_CFG = dict(SHAP_CFG, method="expected_gradients_patch", patch_px=None)
 
 
 def write_signal_dataset(root: Path, signal_on: str, n: int = 400, seed: int = 0, real_like: bool = False
@@ -122,6 +122,7 @@ def test_score_fails_when_the_signal_is_off_the_object_and_rewards_training(toy,
     off, _, _ = explain_and_score(net_comp, ds_comp, cfg, seed=1)
     untrained, _, _ = explain_and_score(small_cnn(), ds_obj, cfg, seed=1)
     assert set(on["method"]) == {cfg.get("method", "expected_gradients")}
+    assert set(on["window_px"]) == ({3} if "method" in cfg else {1})
     # Same images explained for the trained and untrained network (same seed, same dataset).
     assert on["object_id"].tolist() == untrained["object_id"].tolist()
     assert off["hit"].mean() <= 0.1 and off["mass_inside"].mean() < off["region_frac"].mean() + 0.05
@@ -241,7 +242,8 @@ def test_window_sums_and_the_method_of_each_network():
     from timm.models.mlp_mixer import MlpMixer
 
     mixer = MlpMixer(num_classes=1, img_size=20, in_chans=2, patch_size=5, num_blocks=1, embed_dim=8)
-    assert patch_size(mixer) == 5 and patch_size(small_cnn()) == 1
+    assert patch_size(mixer) == 5 and patch_size(small_cnn()) == 3  # a patch; a stem's kernel
+    assert patch_size(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 1))) == 1
     cfg = {"method": "expected_gradients", "method_per_model": {"mixer": "expected_gradients_patch"}, "patch_px": None}
     assert attribution_method(cfg, "mixer", mixer) == ("expected_gradients_patch", 5)
     assert attribution_method(cfg, "resnet", small_cnn()) == ("expected_gradients", 1)

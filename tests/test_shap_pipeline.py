@@ -43,8 +43,13 @@ def test_explain_model_writes_scores_maps_and_provenance(trained, tiny_dataset):
     assert per_image["hit"].isin([True, False]).all() and per_image["mass_inside"].between(0, 1).all()
     test_ids = set(pd.read_parquet(tiny_dataset / "catalog.parquet").query("split == 'test'")["object_id"])
     assert set(per_image["object_id"]) <= test_ids
-    assert ex["meta"]["provenance"]["inputs"] and ex["meta"]["method"] == "expected_gradients"
-    assert ex["meta"]["window_px"] == 1 and set(per_image["method"]) == {"expected_gradients"}
+    # the default method: expected gradients summed over windows of the network's input unit (its stem's kernel)
+    from deepred.explain import patch_size
+    from deepred.predictor import load_model
+
+    assert ex["meta"]["provenance"]["inputs"] and ex["meta"]["method"] == "expected_gradients_patch"
+    assert ex["meta"]["window_px"] == patch_size(load_model(model_dir).point_module()) > 1
+    assert set(per_image["method"]) == {"expected_gradients_patch"}
     # the occlusion control: every test cutout predicted clean and with each region hidden
     occl = pd.read_parquet(out / "occlusion.parquet")
     assert set(occl["object_id"]) == test_ids and ex["meta"]["n_occluded"] == len(occl)
@@ -82,7 +87,7 @@ def test_table_and_figures(trained, tiny_dataset):
     assert list(table.columns) == TABLE_COLUMNS
     full = table[(table.test_set == "tiny") & (table.subset == "all")].iloc[0]
     assert full["n"] == 12 and 0 <= full["pointing_lo"] <= full["pointing_acc"] <= full["pointing_hi"] <= 1
-    assert full["method"] == "expected_gradients" and -1 <= full["split_half_rho"] <= 1
+    assert full["method"] == "expected_gradients_patch" and -1 <= full["split_half_rho"] <= 1
     assert full["occl_n"] > 12 and full["looks_at"] in ("object", "around_object", "not_object")
     assert full["reliance_lo"] <= full["reliance"] <= full["reliance_hi"]
     assert 0 <= full["shuffled_pointing_lo"] <= full["shuffled_pointing_acc"] <= full["shuffled_pointing_hi"] <= 1
