@@ -2,7 +2,8 @@
 
 Every model's PDF goes through the same steps; only the first depends on the kind:
 1. the uncalibrated PDF (`base`): a PDF head's softmax (`native`), an ensemble's mixture of its members'
-   calibrated PDFs with its stacking weights on a common grid (`mixture`), or for a point estimator (`gaussian`)
+   calibrated PDFs on a common grid (`mixture`: equal weights, or weights minimizing the validation CRPS, a
+   stacked PDF), or for a point estimator (`gaussian`)
    a Gaussian in z centred on z_pred with standard deviation sigma (1 + z_pred), sigma the NMAD of the *training*
    residuals dz. That is the PDF one writes down without held-out data; training
    residuals are optimistic, so it is too narrow (the "uncalibrated" columns of the tables say by how much);
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from deepred.metrics import grid_edges, ks_uniform, nmad, pit
+from deepred.metrics import crps, grid_edges, ks_uniform, nmad, pit
 from deepred.predictions import PDF_UNCALIBRATED, pdf_summary
 
 FIT_SPLIT = "val"  # the only split a calibration is fitted on (test rows never enter)
@@ -109,17 +110,23 @@ def common_grid(grids: list[np.ndarray]) -> np.ndarray:
     return np.linspace(min(float(g[0]) for g in grids), max(float(g[-1]) for g in grids), max(map(len, grids)))
 
 
-def mixture_weights(weights: np.ndarray) -> np.ndarray:
-    """Stacking weights as mixture weights: negative ones (an unconstrained stack) set to zero, the rest summing
-    to one; equal weights if none is positive."""
-    w = np.clip(np.asarray(weights, dtype=float), 0.0, None)
-    return w / w.sum() if w.sum() > 0 else np.full(len(w), 1.0 / len(w))
+def mixture_pdf(pdfs: list[np.ndarray], grids: list[np.ndarray], weights, grid: np.ndarray) -> np.ndarray:
+    """sum_m w_m p_m of the members' PDFs, each rebinned onto `grid` (weights >= 0 summing to one)."""
+    return sum(float(wm) * rebin(p, g, grid) for wm, p, g in zip(weights, pdfs, grids))
 
 
-def mixture_pdf(pdfs: list[np.ndarray], grids: list[np.ndarray], weights: np.ndarray, grid: np.ndarray) -> np.ndarray:
-    """sum_m w_m p_m of the members' PDFs, each rebinned onto `grid`, with mixture_weights(weights)."""
-    w = mixture_weights(weights)
-    return sum(wm * rebin(p, g, grid) for wm, p, g in zip(w, pdfs, grids))
+def fit_mixture_weights(pdfs: list[np.ndarray], grid: np.ndarray, z_true: np.ndarray) -> np.ndarray:
+    """Weights >= 0 summing to one that minimize the mean CRPS of sum_m w_m p_m at z_true (PDFs on `grid`): a
+    stacked PDF (stacking by a proper score; the CRPS is quadratic in the weights, so the optimum is unique when
+    the members differ). Starts from equal weights; SLSQP, as deepred.ensemble's convex point stack."""
+    from scipy.optimize import minimize
+
+    m = len(pdfs)
+    res = minimize(lambda w: float(np.mean(crps(sum(wi * p for wi, p in zip(w, pdfs)), grid, z_true))),
+                   np.full(m, 1.0 / m), method="SLSQP", bounds=[(0.0, 1.0)] * m,
+                   constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0}], options={"ftol": 1e-10})
+    w = np.clip(res.x, 0.0, None)
+    return w / w.sum()
 
 
 def _normalized(mass: np.ndarray) -> np.ndarray:
@@ -178,6 +185,7 @@ class Calibration:
     pit_knots: tuple[np.ndarray, np.ndarray] | None
     sigma: float | None = None  # the gaussian base's width in dz = (z - z_pred) / (1 + z_pred)
     grid: np.ndarray | None = None  # gaussian and mixture bases' grid (native PDFs come on the model's own)
+    weights: np.ndarray | None = None  # the mixture base's member weights, in the ensemble's member order
     info: dict | None = None  # what the fit measured (n_fit, validation NLL and PIT KS before and after)
 
     def uncalibrated(self, res: dict) -> np.ndarray:
@@ -205,6 +213,7 @@ class Calibration:
             "base": self.base,
             "sigma": self.sigma,
             "grid": None if self.grid is None else [float(g) for g in self.grid],
+            "weights": None if self.weights is None else [float(w) for w in self.weights],
             "temperature": self.temperature,
             "pit_map": None if self.pit_knots is None else {"x": [float(v) for v in self.pit_knots[0]],
                                                              "y": [float(v) for v in self.pit_knots[1]]},
@@ -220,14 +229,15 @@ class Calibration:
             knots = None if pm is None else (np.asarray(pm["x"], float), np.asarray(pm["y"], float))
             grid = None if rec.get("grid") is None else np.asarray(rec["grid"], dtype=float)
             sigma = None if rec.get("sigma") is None else float(rec["sigma"])
+            weights = None if rec.get("weights") is None else np.asarray(rec["weights"], dtype=float)
         except (KeyError, TypeError, ValueError) as exc:
             raise CalibrationError(f"{where}: unreadable calibration record ({exc!r})") from exc
         if base not in BASES or not temperature > 0 or (base != "native" and grid is None) or (
-                base == "gaussian" and (sigma is None or not sigma > 0)):
+                base == "gaussian" and (sigma is None or not sigma > 0)) or (base == "mixture" and weights is None):
             raise CalibrationError(f"{where}: bad calibration record (base {base!r}, temperature {temperature}, "
-                                   f"sigma {sigma}, grid {'none' if grid is None else len(grid)})")
-        info = {k: v for k, v in rec.items() if k not in ("base", "sigma", "grid", "temperature", "pit_map")}
-        return cls(base, temperature, knots, sigma, grid, info)
+                                   f"sigma {sigma}, grid {'none' if grid is None else len(grid)}, weights {weights})")
+        info = {k: v for k, v in rec.items() if k not in ("base", "sigma", "grid", "weights", "temperature", "pit_map")}
+        return cls(base, temperature, knots, sigma, grid, weights, info)
 
 
 def point_sigma(z_pred_train: np.ndarray, z_train: np.ndarray) -> float:
@@ -236,7 +246,7 @@ def point_sigma(z_pred_train: np.ndarray, z_train: np.ndarray) -> float:
 
 
 def fit_calibration(raw_val: np.ndarray, grid: np.ndarray, z_val: np.ndarray, pit_knots: int, base: str = "native",
-                    sigma: float | None = None) -> Calibration:
+                    sigma: float | None = None, weights: np.ndarray | None = None) -> Calibration:
     """Fit the temperature, then the PIT map (with at most min(pit_knots, rows / ROWS_PER_KNOT) knots; fewer than
     2: none), on the validation rows' uncalibrated PDFs `raw_val` on `grid`."""
     z_val = np.asarray(z_val, dtype=float)
@@ -246,7 +256,8 @@ def fit_calibration(raw_val: np.ndarray, grid: np.ndarray, z_val: np.ndarray, pi
     tempered = temper(raw_val, temperature)
     n_knots = min(int(pit_knots), len(z_val) // ROWS_PER_KNOT)
     knots = fit_pit_map(pit(tempered, grid, z_val), n_knots) if n_knots >= 2 else None
-    cal = Calibration(base, temperature, knots, sigma, None if base == "native" else np.asarray(grid, dtype=float))
+    cal = Calibration(base, temperature, knots, sigma, None if base == "native" else np.asarray(grid, dtype=float),
+                      weights)
     after = cal.calibrate(raw_val)
     cal.info = {"n_fit": int(len(z_val)),
                 "val_nll_uncalibrated": nll(raw_val, grid, z_val), "val_nll": nll(after, grid, z_val),

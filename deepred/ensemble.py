@@ -10,8 +10,10 @@ and the single member that is best on the training folds (weight one on it): wit
 rows and one dominant member, the stack's extra weights can cost more in variance than they gain (Breiman
 1996 chooses stacking weights the same way).
 The mean ensemble averages the members. When every member's prediction file has PDFs (the calibrated ones,
-deepred.calibration), each ensemble's PDF is the mixture of its members' PDFs with its weights (made non-negative,
-summing to one), recalibrated on the validation rows; model.json keeps that calibration.
+deepred.calibration), each ensemble's PDF is a mixture of its members' PDFs, recalibrated on the validation rows:
+equal weights for the mean ensemble; for the stacked one a stacked PDF, weights >= 0 summing to one that minimize
+the validation CRPS (a point stack's weights, fitted for NMAD, can favour a member whose PDFs are worse).
+model.json keeps the calibration with the mixture's weights.
 Each writes predictions in the file contract and
 results/models/ensemble_{stacked,mean}/{dataset}/model.json with the members, their weights and folders, so
 deepred.predictor.load_model can predict new cutouts with it (its members loaded once).
@@ -125,12 +127,12 @@ class EnsembleModel:
     def combine(self, z_members: np.ndarray) -> np.ndarray:
         return self.intercept + z_members @ self.weights
 
-    def combine_pdfs(self, pdfs: list, grids: list, grid: np.ndarray) -> np.ndarray:
-        """The members' PDFs mixed with this ensemble's weights on `grid` (deepred.calibration.mixture_pdf)."""
+    def combine_pdfs(self, pdfs: list, grids: list, grid: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """The members' PDFs mixed with the PDF weights of the calibration on `grid` (calibration.mixture_pdf)."""
         missing = [m for m, p, g in zip(self.members, pdfs, grids) if p is None or g is None]
         if missing:
             raise EnsembleError(f"members {missing} give no PDFs, but this ensemble mixes its members' PDFs")
-        return cal.mixture_pdf(pdfs, grids, self.weights, grid)
+        return cal.mixture_pdf(pdfs, grids, weights, grid)
 
 
 def load_ensemble(model_dir) -> EnsembleModel:
@@ -168,7 +170,7 @@ def fit_ensembles(dataset: str, config: dict, pred_paths: dict[str, str | Path],
         w_m, b_m = weights[method]
         model_dir = Path(model_root) / name / dataset
         res = {"z_pred": b_m + zm @ w_m}
-        calibration = _mixture_calibration(res, pdfs, w_m, fit_mask, z_true, config, f"{name}/{dataset}")
+        calibration = _mixture_calibration(res, pdfs, method, fit_mask, z_true, config, f"{name}/{dataset}")
         z_pred = res["z_pred"]
         pred = prediction_frame(table, "z_true", res, pdf=calibration is not None)
         pred_path = Path(pred_root) / name / f"{dataset}.parquet"
@@ -233,25 +235,28 @@ def member_pdfs(pred_paths: dict[str, str | Path], object_ids: pd.Series) -> dic
     return out
 
 
-def _mixture_calibration(res: dict, pdfs: dict | None, weights: np.ndarray, fit_mask: np.ndarray, z_true: np.ndarray,
+def _mixture_calibration(res: dict, pdfs: dict | None, method: str, fit_mask: np.ndarray, z_true: np.ndarray,
                          config: dict, what: str) -> cal.Calibration | None:
-    """Mix the members' PDFs with `weights`, fit the mixture's calibration on the validation rows and put the
-    calibrated PDFs into `res` (in place); None (and res untouched) without member PDFs."""
+    """Mix the members' PDFs (method "mean": equal weights; "stacked": weights minimizing the validation CRPS), fit
+    the mixture's calibration on the validation rows and put the calibrated PDFs into `res` (in place); None (and
+    res untouched) without member PDFs."""
     if pdfs is None:
         return None
     if fit_mask.sum() < cal.MIN_FIT_ROWS:
         log.warning("%s: %d %s rows, too few to calibrate a PDF (>= %d); point estimates only", what,
                     int(fit_mask.sum()), FIT_SPLIT, cal.MIN_FIT_ROWS)
         return None
-    grids = [g for _, g in pdfs.values()]
-    grid = cal.common_grid(grids)
-    mixed = cal.mixture_pdf([p for p, _ in pdfs.values()], grids, weights, grid)
-    settings = config["calibration"]
-    fitted = cal.fit_calibration(mixed[fit_mask], grid, z_true[fit_mask], settings["pit_knots"], base="mixture")
+    grid = cal.common_grid([g for _, g in pdfs.values()])
+    on_grid = [cal.rebin(p, g, grid) for p, g in pdfs.values()]
+    weights = (np.full(len(on_grid), 1.0 / len(on_grid)) if method == "mean"
+               else cal.fit_mixture_weights([p[fit_mask] for p in on_grid], grid, z_true[fit_mask]))
+    mixed = cal.mixture_pdf(on_grid, [grid] * len(on_grid), weights, grid)
+    fitted = cal.fit_calibration(mixed[fit_mask], grid, z_true[fit_mask], config["calibration"]["pit_knots"],
+                                 base="mixture", weights=weights)
     res.update(fitted.apply({**res, "pdf": mixed}, grid))
-    log.info("%s: mixture calibrated on %d %s rows, temperature %.3f, validation PIT KS %.3f -> %.3f", what,
-             int(fit_mask.sum()), FIT_SPLIT, fitted.temperature, fitted.info["val_pit_ks_uncalibrated"],
-             fitted.info["val_pit_ks"])
+    log.info("%s: mixture weights %s, calibrated on %d %s rows: temperature %.3f, validation PIT KS %.3f -> %.3f",
+             what, dict(zip(pdfs, np.round(weights, 4).tolist())), int(fit_mask.sum()), FIT_SPLIT, fitted.temperature,
+             fitted.info["val_pit_ks_uncalibrated"], fitted.info["val_pit_ks"])
     return fitted
 
 

@@ -257,9 +257,9 @@ class EnsemblePredictor(Predictor):
     def _predict_scaled(self, images: np.ndarray) -> dict:
         outs = [m.predict(images) for m in self.members]
         res = {"z_pred": self.ensemble.combine(np.stack([o["z_pred"] for o in outs], axis=1))}
-        if self.calibration is not None:  # the members' calibrated PDFs mixed with the stacking weights
+        if self.calibration is not None:  # the members' calibrated PDFs mixed with the calibration's weights
             res["pdf"] = self.ensemble.combine_pdfs([o.get("pdf") for o in outs], [m.output_grid for m in self.members],
-                                                    self.calibration.grid)
+                                                    self.calibration.grid, self.calibration.weights)
         return res
 
 

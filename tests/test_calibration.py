@@ -126,7 +126,17 @@ def test_rebinning_and_mixtures_keep_the_mass_and_the_mean():
     assert np.array_equal(C.common_grid([fine, fine.copy()]), fine)
     wide = C.common_grid([fine, np.linspace(0.5, 3.0, 50)])
     assert wide[0] == 0 and wide[-1] == 3 and len(wide) == 201
-    assert np.allclose(C.mixture_weights([0.7, -0.2, 0.7]), [0.5, 0, 0.5])
-    assert np.allclose(C.mixture_weights([0.0, 0.0]), [0.5, 0.5])
     mix = C.mixture_pdf([pdf, moved], [fine, coarse], np.array([0.25, 0.75]), coarse)
     assert np.allclose(mix, 0.25 * C.rebin(pdf, fine, coarse) + 0.75 * moved)
+
+
+def test_stacked_pdf_weights_minimize_the_validation_crps():
+    rng = np.random.default_rng(6)
+    zp, z = point_sample(rng, 600, 0.04)
+    grid = C.label_grid(z, 120)
+    good, biased = C.gaussian_pdf(zp, 0.04, grid), C.gaussian_pdf(zp + 0.08, 0.04, grid)
+    broad = C.gaussian_pdf(zp, 0.12, grid)
+    w = C.fit_mixture_weights([good, biased, broad], grid, z)
+    assert w.sum() == pytest.approx(1) and (w >= 0).all() and w[0] > 0.7 and w[1] < 0.1
+    score = np.mean(M.crps(C.mixture_pdf([good, biased, broad], [grid] * 3, w, grid), grid, z))
+    assert score <= min(np.mean(M.crps(p, grid, z)) for p in (good, biased, broad)) + 1e-9
