@@ -1,7 +1,8 @@
 """CPU training speed of the default backbones: today's loop against channels-last, torch.compile and bf16 autocast.
 
     python benchmarks/bench_cpu_speed.py [--config config.yaml] [--dataset des_deep] [--rounds 4] [--steps 2]
-        [--models resnet ...] [--variants baseline channels_last compile bf16] [--accuracy [MODEL ...]]
+        [--models resnet ...] [--variants baseline channels_last compile bf16]
+        [--trainer-epochs 3] [--accuracy] [--check-models mixer ...]
         [--out results/benchmarks/cpu_speed.json]
 
 Throughput: optimizer steps (forward, loss, backward, gradient clipping, AdamW), the body of
@@ -13,8 +14,8 @@ baseline of the same run, and the load averages are recorded before and after. T
 thread's CPU time (with one torch thread every kernel runs on the calling thread, so CPU time leaves out the time
 spent waiting for a core on a loaded machine; it is the figure decisions use).
 
-- baseline: today's CPU loop (fp32, contiguous NCHW).
-- channels_last: model and batches in torch.channels_last.
+- baseline: the CPU loop before issue 18 (fp32, contiguous NCHW; `training.cpu_channels_last: false`).
+- channels_last: model and batches in torch.channels_last (the default since: `cpu_channels_last: true`).
 - compile: torch.compile(net) (inductor on CPU). The first step less one baseline step is the compile time,
   reported apart (wall clock: inductor compiles in worker processes), with the epochs it takes to pay back at the
   measured speed; it counts the training graph only (validation in eval mode compiles another). Inductor's cache
@@ -23,11 +24,13 @@ spent waiting for a core on a loaded machine; it is the figure decisions use).
 
 A variant more than --drop-factor times slower than the baseline after the first round is not timed again.
 
---accuracy [MODEL ...]: each (model, variant) more than 10% faster than the baseline, where the trainer has the
-variant as an option (SPEED_OPTIONS), or every such variant of the named models, is trained on --dataset through
-deepred.train.train_model with and without it (the baseline with every option off), on a copy of the dataset
-simulated and normalized at the config's size in a temporary folder; the test NMADs are compared on the same
-rows with a 95% paired-bootstrap interval of their difference.
+Two checks of each (model, variant) more than 10% faster than the baseline (or of every variant of the models
+named by --check-models) where the trainer has the variant as an option (SPEED_OPTIONS), on a copy of --dataset
+simulated and normalized at the config's size in a temporary folder, the baseline with every option off:
+- --trainer-epochs N: N epochs of the package trainer's own loop (deepred.train.train_one_epoch: loader,
+  augmentation, step), the baseline's and the variant's interleaved epoch by epoch; medians and ratios.
+- --accuracy: whole trainings through deepred.train.train_model with and without the variant; the test NMADs on
+  the same rows with a 95% paired-bootstrap interval of their difference.
 """
 
 from __future__ import annotations
@@ -243,42 +246,99 @@ def accuracy_todo(speed: dict, models: list[str] | None) -> dict[str, list[str]]
     return {m: vs for m, vs in todo.items() if vs}
 
 
-def accuracy_checks(todo: dict, config: dict, dataset: str) -> dict:
+def variant_configs(config: dict, variants: list[str]) -> dict[str, dict]:
+    """{"baseline": the config with every speed option off (today's loop, whatever the config says), variant: the
+    baseline with that variant's options on}."""
+    base = copy.deepcopy(config)
+    for keys in SPEED_OPTIONS.values():
+        base["training"].update({k: False for k in keys})
+    out = {"baseline": base}
+    for v in variants:
+        out[v] = copy.deepcopy(base)
+        out[v]["training"].update(SPEED_OPTIONS[v])
+    return out
+
+
+def trainer_epochs(todo: dict, config: dict, dataset: str, processed: Path, epochs: int) -> dict:
+    """{model: {variant: record}}: the package trainer's own epochs (loader, augmentation, step: train_one_epoch),
+    the baseline's and each variant's interleaved epoch by epoch; medians over the epochs and ratios."""
+    from deepred.train import setup_run, train_one_epoch
+
+    out = {}
+    for model, variants in todo.items():
+        runs = {v: setup_run(model, dataset, cfg, processed) for v, cfg in variant_configs(config, variants).items()}
+        times = {v: [] for v in runs}
+        for epoch in range(epochs):
+            for v, run in runs.items():
+                t_wall, t_cpu = time.perf_counter(), time.thread_time()
+                train_one_epoch(run, epoch)
+                times[v].append((time.perf_counter() - t_wall, time.thread_time() - t_cpu))
+        images = len(runs["baseline"].loader) * int(runs["baseline"].params["batch_size"])  # drop_last batches
+        wall = {v: _median([t[0] for t in ts]) for v, ts in times.items()}
+        cpu = {v: _median([t[1] for t in ts]) for v, ts in times.items()}
+        out[model] = {v: {"epochs": epochs, "images_per_epoch": images, "epoch_wall_s": wall[v], "epoch_cpu_s": cpu[v],
+                          "images_per_s_wall": images / wall[v], "images_per_s_cpu": images / cpu[v],
+                          "ratio_wall": wall["baseline"] / wall[v], "ratio_cpu": cpu["baseline"] / cpu[v]}
+                      for v in runs}
+        rates = [f"{v} {r['images_per_s_cpu']:.1f} img/CPU-s ({r['ratio_cpu']:.2f}x)" for v, r in out[model].items()]
+        print(f"trainer epochs {model}: {', '.join(rates)}", flush=True)
+    return out
+
+
+def accuracy_checks(todo: dict, config: dict, dataset: str, processed: Path, work: Path) -> dict:
     """{model: {"baseline": scores, variant: scores + its paired NMAD gap to the baseline}}."""
     out = {}
-    with tempfile.TemporaryDirectory(prefix="bench_cpu_speed_") as tmp:
-        processed = prepare_dataset(config, dataset, Path(tmp))
-        for model, variants in todo.items():
-            base_cfg = copy.deepcopy(config)
-            for keys in SPEED_OPTIONS.values():  # today's loop: every option off, whatever the config says
-                base_cfg["training"].update({k: False for k in keys})
-            scores, base = train_and_score(model, dataset, base_cfg, processed, Path(tmp) / model / "baseline")
-            out[model] = {"baseline": scores}
-            for v in variants:
-                cfg = copy.deepcopy(base_cfg)
-                cfg["training"].update(SPEED_OPTIONS[v])
-                scores, pred = train_and_score(model, dataset, cfg, processed, Path(tmp) / model / v)
-                out[model][v] = {**scores, **paired_nmad_gap(base, pred)}
-            print(f"accuracy {model}: {json.dumps(out[model])}", flush=True)
+    for model, variants in todo.items():
+        cfgs = variant_configs(config, variants)
+        scores, base = train_and_score(model, dataset, cfgs["baseline"], processed, work / model / "baseline")
+        out[model] = {"baseline": scores}
+        for v in variants:
+            scores, pred = train_and_score(model, dataset, cfgs[v], processed, work / model / v)
+            out[model][v] = {**scores, **paired_nmad_gap(base, pred)}
+        print(f"accuracy {model}: {json.dumps(out[model])}", flush=True)
     return out
 
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=str(REPO / "config.yaml"))
-    ap.add_argument("--dataset", default="des_deep", help="its (bands, cutout) are timed; --accuracy trains on it")
+    ap.add_argument("--dataset", default="des_deep", help="its (bands, cutout) are timed; the checks train on it")
     ap.add_argument("--models", nargs="*", help="backbones to time (default: every enabled architecture)")
     ap.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--rounds", type=int, default=4, help="interleaved rounds (A B C D, A B C D, ...)")
     ap.add_argument("--steps", type=int, default=2, help="timed steps per variant per round")
     ap.add_argument("--drop-factor", type=float, default=3.0, help="stop timing a variant this much slower")
-    ap.add_argument("--accuracy", nargs="*", metavar="MODEL",
-                    help="train with and without each variant > 10%% faster (or, naming models, every variant)")
+    ap.add_argument("--trainer-epochs", type=int, default=0, help="interleaved epochs of the package trainer")
+    ap.add_argument("--accuracy", action="store_true", help="train with and without the variants; test NMADs")
+    ap.add_argument("--check-models", nargs="*", help="models of the two checks (default: a variant > 10%% faster)")
     ap.add_argument("--out", default=str(REPO / "results" / "benchmarks" / "cpu_speed.json"))
     args = ap.parse_args(argv)
     config = load_config(args.config)
     if args.dataset not in config["datasets"]:
         ap.error(f"--dataset {args.dataset}: not in {args.config} (known: {', '.join(config['datasets'])})")
+    models = args.models or [a for a, c in config["architectures"].items() if c["enabled"]]
+    if set(args.check_models or []) - set(models):
+        ap.error(f"--check-models {' '.join(args.check_models)}: only timed models (--models {' '.join(models)})")
+    record = time_all(args, config, models)
+    if args.accuracy or args.trainer_epochs:
+        speeds = {m: {v: r for v, r in recs.items() if isinstance(r, dict)} for m, recs in record["models"].items()}
+        todo = accuracy_todo(speeds, args.check_models)
+        print(f"checks: {todo or 'nothing (no variant > 10% faster where the trainer has it)'}", flush=True)
+        with tempfile.TemporaryDirectory(prefix="bench_cpu_speed_") as tmp:
+            processed = prepare_dataset(config, args.dataset, Path(tmp)) if todo else None
+            if args.trainer_epochs and todo:
+                record["trainer_epochs"] = trainer_epochs(todo, config, args.dataset, processed, args.trainer_epochs)
+                write_json(args.out, record)
+            if args.accuracy and todo:
+                record["accuracy"] = accuracy_checks(todo, config, args.dataset, processed, Path(tmp))
+        record["load_average_after_checks"] = os.getloadavg()
+    write_json(args.out, record)
+    print(f"wrote {args.out}")
+    return record
+
+
+def time_all(args, config: dict, models: list[str]) -> dict:
+    """The interleaved step timings of every model, written to --out after each model."""
     ds_cfg, params = config["datasets"][args.dataset], config["training"]
     torch.set_num_threads(int(params["threads"]))
     if params["deterministic"]:
@@ -286,9 +346,6 @@ def main(argv=None) -> dict:
     shape = (len(ds_cfg["bands"]), int(ds_cfg["cutout"]))
     train_rows = int(ds_cfg["source"].get("n_systems", 2000) * ds_cfg["splits"]["train"])
     variants = ["baseline"] + [v for v in args.variants if v != "baseline"]
-    models = args.models or [a for a, c in config["architectures"].items() if c["enabled"]]
-    if set(args.accuracy or []) - set(models):
-        ap.error(f"--accuracy {' '.join(args.accuracy)}: only timed models (--models {' '.join(models)})")
     record = {"config": args.config, "dataset": args.dataset, "shape": list(shape), "threads": torch.get_num_threads(),
               "deterministic": bool(params["deterministic"]), "rounds": args.rounds, "steps_per_round": args.steps,
               "variants": variants, "torch": torch.__version__, "cpu": _cpu_name(), "cpu_count": os.cpu_count(),
@@ -301,14 +358,6 @@ def main(argv=None) -> dict:
         record["models"][m]["batch_size"] = int(training_params(m, config)["batch_size"])
         write_json(args.out, record)  # partial results survive an interrupted run
     record.update(timing_seconds=time.perf_counter() - t0, load_average_after=os.getloadavg())
-    if args.accuracy is not None:
-        speeds = {m: {v: r for v, r in recs.items() if isinstance(r, dict)} for m, recs in record["models"].items()}
-        todo = accuracy_todo(speeds, args.accuracy)
-        print(f"accuracy: training {todo or 'nothing (no variant > 10% faster where the trainer has it)'}")
-        record["accuracy"] = accuracy_checks(todo, config, args.dataset) if todo else {}
-        record["load_average_after_accuracy"] = os.getloadavg()
-    write_json(args.out, record)
-    print(f"wrote {args.out}")
     return record
 
 

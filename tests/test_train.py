@@ -243,3 +243,11 @@ def test_prediction_on_other_bands_names_both_counts(swin_run, tiny_dataset_64):
 
     with pytest.raises(DataError, match=r"5 bands .* takes 4 bands"):
         predict_rows(out, tiny_dataset_64, rows)
+
+
+def test_cpu_channels_last_is_the_training_memory_format_when_set(tiny_dataset, tmp_path):
+    """training.cpu_channels_last (default: on; docs/speed.md) trains the CPU network in channels-last."""
+    for on in (True, False):
+        run = setup_run("a3", "tiny", cfg_for(tmp_path, cpu_channels_last=on), tiny_dataset)
+        conv = next(p for p in run.net.parameters() if p.ndim == 4)
+        assert run.channels_last is on and conv.is_contiguous(memory_format=torch.channels_last) is on
