@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -42,17 +43,24 @@ def test_smoke_writes_every_section(tmp_path):
     assert checks["all_ok"]
 
 
+def _bench_gpu():
+    """The script as a module, for the answers that come before any work (no subprocess: no second torch import)."""
+    spec = importlib.util.spec_from_file_location("bench_gpu", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device: the check would run")
-def test_without_cuda_it_skips_with_one_line(tmp_path):
+def test_without_cuda_it_skips_with_one_line(tmp_path, capsys):
     out = tmp_path / "gpu_check.json"
-    res = subprocess.run([sys.executable, SCRIPT, "--out", str(out)], cwd=tmp_path, capture_output=True, text=True,
-                         timeout=120)
-    assert res.returncode == 0 and res.stdout.startswith("no CUDA device: skipped")
+    _bench_gpu().main(["--out", str(out)])
+    assert capsys.readouterr().out.startswith("no CUDA device: skipped")
     assert "no CUDA device" in json.loads(out.read_text())["skipped"]
 
 
-def test_cpu_needs_smoke(tmp_path):
-    res = subprocess.run([sys.executable, SCRIPT, "--device", "cpu", "--out", str(tmp_path / "x.json")],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert res.returncode != 0 and "--device cpu runs only with --smoke" in res.stderr
+def test_cpu_needs_smoke(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        _bench_gpu().main(["--device", "cpu", "--out", str(tmp_path / "x.json")])
+    assert exc.value.code != 0 and "--device cpu runs only with --smoke" in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
