@@ -236,10 +236,10 @@ def _train_predict(model: str, cfg: dict, processed: Path, work: Path, device: s
     from deepred.data.contract import ProcessedDataset
     from deepred.metrics import nmad
     from deepred.predictor import load_model
-    from deepred.train import train_model
+    from deepred.train import train_model, uses_channels_last
 
     cfg = copy.deepcopy(cfg)
-    cfg["training"].update(device=device, amp=amp, channels_last=amp)
+    cfg["training"].update(device=device, amp=amp, channels_last=amp)  # on the CPU: cpu_channels_last, as configured
     out_dir = work / f"{model}_{device}_{'amp' if amp else 'fp32'}"
     t0 = time.perf_counter()
     with warnings.catch_warnings():
@@ -251,8 +251,9 @@ def _train_predict(model: str, cfg: dict, processed: Path, work: Path, device: s
     z = load_model(out_dir, device).predict_rows(proc, test)["z_pred"].to_numpy(float)
     z_cpu = load_model(out_dir, "cpu").predict_rows(proc, test)["z_pred"].to_numpy(float)
     z_true = test[proc.stats["label_column"]].to_numpy(float)
-    on_cuda = amp and device == "cuda"  # the trainer uses AMP and channels-last on CUDA only
-    rec = {"device": device, "amp": cfg["training"]["amp_dtype"] if on_cuda else "off", "channels_last": on_cuda,
+    on_cuda = amp and device == "cuda"  # the trainer uses AMP on CUDA only
+    rec = {"device": device, "amp": cfg["training"]["amp_dtype"] if on_cuda else "off",
+           "channels_last": uses_channels_last(cfg["training"], torch.device(device)),
            "epochs_run": meta["epochs_run"], "train_seconds": round(seconds, 1),
            "train_images_per_s": meta["train_images_per_s"], "val_nmad": meta["metrics"]["val_nmad"],
            "test_nmad": nmad(z, z_true), "n_test": len(test)}
