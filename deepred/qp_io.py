@@ -189,17 +189,32 @@ def write_test_set_pdfs(config: dict, test_set: str, model: str, pred_path: str 
                         out: str | Path) -> int:
     """The test set's PDFs of one model as a qp ensemble at `out`, in the test set's row order (the rows
     deepred.tables.test_set_predictions checks and selects for the metrics), the truth in ancil `redshift`."""
+    return write_test_set_files(config, test_set, {model: (pred_path, out)}, processed_dir)[model]
+
+
+def write_test_set_files(config: dict, test_set: str, models: dict, processed_dir: str | Path,
+                         truth_out: str | Path | None = None) -> dict[str, int]:
+    """One job per test set (rule pdfs_qp): every model's PDFs ({model: (prediction file, output)}) and the truth
+    table. Every model is read and checked before the first file is written, so a point-only model or a damaged
+    prediction file stops the job with its name and leaves no partial set."""
+    rows, catalog, label = _test_set(config, test_set, processed_dir)
+    ready = {model: _model_pdfs(model, pred, rows, catalog, label) for model, (pred, _) in models.items()}
+    for model, (grid, pdfs, ancil) in ready.items():
+        write_ensemble(models[model][1], grid, pdfs, ancil)
+    if truth_out is not None:
+        write_truth(truth_out, rows["object_id"].astype(str), rows[label].to_numpy(dtype=float))
+    return {model: len(pdfs) for model, (_, pdfs, _) in ready.items()}
+
+
+def _model_pdfs(model: str, pred_path, rows, catalog, label):
     from deepred.data.contract import DataError
     from deepred.tables import test_set_predictions
 
-    rows, catalog, label = _test_set(config, test_set, processed_dir)
     sel, grid = test_set_predictions(pred_path, rows, catalog, label)
     if grid is None:
         raise DataError(f"{pred_path}: no 'pdf' column: model '{model}' gives point estimates only, so it has "
                         "no PDFs to write as a qp ensemble")
-    pdfs = pdf_matrix(sel, grid, pred_path)
-    write_ensemble(out, grid, pdfs, ancil_columns(sel, truth="z_true", where=pred_path))
-    return len(sel)
+    return grid, pdf_matrix(sel, grid, pred_path), ancil_columns(sel, truth="z_true", where=pred_path)
 
 
 def write_test_set_truth(config: dict, test_set: str, processed_dir: str | Path, out: str | Path) -> int:

@@ -177,9 +177,9 @@ def test_declared_columns_match_the_simulator():
 ])
 def test_config_edits_rerun_exactly_the_affected_jobs(done, edit, expected, pdf_test_sets):
     wd, cfg = done
-    n_pdf = len(pdf_models(validate_config(json.loads(json.dumps(cfg)))))  # rules/pdfs.smk: a file per model
+    n_pdf = len(pdf_models(validate_config(json.loads(json.dumps(cfg)))))  # rules/pdfs.smk: one job per test set
     if pdf_test_sets and n_pdf:
-        expected = {**expected, "pdfs_qp": n_pdf * pdf_test_sets, "pdfs_truth": pdf_test_sets}
+        expected = {**expected, "pdfs_qp": pdf_test_sets}
     with edited(wd, cfg, edit):
         jobs = _jobs(_smk(wd, "-n"))
     assert jobs == expected
