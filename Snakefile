@@ -42,7 +42,6 @@ localrules:
     shap_table,
     shap_figures,
     pdfs_qp,
-    pdfs_truth,
     archive,
 
 
