@@ -196,41 +196,46 @@ class NeuralPredictor(Predictor):
         return self.trained.point_module()
 
 
-@register_kind(card.HOGSVR)
-class HogSVRPredictor(Predictor):
-    """HOG+SVR (deepred.hogsvr): numpy, on the CPU (load_model)."""
+class NumpyModelPredictor(Predictor):
+    """A fitted numpy model on the CPU (load_model): its class's `load(model_dir)` reads and verifies the folder,
+    its `predict_images(images)` predicts. Kinds name the class and its error in `_model_class`."""
+
+    def _model_class(self) -> tuple[type, type[Exception]]:
+        raise NotImplementedError
 
     def _load(self) -> dict:
-        from deepred.hogsvr import HogSVRError, HogSVRModel
-
+        model_class, error = self._model_class()
         try:
-            self.model = HogSVRModel.load(self.model_dir)
-        except HogSVRError as exc:
+            self.model = model_class.load(self.model_dir)
+        except error as exc:
             raise InferenceError(str(exc)) from exc
         return card.read_card(self.model_dir, InferenceError)
 
     def _predict_scaled(self, images: np.ndarray) -> dict:
         return {"z_pred": self.model.predict_images(images)}
+
+
+@register_kind(card.HOGSVR)
+class HogSVRPredictor(NumpyModelPredictor):
+    """HOG+SVR (deepred.hogsvr)."""
+
+    def _model_class(self):
+        from deepred.hogsvr import HogSVRError, HogSVRModel
+
+        return HogSVRModel, HogSVRError
 
     def file_record(self) -> None:
         return None  # HOG+SVR prediction files have never carried a record; kept so their bytes do not change
 
 
 @register_kind(card.PHOTOMETRY)
-class PhotometryPredictor(Predictor):
-    """The photometric baseline (deepred.photometry): sep photometry and numpy trees, on the CPU (load_model)."""
+class PhotometryPredictor(NumpyModelPredictor):
+    """The photometric baseline (deepred.photometry): sep photometry and numpy trees."""
 
-    def _load(self) -> dict:
+    def _model_class(self):
         from deepred.photometry import PhotometryError, PhotometryModel
 
-        try:
-            self.model = PhotometryModel.load(self.model_dir)
-        except PhotometryError as exc:
-            raise InferenceError(str(exc)) from exc
-        return card.read_card(self.model_dir, InferenceError)
-
-    def _predict_scaled(self, images: np.ndarray) -> dict:
-        return {"z_pred": self.model.predict_images(images)}
+        return PhotometryModel, PhotometryError
 
 
 @register_kind(card.ENSEMBLE)

@@ -202,8 +202,12 @@ def write_test_set_files(config: dict, test_set: str, models: dict, processed_di
     for model, (grid, pdfs, ancil) in ready.items():
         write_ensemble(models[model][1], grid, pdfs, ancil)
     if truth_out is not None:
-        write_truth(truth_out, rows["object_id"].astype(str), rows[label].to_numpy(dtype=float))
+        _write_rows_truth(truth_out, rows, label)
     return {model: len(pdfs) for model, (_, pdfs, _) in ready.items()}
+
+
+def _write_rows_truth(out: str | Path, rows, label: str) -> None:
+    write_truth(out, rows["object_id"].astype(str), rows[label].to_numpy(dtype=float))
 
 
 def _model_pdfs(model: str, pred_path, rows, catalog, label):
@@ -220,5 +224,5 @@ def _model_pdfs(model: str, pred_path, rows, catalog, label):
 def write_test_set_truth(config: dict, test_set: str, processed_dir: str | Path, out: str | Path) -> int:
     """The test set's truth table for RAIL's evaluators, rows in the order of its ensembles (write_test_set_pdfs)."""
     rows, _, label = _test_set(config, test_set, processed_dir)
-    write_truth(out, rows["object_id"].astype(str), rows[label].to_numpy(dtype=float))
+    _write_rows_truth(out, rows, label)
     return len(rows)
