@@ -20,6 +20,7 @@ include: "rules/train.smk"
 include: "rules/metrics.smk"
 include: "rules/shap.smk"
 include: "rules/pdfs.smk"
+include: "rules/scale_study.smk"
 
 
 # Cheap bookkeeping rules run in the main Snakemake process, also under `--profile slurm`: a SLURM job
@@ -42,6 +43,7 @@ localrules:
     shap_table,
     shap_figures,
     pdfs_qp,
+    scale_study,
     archive,
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from deepred.catalog import enabled_architectures, enabled_networks
+from deepred.catalog import PHOTOMETRY_BASELINE, enabled_architectures, enabled_baselines, enabled_networks
 
 
 class ConfigError(ValueError):
@@ -100,6 +100,11 @@ def _model_list_problems(config: dict) -> list[str]:
         ("shap.shuffled_models", config["shap"]["shuffled_models"], config["shap"]["models"], "explained network"),
         ("shap.method_per_model", list(config["shap"]["method_per_model"]), config["shap"]["models"],
          "explained network"),
+        ("scale_study.models", config.get("scale_study", {}).get("models", []),
+         networks + [b for b in enabled_baselines(config) if b == PHOTOMETRY_BASELINE],
+         "enabled network or the enabled photometric baseline"),
+        ("scale_study.datasets", config.get("scale_study", {}).get("datasets", []), list(config["datasets"]),
+         "entry of `datasets`"),
     ):
         for name in names:
             if name in allowed:

@@ -24,6 +24,7 @@ from deepred import metrics as M  # noqa: E402
 from deepred.data.contract import ProcessedDataset, test_set_rows  # noqa: E402
 from deepred.io import atomic_path  # noqa: E402
 from deepred.calibration_table import stages  # noqa: E402
+from deepred.catalog import PHOTOMETRY_BASELINE  # noqa: E402
 from deepred.predictions import pdf_matrix  # noqa: E402
 from deepred.tables import model_family, table_models, test_set_predictions  # noqa: E402
 
@@ -229,4 +230,33 @@ def transfer_figure(transfer: pd.DataFrame, png, pdf) -> None:
     if models and norm is not None:
         fig.colorbar(im, ax=axes, shrink=0.8, label="NMAD")
     fig.suptitle("Cross-survey transfer: test NMAD (bold: in-domain; n/a: bands or cutout do not match)")
+    save(fig, png, pdf)
+
+
+def scale_study_figure(table: pd.DataFrame, crossover: pd.DataFrame, config: dict, png, pdf) -> None:
+    """Test NMAD against training systems, one panel per dataset, 95% bootstrap bars; photometry in black, and
+    each curve's crossover with it marked (deepred.scale_study)."""
+    datasets = list(dict.fromkeys(table["dataset"]))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.2 * len(datasets), 4.2), squeeze=False)
+    for ax, ds in zip(axes.flat, datasets):
+        d = table[table["dataset"] == ds]
+        for i, model in enumerate(dict.fromkeys(d["model"])):
+            m = d[d["model"] == model].sort_values("n_train_systems")
+            style = {"color": "k", "ls": "--", "marker": "s"} if model == PHOTOMETRY_BASELINE else _style(model, config, i)
+            err = np.vstack([m["nmad"] - m["nmad_ci_lo"], m["nmad_ci_hi"] - m["nmad"]])
+            ax.errorbar(m["n_train_systems"], m["nmad"], yerr=np.where(np.isfinite(err), err, 0), capsize=3,
+                        label=label(model), **style)
+        for row in crossover[crossover["dataset"] == ds].itertuples():
+            if np.isfinite(row.crossover_n):
+                ax.axvline(row.crossover_n, color="0.6", ls=":", lw=1)
+                ax.annotate(f"{label(row.model)} = photometry\n~{row.crossover_n:,.0f}", (row.crossover_n, 0.98),
+                            xycoords=("data", "axes fraction"), fontsize=7, ha="center", va="top")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("training systems")
+        ax.set_ylabel("test NMAD (lower is better)")
+        ax.set_title(f"{ds} (test n = {int(d['n_test'].iloc[0])})")
+        ax.grid(alpha=0.3, which="both")
+    axes.flat[-1].legend(fontsize=8, frameon=False, bbox_to_anchor=(1.01, 1), loc="upper left")
+    fig.suptitle("Scale study: do the pixels beat photometry with more training data?")
     save(fig, png, pdf)

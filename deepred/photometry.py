@@ -35,7 +35,7 @@ import numpy as np
 import sep
 
 from deepred.catalog import derive_seed
-from deepred.data.contract import ProcessedDataset
+from deepred.data.contract import ProcessedDataset, train_subset
 from deepred.data.normalize import BORDER, unscale_images
 from deepred.gbtrees import TreeEnsemble, TreeError, fit_tree_grid
 from deepred.hogsvr import split_labels
@@ -264,8 +264,10 @@ def _split_features(ds: ProcessedDataset, rows, params: PhotometryParams) -> np.
     return np.concatenate(parts)
 
 
-def train_photometry(dataset: str, config: dict, processed_dir: str | Path, model_dir: str | Path) -> PhotometryModel:
-    """Measure the train and val cutouts, fit and tune the trees, save to model_dir with provenance."""
+def train_photometry(dataset: str, config: dict, processed_dir: str | Path, model_dir: str | Path,
+                     train_systems: int | None = None) -> PhotometryModel:
+    """Measure the train and val cutouts, fit and tune the trees, save to model_dir with provenance.
+    `train_systems`: fit on that many training systems (deepred.data.contract.train_subset; the scale study)."""
     cfg = config["baselines"]["photometry"]
     label = config["datasets"][dataset]["label_column"]
     ds = ProcessedDataset(processed_dir)
@@ -273,7 +275,11 @@ def train_photometry(dataset: str, config: dict, processed_dir: str | Path, mode
     if scaling.get("method") not in ("asinh", "none", "minmax"):
         raise PhotometryError(f"{ds.root / 'stats.json'}: scaling {scaling!r} cannot be turned back into flux")
     params = PhotometryParams.from_config(cfg, cutout)
-    train, val = ds.split("train"), ds.split("val")
+    try:
+        train = train_subset(ds.split("train"), train_systems, config["seed"], dataset)
+    except ValueError as exc:
+        raise PhotometryError(f"{processed_dir}: {exc}") from None
+    val = ds.split("val")
     t0 = time.perf_counter()
     x_train, x_val = _split_features(ds, train, params), _split_features(ds, val, params)
     t_feat = time.perf_counter() - t0

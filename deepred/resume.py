@@ -43,6 +43,7 @@ def fingerprint(run: TrainingRun, config: dict, processed: Path) -> str:
         "training": {k: v for k, v in run.params.items() if k not in RUN_ONLY_TRAINING_KEYS},
         "dataset": config["datasets"][run.dataset],
         "seed": config["seed"],
+        "n_train": len(run.train_rows),  # the scale study trains on nested subsets of one split
         "data": [sha256_file(processed / "catalog.parquet"), sha256_file(processed / "stats.json")],
         "code": trainer_code_digest(),
     }

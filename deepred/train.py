@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader
 from deepred.calibration import label_grid
 from deepred.catalog import MODEL_TRAINING_KEYS, derive_seed
 from deepred.config import ConfigError, dataset_config
-from deepred.data.contract import ProcessedDataset
+from deepred.data.contract import ProcessedDataset, train_subset
 from deepred.io import write_csv
 from deepred.loader import EpochSampler, check_inputs, training_loaders
 from deepred.metrics import nmad
@@ -181,15 +181,21 @@ def _build_network(model_name: str, dataset: str, config: dict, proc: ProcessedD
     return net, init, grid, label_loc, label_scale
 
 
-def setup_run(model_name: str, dataset: str, config: dict, processed_dir, threads: int | None = None) -> TrainingRun:
+def setup_run(model_name: str, dataset: str, config: dict, processed_dir, threads: int | None = None,
+              train_systems: int | None = None) -> TrainingRun:
     """Everything one training job needs. The order fixes its random numbers: the seed is set right before
-    the network is built, so the initial weights depend on (seed, model, dataset) alone."""
+    the network is built, so the initial weights depend on (seed, model, dataset) alone. `train_systems`: train on
+    that many systems of the training split (a nested subset, deepred.data.contract.train_subset; the scale study)."""
     params = training_params(model_name, config)
     ds_cfg = dataset_config(config, dataset)
     proc = ProcessedDataset(Path(processed_dir))
     in_chans, cutout = check_inputs(proc, ds_cfg, dataset)
     label = proc.stats["label_column"]
     train_rows, val_rows = proc.split("train"), proc.split("val")
+    try:
+        train_rows = train_subset(train_rows, train_systems, config["seed"], dataset)
+    except ValueError as exc:
+        raise TrainingError(f"{processed_dir}: {exc}") from None
     if len(train_rows) < 2 or len(val_rows) < 1:
         raise TrainingError(f"{processed_dir}: {len(train_rows)} train / {len(val_rows)} val rows; need >= 2 / >= 1")
     device, amp = _configure_torch(params, threads)
@@ -323,12 +329,14 @@ def _record_epoch(state: dict, row: dict, patience: int) -> None:
         state["stopped"] = True
 
 
-def train_model(model_name: str, dataset: str, config: dict, processed_dir, out_dir, threads: int | None = None) -> dict:
-    """Train `model_name` on `dataset`; write model.safetensors, model.json, history.csv into out_dir."""
+def train_model(model_name: str, dataset: str, config: dict, processed_dir, out_dir, threads: int | None = None,
+                train_systems: int | None = None) -> dict:
+    """Train `model_name` on `dataset` (or on `train_systems` of its training systems); write model.safetensors,
+    model.json, history.csv into out_dir."""
     t_start = time.time()
     processed_dir, out_dir = Path(processed_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    run = setup_run(model_name, dataset, config, processed_dir, threads)
+    run = setup_run(model_name, dataset, config, processed_dir, threads, train_systems)
     key, last_path = fingerprint(run, config, processed_dir), out_dir / "last.safetensors"
     state, best = restore_state(run, last_path, key) or (new_state(), _weights(run.net))
     _log_start(run)

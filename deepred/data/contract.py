@@ -175,6 +175,24 @@ class ProcessedDataset:
         return self.catalog[self.catalog["split"] == name].reset_index(drop=True)
 
 
+def train_subset(rows: pd.DataFrame, n_systems: int | None, master_seed: int, dataset: str) -> pd.DataFrame:
+    """The rows of `n_systems` systems of a dataset's training split, drawn by one seeded permutation of its system
+    ids (the same for every model), so that a smaller subset is part of every larger one: a learning curve adds
+    systems, it never swaps them. None: all rows."""
+    if n_systems is None:
+        return rows
+    from deepred.catalog import derive_seed
+
+    where = f"dataset '{dataset}' train split"
+    systems = np.unique(rows["system_id"].to_numpy(dtype=str))
+    if not 2 <= int(n_systems) <= len(systems):
+        raise ValueError(f"{where}: {n_systems} training systems asked for, the split has {len(systems)} "
+                         f"(need 2 <= n <= {len(systems)}); simulate more systems or ask for fewer")
+    order = np.random.default_rng(derive_seed(master_seed, "train_subset", dataset)).permutation(len(systems))
+    keep = set(systems[order[: int(n_systems)]])
+    return rows[rows["system_id"].astype(str).isin(keep)].reset_index(drop=True)
+
+
 def damaged_shards(processed_root: str | Path) -> list[str]:
     """Size check of every shard stats.json records (stat calls only): what the workflow runs while it builds
     its DAG, so a truncated or missing shard stops a dry run instead of a training job. [] before normalization."""
