@@ -6,7 +6,8 @@ One row per (test set, model, stage): stage `uncalibrated` reads a prediction fi
 95% interval coverage with paired bootstrap intervals (the test set's resamples, shared with every other metric),
 the targets (KS below 1.36 / sqrt(n), the 5% critical value; coverage within two binomial standard errors) and
 whether they are met, and the NMAD of z_pred beside the NMAD of the stage's PDF median: the point estimate with and
-without the PDF, from one run.
+without the PDF, from one run. An ensemble's final row also holds its CRPS minus its best member's (the member with
+the lowest test CRPS) with a paired bootstrap interval: the target "no worse than the best member", tested.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ COVERAGE_LEVELS = {"coverage_68": 0.68, "coverage_95": 0.95}
 KS_CRITICAL = 1.36  # KS distance below 1.36 / sqrt(n): consistent with uniform at the 5% level (large-n value)
 COLUMNS = (["test_set", "dataset", "model", "family", "stage", "n", "nmad", "nmad_pdf_median"]
            + [f"{m}{s}" for m in PDF_METRICS for s in ("", "_ci_lo", "_ci_hi")]
-           + ["ks_limit", "pit_uniform", "coverage_68_tolerance", "coverage_95_tolerance", "coverage_ok"])
+           + ["ks_limit", "pit_uniform", "coverage_68_tolerance", "coverage_95_tolerance", "coverage_ok",
+              "best_member", "crps_minus_best_member", "crps_minus_best_member_ci_lo", "crps_minus_best_member_ci_hi"])
 
 
 def stages(frame: pd.DataFrame, grid) -> list[tuple[str, str]]:
@@ -34,9 +36,11 @@ def stages(frame: pd.DataFrame, grid) -> list[tuple[str, str]]:
     return [("uncalibrated", "pdf")]
 
 
-def calibration_rows(base: dict, frame: pd.DataFrame, grid, path, idx, ci_level: float) -> list[dict]:
+def calibration_rows(base: dict, frame: pd.DataFrame, grid, path, idx, ci_level: float,
+                     final_crps: dict | None = None) -> list[dict]:
     """The table's rows of one model's test-set predictions `frame` (deepred.tables.test_set_predictions);
-    `base` holds the row's identifying columns (test set, dataset, model, family)."""
+    `base` holds the row's identifying columns (test set, dataset, model, family). `final_crps`, when given,
+    receives the per-object CRPS of the model's final PDFs (compare_with_members reads it)."""
     zp, zt = frame["z_pred"].to_numpy(float), frame["z_true"].to_numpy(float)
     n = len(zt)
     rows = []
@@ -57,4 +61,25 @@ def calibration_rows(base: dict, frame: pd.DataFrame, grid, path, idx, ci_level:
             ok &= bool(abs(row[name] - level) <= row[f"{name}_tolerance"])
         row["coverage_ok"] = ok
         rows.append(row)
+        if final_crps is not None:  # the last stage is what the model's prediction files give
+            final_crps[base["model"]] = M.crps(pdf, grid, zt)
     return rows
+
+
+def compare_with_members(rows: list[dict], final_crps: dict, members: list[str], ensembles, idx,
+                         ci_level: float) -> None:
+    """Fill each ensemble's final row with its mean CRPS minus that of its best member (lowest test CRPS), and the
+    paired bootstrap interval of the difference (the test set's resamples): below 0 is better."""
+    present = [m for m in members if m in final_crps]
+    if not present:
+        return
+    best = min(present, key=lambda m: (float(np.mean(final_crps[m])), m))
+    alpha = 100 * (1 - ci_level) / 2
+    finals = {r["model"]: r for r in rows}  # rows are in stage order: the last row per model is its final stage
+    for name in ensembles:
+        if name not in final_crps or name not in finals:
+            continue
+        diff = final_crps[name] - final_crps[best]
+        lo, hi = (np.nan, np.nan) if idx is None else np.percentile(diff[idx].mean(axis=1), [alpha, 100 - alpha])
+        finals[name].update(best_member=best, crps_minus_best_member=float(diff.mean()),
+                            crps_minus_best_member_ci_lo=float(lo), crps_minus_best_member_ci_hi=float(hi))

@@ -20,9 +20,9 @@ import pandas as pd
 
 from deepred import metrics as M
 from deepred.calibration_table import COLUMNS as CALIBRATION_COLUMNS
-from deepred.calibration_table import calibration_rows
-from deepred.catalog import (PHOTOMETRY_BASELINE, PHOTOMETRY_FAMILY, derive_seed, image_baselines, model_family,
-                             table_models)
+from deepred.calibration_table import calibration_rows, compare_with_members
+from deepred.catalog import (ENSEMBLES, PHOTOMETRY_BASELINE, PHOTOMETRY_FAMILY, derive_seed, ensemble_members,
+                             image_baselines, model_family, table_models)
 from deepred.data.contract import DataError, ProcessedDataset, test_set_rows
 from deepred.io import write_csv
 from deepred.predictions import pdf_matrix, read_predictions
@@ -120,7 +120,7 @@ def _evaluate_models(config, test_set, pred_paths, rows, catalog, label, idx):
     mcfg = config["metrics"]
     params = {"outlier_threshold": mcfg["outlier_threshold"]}
     base = {"test_set": test_set, "dataset": config["test_sets"][test_set]["dataset"]}
-    long_rows, nmad_boot, nmad_val, point, pdf_rows = [], {}, {}, {}, []
+    long_rows, nmad_boot, nmad_val, point, pdf_rows, final_crps = [], {}, {}, {}, [], {}
     for model in table_models(config):
         path = pred_paths[model]
         sel, grid = test_set_predictions(path, rows, catalog, label)
@@ -133,11 +133,13 @@ def _evaluate_models(config, test_set, pred_paths, rows, catalog, label, idx):
             raise DataError(f"{path}: {exc}") from exc
         fam = model_family(config, model)
         long_rows += [{**base, "model": model, "family": fam, **r} for r in res]
-        pdf_rows += calibration_rows({**base, "model": model, "family": fam}, sel, grid, path, idx, mcfg["ci_level"])
+        pdf_rows += calibration_rows({**base, "model": model, "family": fam}, sel, grid, path, idx, mcfg["ci_level"],
+                                     final_crps)
         s = M.sample_arrays(zp, zt)
         nmad_val[model] = M.metric_values("nmad", s, params)
         nmad_boot[model] = M.metric_values("nmad", s, params, idx) if idx is not None else None
         point[model] = (zp, zt)
+    compare_with_members(pdf_rows, final_crps, ensemble_members(config), ENSEMBLES, idx, mcfg["ci_level"])
     return long_rows, nmad_val, nmad_boot, point, pdf_rows
 
 

@@ -236,3 +236,23 @@ def test_figures(tiny_dataset, tmp_path):
                        "b": [0.05, 0.04]})
     F.transfer_figure(tr, out / "transfer.png", out / "transfer.pdf")
     assert (out / "transfer.png").stat().st_size > 5_000
+
+
+def test_ensemble_crps_is_compared_with_its_best_member_by_a_paired_bootstrap():
+    from deepred.calibration_table import compare_with_members
+    from deepred.metrics import bootstrap_indices
+
+    rng = np.random.default_rng(3)
+    base = rng.gamma(2.0, 0.01, 300)
+    crps = {"resnet": base, "swin": base + 0.004, "ensemble_stacked": base - 0.002 + rng.normal(0, 1e-4, 300),
+            "ensemble_mean": base + 0.001}
+    rows = [{"model": m, "stage": s} for m in crps for s in ("uncalibrated", "calibrated")]
+    compare_with_members(rows, crps, ["resnet", "swin"], ("ensemble_stacked", "ensemble_mean"),
+                         bootstrap_indices(300, 200, 0), 0.95)
+    final = {r["model"]: r for r in rows if r["stage"] == "calibrated"}
+    assert all("best_member" not in r for r in rows if r["stage"] == "uncalibrated")  # only the final PDFs
+    assert "best_member" not in final["resnet"]  # members are not compared with themselves
+    st, mean = final["ensemble_stacked"], final["ensemble_mean"]
+    assert st["best_member"] == mean["best_member"] == "resnet"  # the lowest test CRPS, not the first listed
+    assert st["crps_minus_best_member"] == pytest.approx(-0.002, abs=2e-5)
+    assert st["crps_minus_best_member_ci_hi"] < 0 < mean["crps_minus_best_member_ci_lo"]  # better / worse, tested
