@@ -1,6 +1,6 @@
 # The scale study (deepred/scale_study.py): test NMAD against the number of training systems, set against the
 # photometric baseline. Only a config with a `scale_study` section has these jobs (config/scale_study.yaml):
-#   snakemake --cores 2 --configfile config/scale_study.yaml scale_study
+#   snakemake scale_study --cores 2 --configfile config/scale_study.yaml
 # Each point trains on a nested subset of the training split and predicts the whole test split.
 from deepred.catalog import PHOTOMETRY_BASELINE
 
