@@ -49,6 +49,11 @@ def test_every_key_of_config_yaml_has_a_comment():
         (lambda c: c["test_sets"]["sdss"].update(dataset="sdds"), "unknown dataset 'sdds'"),
         (lambda c: c.update(seed=-1), "config key 'seed': -1 is less than the minimum of 0"),
         (lambda c: c["ensemble"].update(cv_folds=1), "config key 'ensemble.cv_folds': 1 fold is no cross-validation"),
+        (lambda c: c.update(scale_study={"datasets": ["sdss"], "models": ["resnte"], "train_systems": [100, 1000]}),
+         "config key 'scale_study.models': 'resnte' is not an enabled network or the enabled photometric baseline "
+         "(did you mean 'resnet'?)"),
+        (lambda c: c.update(scale_study={"datasets": ["sdss"], "models": ["resnet"], "train_systems": [1000]}),
+         "config key 'scale_study.train_systems': [1000] is too short"),
     ],
 )
 def test_bad_config_names_the_key(default_config, mutate, message):
