@@ -77,6 +77,8 @@ rule scale_study:
         runtime="15m",
     params:
         points=SCALE_POINTS,
-        metrics={k: v for k, v in config["metrics"].items() if k not in METRICS_RUN_ONLY},
+        metrics={
+            k: v for k, v in config["metrics"].items() if k not in METRICS_RUN_ONLY
+        },
     script:
         "../workflow_scripts/scale_study.py"
