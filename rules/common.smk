@@ -10,6 +10,7 @@ sys.path.insert(0, workflow.basedir)
 from deepred.catalog import (
     ENSEMBLE_METHODS,
     FEATURE_BASELINES,
+    PHOTOMETRY_BASELINE,
     RUN_ONLY_TRAINING_KEYS,
     enabled_networks,
     ensemble_members,
@@ -338,4 +339,25 @@ def archive_checksummed():
             ]
     return files + [
         processed(d, f) for d in DATASETS for f in ("catalog.parquet", "stats.json")
+    ]
+
+
+# The scale study (rules/scale_study.smk; only config/scale_study.yaml sets `scale_study`): one point per
+# (dataset, model, training systems), each in its own folder.
+SCALE = config.get("scale_study") or {}
+SCALE_POINTS = [
+    (ds, model, int(n))
+    for ds in SCALE.get("datasets", [])
+    for model in SCALE.get("models", [])
+    for n in sorted(SCALE.get("train_systems", []))
+]
+SCALE_DIR = f"{RESULTS}/scale_study/{{dataset}}/{{model}}/n{{n}}"
+SCALE_FILE = f"{RESULTS}/scale_study/{{dataset}}/{{model}}/n{{n}}/{{name}}"
+
+
+def scale_point_files(name):
+    """One file of every scale-study point, in SCALE_POINTS order (the table rule's params.points)."""
+    return [
+        SCALE_FILE.format(dataset=ds, model=m, n=n, name=name)
+        for ds, m, n in SCALE_POINTS
     ]

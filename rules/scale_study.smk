@@ -2,23 +2,7 @@
 # photometric baseline. Only a config with a `scale_study` section has these jobs (config/scale_study.yaml):
 #   snakemake scale_study --cores 2 --configfile config/scale_study.yaml
 # Each point trains on a nested subset of the training split and predicts the whole test split.
-from deepred.catalog import PHOTOMETRY_BASELINE
-
-SCALE = config.get("scale_study") or {}
-SCALE_POINTS = [
-    (ds, model, int(n))
-    for ds in SCALE.get("datasets", [])
-    for model in SCALE.get("models", [])
-    for n in sorted(SCALE.get("train_systems", []))
-]
-SCALE_DIR = f"{RESULTS}/scale_study/{{dataset}}/{{model}}/n{{n}}"
-
-
-def scale_point_files(name):
-    return [
-        SCALE_DIR.format(dataset=ds, model=m, n=n) + f"/{name}"
-        for ds, m, n in SCALE_POINTS
-    ]
+# Its point list and file helpers live in rules/common.smk (SCALE_POINTS, scale_point_files).
 
 
 rule scale_point:
