@@ -236,13 +236,20 @@ def transfer_figure(transfer: pd.DataFrame, png, pdf) -> None:
 def scale_study_figure(table: pd.DataFrame, crossover: pd.DataFrame, config: dict, png, pdf) -> None:
     """Test NMAD against training systems, one panel per dataset, 95% bootstrap bars; photometry in black, and
     each curve's crossover with it marked (deepred.scale_study)."""
+    from matplotlib.ticker import FixedLocator, LogLocator, NullFormatter, NullLocator
+
     datasets = list(dict.fromkeys(table["dataset"]))
-    fig, axes = plt.subplots(1, len(datasets), figsize=(5.2 * len(datasets), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.6 * len(datasets) + 1.6, 4.4), squeeze=False,
+                             constrained_layout=True)
+    models = list(dict.fromkeys(table["model"]))
     for ax, ds in zip(axes.flat, datasets):
         d = table[table["dataset"] == ds]
-        for i, model in enumerate(dict.fromkeys(d["model"])):
+        for i, model in enumerate(models):
             m = d[d["model"] == model].sort_values("n_train_systems")
-            style = {"color": "k", "ls": "--", "marker": "s"} if model == PHOTOMETRY_BASELINE else _style(model, config, i)
+            ours = model_family(config, model).startswith("deepred")
+            style = ({"color": "k", "ls": "--", "marker": "s"} if model == PHOTOMETRY_BASELINE else
+                     {"color": f"C{3 if ours else i}", "ls": "-" if ours else ":", "marker": "o" if ours else "^",
+                      "lw": 2.2 if ours else 1.4})
             err = np.vstack([m["nmad"] - m["nmad_ci_lo"], m["nmad_ci_hi"] - m["nmad"]])
             ax.errorbar(m["n_train_systems"], m["nmad"], yerr=np.where(np.isfinite(err), err, 0), capsize=3,
                         label=label(model), **style)
@@ -251,12 +258,19 @@ def scale_study_figure(table: pd.DataFrame, crossover: pd.DataFrame, config: dic
                 ax.axvline(row.crossover_n, color="0.6", ls=":", lw=1)
                 ax.annotate(f"{label(row.model)} = photometry\n~{row.crossover_n:,.0f}", (row.crossover_n, 0.98),
                             xycoords=("data", "axes fraction"), fontsize=7, ha="center", va="top")
+        sizes = sorted(d["n_train_systems"].unique())
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(FixedLocator(sizes))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xticklabels([f"{n:,}" for n in sizes])
         ax.set_yscale("log")
-        ax.set_xlabel("training systems")
-        ax.set_ylabel("test NMAD (lower is better)")
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0)))
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.3g}"))
+        ax.set_xlabel("training systems (nested subsets of one split)")
         ax.set_title(f"{ds} (test n = {int(d['n_test'].iloc[0])})")
         ax.grid(alpha=0.3, which="both")
+    axes[0, 0].set_ylabel("test NMAD, 95% bootstrap interval (lower is better)")
     axes.flat[-1].legend(fontsize=8, frameon=False, bbox_to_anchor=(1.01, 1), loc="upper left")
     fig.suptitle("Scale study: do the pixels beat photometry with more training data?")
     save(fig, png, pdf)
