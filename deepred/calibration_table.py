@@ -61,8 +61,8 @@ def calibration_rows(base: dict, frame: pd.DataFrame, grid, path, idx, ci_level:
             ok &= bool(abs(row[name] - level) <= row[f"{name}_tolerance"])
         row["coverage_ok"] = ok
         rows.append(row)
-        if final_crps is not None:  # the last stage is what the model's prediction files give
-            final_crps[base["model"]] = M.crps(pdf, grid, zt)
+    if final_crps is not None and rows:  # the last stage is what the model's prediction files give
+        final_crps[base["model"]] = M.crps(pdf, grid, zt)
     return rows
 
 

@@ -71,6 +71,18 @@ def test_set_params(wildcards):
 METRICS_RUN_ONLY = ("transfer_models", "paper_R", "archive_date")
 
 
+def model_config_section(wildcards):
+    """The config section of the model a training job fits (the train and scale_point rules): their `params` rerun
+    trigger, so editing one model's section reruns only that model's jobs."""
+    return {**config["baselines"], **config["architectures"]}[wildcards.model]
+
+
+# What trained weights depend on in `training` (run-only keys, deepred.catalog.RUN_ONLY_TRAINING_KEYS, rerun nothing).
+TRAINING_RECIPE = {
+    k: v for k, v in config["training"].items() if k not in RUN_ONLY_TRAINING_KEYS
+}
+
+
 def processed(dataset, name="catalog.parquet"):
     return f"{DATA}/processed/{dataset}/{name}"
 
@@ -352,7 +364,7 @@ SCALE_POINTS = [
     for n in sorted(SCALE.get("train_systems", []))
 ]
 SCALE_DIR = f"{RESULTS}/scale_study/{{dataset}}/{{model}}/n{{n}}"
-SCALE_FILE = f"{RESULTS}/scale_study/{{dataset}}/{{model}}/n{{n}}/{{name}}"
+SCALE_FILE = f"{SCALE_DIR}/{{name}}"
 
 
 def scale_point_files(name):

@@ -30,12 +30,8 @@ rule scale_point:
         gpu=lambda wc: 0 if wc.model == PHOTOMETRY_BASELINE else 1,  # trees: CPU
     params:
         # rerun triggers, as in rule train: the model's section, the training recipe, the seed
-        section=lambda wc: {**config["baselines"], **config["architectures"]}[wc.model],
-        training={
-            k: v
-            for k, v in config["training"].items()
-            if k not in RUN_ONLY_TRAINING_KEYS
-        },
+        section=model_config_section,
+        training=TRAINING_RECIPE,
         seed=config["seed"],
     script:
         "../workflow_scripts/scale_point.py"

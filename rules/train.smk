@@ -28,12 +28,8 @@ rule train:
     params:
         # what the weights depend on, for the `params` rerun trigger: editing one model's section reruns
         # only that model's jobs; run-only keys (deepred.catalog.RUN_ONLY_TRAINING_KEYS) rerun nothing
-        section=lambda wc: {**config["baselines"], **config["architectures"]}[wc.model],
-        training={
-            k: v
-            for k, v in config["training"].items()
-            if k not in RUN_ONLY_TRAINING_KEYS
-        },
+        section=model_config_section,
+        training=TRAINING_RECIPE,
         seed=config["seed"],
         calibration=config["calibration"],  # fitted on the validation split after training (weights unchanged)
     script:
