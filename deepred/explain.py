@@ -37,8 +37,11 @@ log = logging.getLogger("deepred.explain")
 # Files one explain job writes into results/shap/{model}/{dataset}/.
 OUTPUT_FILES = ("per_image.parquet", "attributions.npy", "regions.npy", "explain.json")
 # Attribution methods (shap.method): expected gradients per pixel, or summed over windows of the network's input
-# unit (its patch, or its first convolution's kernel).
-METHODS = ("expected_gradients", "expected_gradients_patch")
+# unit (its patch, or its first convolution's kernel); or occlusion-sensitivity maps (deepred/occlusion_map.py).
+METHODS = ("expected_gradients", "expected_gradients_patch", "occlusion")
+EXPLAINERS = {"expected_gradients": "expected gradients (deepred.explain)",
+              "expected_gradients_patch": "expected gradients over input-unit windows (deepred.explain)",
+              "occlusion": "occlusion-sensitivity maps (deepred.occlusion_map)"}
 # The occlusion control's per-cutout predictions, written by the same job (read by the table only).
 OCCLUSION_FILE = "occlusion.parquet"
 
@@ -193,13 +196,31 @@ def window_sums(attr: np.ndarray, window: int) -> np.ndarray:
 
 def attribution_method(shap_cfg: dict, model: str | None, module: torch.nn.Module) -> tuple[str, int]:
     """(method, window px) for one explained network: `method_per_model` over `method`; the window is
-    `patch_px` or, where that is null, the network's input unit (patch_size; 1 px for expected_gradients)."""
+    `patch_px` or, where that is null, the network's input unit (patch_size; 1 px for expected_gradients); for
+    occlusion, `occlusion_map_window` input units (at least 3 px)."""
     method = (shap_cfg.get("method_per_model") or {}).get(model, shap_cfg.get("method", "expected_gradients"))
     if method not in METHODS:
         raise ExplainError(f"shap method '{method}' for '{model}' unknown; known: {', '.join(METHODS)}")
     if method == "expected_gradients":
         return method, 1
+    if method == "occlusion":
+        return method, max(3, int(round(float(shap_cfg.get("occlusion_map_window", 2.5)) * patch_size(module))))
     return method, int(shap_cfg.get("patch_px") or patch_size(module))
+
+
+def attribution_maps(module: torch.nn.Module, method: str, window: int, background: np.ndarray, images: np.ndarray,
+                     regions: np.ndarray, shap_cfg: dict, seed: int, device: str = "cpu") -> np.ndarray:
+    """(3, n, C, H, W): the method's maps of `images`, then the two half maps whose agreement is its stability
+    (expected gradients: disjoint halves of the samples; occlusion: of the noise draws, C = 1)."""
+    if method == "occlusion":
+        from deepred.occlusion_map import occlusion_maps
+
+        return occlusion_maps(module, images, regions, background, window,
+                              int(shap_cfg.get("occlusion_map_stride_px", 3)), int(shap_cfg.get("occlusion_map_draws", 2)),
+                              shap_cfg.get("occlusion_map_fill", "background"), seed, device)
+    maps = shap_attributions(module, background, images, shap_cfg["nsamples"], seed, shap_cfg["batch_size"], device,
+                             halves=True)
+    return np.stack([window_sums(m, window) for m in maps]).astype(np.float32)
 
 
 def split_half_rho(first: np.ndarray, second: np.ndarray) -> np.ndarray:
@@ -239,11 +260,10 @@ def explain_and_score(module: torch.nn.Module, ds: ProcessedDataset, shap_cfg: d
                        shap_cfg["segmentation_thresh"])
     bg_rows = background_sample(ds.split("train"), shap_cfg["n_background"], derive_seed(seed, "background"))
     images = ds.images(rows)
-    method, window = attribution_method(shap_cfg, model, module)
-    maps = shap_attributions(module, ds.images(bg_rows), images, shap_cfg["nsamples"], derive_seed(seed, "shap"),
-                             shap_cfg["batch_size"], device, halves=True)
-    attr, first, second = (window_sums(m, window).astype(np.float32) for m in maps)
     regions, sources = object_regions(images, ds.masks(rows), scaling, thresh=shap_cfg["segmentation_thresh"])
+    method, window = attribution_method(shap_cfg, model, module)
+    attr, first, second = attribution_maps(module, method, window, ds.images(bg_rows), images, regions, shap_cfg,
+                                           derive_seed(seed, "shap"), device)
     scores = score_attributions(attr, regions, int(shap_cfg.get("pointing_tolerance", 0)))
     with torch.no_grad():
         z_pred = module(torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).to(device))[:, 0].cpu().numpy()
@@ -303,7 +323,7 @@ def explain_model(model_dir: str | Path, processed_dir: str | Path, config: dict
     seconds = time.perf_counter() - t0
     write_json(out_dir / "explain.json", {
         "model": model, "dataset": dataset, "seed": seed, "method": str(per_image["method"].iloc[0]),
-        "window_px": int(per_image["window_px"].iloc[0]), "explainer": "expected gradients (deepred.explain)",
+        "window_px": int(per_image["window_px"].iloc[0]), "explainer": EXPLAINERS[str(per_image["method"].iloc[0])],
         "device": device, "shap": shap_cfg, "n_images": int(len(per_image)), "seconds": round(seconds, 2),
         "cpu_seconds_explain": round(cpu_explain, 2), "cpu_seconds_total": round(time.process_time() - cpu0, 2),
         "pointing_acc": float(per_image["hit"].mean()), "mass_inside": float(per_image["mass_inside"].mean()),

@@ -274,8 +274,9 @@ def accuracy_vs_snr(per_image: pd.DataFrame, edges: np.ndarray, n_resamples: int
 # The controls' columns (computed in deepred/shap_controls.py): occlusion, then the shuffled-label network.
 OCCLUSION_COLUMNS = [
     "occl_n", "nmad_clean", "err_clean", "err_object_hidden", "err_elsewhere_hidden", "err_wide_hidden",
-    "err_wide_elsewhere_hidden", "reliance", "reliance_lo", "reliance_hi", "wide_reliance", "wide_reliance_lo",
-    "wide_reliance_hi", "looks_at",
+    "err_wide_elsewhere_hidden", "err_swap_hidden", "err_swap_elsewhere_hidden", "reliance", "reliance_lo",
+    "reliance_hi", "wide_reliance", "wide_reliance_lo", "wide_reliance_hi", "swap_reliance", "swap_reliance_lo",
+    "swap_reliance_hi", "looks_at", "swap_uses_object",
 ]
 SHUFFLED_COLUMNS = ["shuffled_pointing_acc", "shuffled_pointing_lo", "shuffled_pointing_hi"]
 TABLE_COLUMNS = ["test_set", "dataset", "model", "method", "window_px", *SUMMARY_COLUMNS, "split_half_rho", "hq_snr",
@@ -309,7 +310,7 @@ def _model_rows(config: dict, ts_name: str, dataset: str, model: str, sel: pd.Da
                                 on="subset", how="left")
     for col in (*OCCLUSION_COLUMNS, *SHUFFLED_COLUMNS):
         if col not in summary:
-            summary[col] = "" if col == "looks_at" else np.nan
+            summary[col] = "" if col in ("looks_at", "swap_uses_object") else np.nan
     summary.insert(0, "window_px", int(sel["window_px"].iloc[0]) if "window_px" in sel else 1)
     summary.insert(0, "method", str(sel["method"].iloc[0]) if "method" in sel else "expected_gradients")
     summary.insert(0, "model", model)

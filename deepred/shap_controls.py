@@ -7,6 +7,11 @@
   scores) and for the footprint grown by `shap.occlusion_grow_px` (its faint outskirts too).
   Score: reliance = (error object hidden - error elsewhere hidden) / error clean, with a paired bootstrap
   interval; the error is the NMAD taken about zero (robust_error), which counts a shift of the predictions.
+  Sky noise shows the network a cutout without an object, which it never saw in training, so it also measures
+  the network's reaction to that. Hence a third, in-distribution pair: the grown footprint, and the same mask
+  elsewhere, swapped for the same pixels of another test cutout (a donor, which holds its own object there).
+  A network that reads the object then predicts something like the donor's redshift (swap_reliance; verdict
+  `swap_uses_object`); one whose signal lies elsewhere does not move (tests/test_shap.py).
 - Shuffled labels (Adebayo et al. 2018's data randomization test): the same architecture trained on the same
   images with the training and validation redshifts permuted, then explained the same way. A localization score
   that such a network reaches as well says that the maps follow the image, not what the network learned.
@@ -39,8 +44,13 @@ from deepred.metrics import NMAD_SCALE, bootstrap_indices, dz, nmad
 
 log = logging.getLogger("deepred.shap_controls")
 
-# Occlusion variants: (column of the predictions, which mask is replaced by sky noise).
-VARIANTS = ("object", "elsewhere", "wide", "wide_elsewhere")
+# Occlusion variants (column of the predictions): the mask of occlusion_masks filled with sky noise, then the
+# grown footprint and its moved copy filled from a donor cutout (SWAPS: variant -> its mask).
+VARIANTS = ("object", "elsewhere", "wide", "wide_elsewhere", "swap", "swap_elsewhere")
+SWAPS = {"swap": "wide", "swap_elsewhere": "wide_elsewhere"}
+# The reliance scores: column -> (variant hidden, its control elsewhere).
+RELIANCES = {"reliance": ("object", "elsewhere"), "wide_reliance": ("wide", "wide_elsewhere"),
+             "swap_reliance": ("swap", "swap_elsewhere")}
 LOOKS_AT = ("object", "around_object", "not_object")
 
 
@@ -120,10 +130,23 @@ def occlusion_control(module: torch.nn.Module, ds, shap_cfg: dict, seed: int, de
     })
     rng = np.random.default_rng(derive_seed(seed, "occlusion_noise"))
     levels = sky_levels(images, masks["sky"])
+    donors = donor_index(len(images), derive_seed(seed, "occlusion_donors"))
     for name in VARIANTS:
-        out[f"z_{name}"] = _predict(module, fill_with_sky(images, masks[name], levels, rng), device)
-        out[f"px_{name}"] = masks[name].sum(axis=(1, 2))
+        hide = masks[SWAPS.get(name, name)]
+        filled = (np.where(hide[:, None], images[donors], images) if name in SWAPS
+                  else fill_with_sky(images, hide, levels, rng))
+        out[f"z_{name}"] = _predict(module, filled, device)
+        out[f"px_{name}"] = hide.sum(axis=(1, 2))
+    out["donor_id"] = out["object_id"].to_numpy()[donors]
     return out
+
+
+def donor_index(n: int, seed: int) -> np.ndarray:
+    """For each of n cutouts, another one (a seeded cyclic derangement: nobody is their own donor)."""
+    order = np.random.default_rng(seed).permutation(n)
+    donors = np.empty(n, dtype=int)
+    donors[order] = np.roll(order, -1)
+    return donors
 
 
 def robust_error(z_pred: np.ndarray, z_true: np.ndarray) -> np.ndarray:
@@ -138,7 +161,7 @@ def _errors(frame: pd.DataFrame, idx: np.ndarray | None) -> dict[str, np.ndarray
     z_true = frame["z_true"].to_numpy(float)
     take = (lambda a: a) if idx is None else (lambda a: a[idx])
     return {name: robust_error(take(frame[f"z_{name}"].to_numpy(float)), take(z_true))
-            for name in ("clean", *VARIANTS)}
+            for name in ("clean", *VARIANTS) if f"z_{name}" in frame}  # files before the swaps lack them
 
 
 def _reliance(err: dict, hidden: str, control: str) -> np.ndarray:
@@ -147,28 +170,32 @@ def _reliance(err: dict, hidden: str, control: str) -> np.ndarray:
 
 
 def occlusion_scores(frame: pd.DataFrame, n_resamples: int, seed: int, level: float, threshold: float) -> dict:
-    """One subset's occlusion rows: the NMAD of the clean predictions, the robust error of each variant, the two
-    reliances (error added by hiding the region minus that added by hiding the same area elsewhere, over the
-    clean error) with paired bootstrap intervals, and the verdict: `object` when hiding the footprint costs more
-    than `threshold` (lower bound), `around_object` when only hiding the grown footprint does, else `not_object`."""
+    """One subset's occlusion rows: the NMAD of the clean predictions, the robust error of each variant, the three
+    reliances (error added by filling the region minus that added by filling the same area elsewhere, over the
+    clean error) with paired bootstrap intervals, and two verdicts. `looks_at` (sky-noise fills): `object` when
+    hiding the footprint costs more than `threshold` (lower bound), `around_object` when only hiding the grown
+    footprint does, else `not_object`. `swap_uses_object`: the donor swap of the grown footprint does."""
     out = dict.fromkeys(OCCLUSION_COLUMNS, float("nan"))
-    out["occl_n"], out["looks_at"] = int(len(frame)), ""
+    out["occl_n"], out["looks_at"], out["swap_uses_object"] = int(len(frame)), "", ""
     if len(frame) < 2:
         return out
     point = _errors(frame, None)
     boot = _errors(frame, bootstrap_indices(len(frame), n_resamples, seed)) if n_resamples > 0 else point
     a = (1 - level) / 2
-    for key, (hidden, control) in {"reliance": ("object", "elsewhere"),
-                                   "wide_reliance": ("wide", "wide_elsewhere")}.items():
+    for key, (hidden, control) in RELIANCES.items():
+        if hidden not in point:
+            continue
         out[key] = float(_reliance(point, hidden, control))
         lo, hi = np.nanquantile(np.atleast_1d(_reliance(boot, hidden, control)), [a, 1 - a])
         out[f"{key}_lo"], out[f"{key}_hi"] = float(lo), float(hi)
     out["nmad_clean"] = nmad(frame["z_clean"].to_numpy(float), frame["z_true"].to_numpy(float))
     out["err_clean"] = float(point["clean"])
     for name in VARIANTS:
-        out[f"err_{name}_hidden"] = float(point[name])
+        out[f"err_{name}_hidden"] = float(point.get(name, np.nan))
     out["looks_at"] = ("object" if out["reliance_lo"] > threshold else
                        "around_object" if out["wide_reliance_lo"] > threshold else "not_object")
+    if np.isfinite(out["swap_reliance_lo"]):
+        out["swap_uses_object"] = "yes" if out["swap_reliance_lo"] > threshold else "no"
     return out
 
 

@@ -39,7 +39,7 @@ def pick_examples(per_image: pd.DataFrame, n: int) -> np.ndarray:
 def examples_figure(per_image: pd.DataFrame, images: np.ndarray, attr: np.ndarray, regions: np.ndarray,
                     title: str, png: str | Path, n_examples: int) -> None:
     """Top row: colour composites with the object region outlined; bottom row: band-summed SHAP maps
-    (red raises the redshift estimate, blue lowers it) with the region and the |SHAP| peak marked
+    (red raises the redshift estimate, blue lowers it; occlusion maps: white to red, |change|) with the region and the |SHAP| peak marked
     (green: inside, orange: within the pointing tolerance, magenta: elsewhere)."""
     pos = pick_examples(per_image, n_examples)
     ncol = max(len(pos), 1)
@@ -50,7 +50,10 @@ def examples_figure(per_image: pd.DataFrame, images: np.ndarray, attr: np.ndarra
         vmax = float(np.abs(shap_map).max()) or 1.0
         top, bottom = axes[0, j], axes[1, j]
         top.imshow(colour_composite(images[i]), origin="lower")
-        bottom.imshow(shap_map, origin="lower", cmap="RdBu_r", vmin=-vmax, vmax=vmax)
+        if shap_map.min() >= 0:  # an occlusion map: |change of z| where a window is refilled
+            bottom.imshow(shap_map, origin="lower", cmap="Reds", vmin=0, vmax=vmax)
+        else:
+            bottom.imshow(shap_map, origin="lower", cmap="RdBu_r", vmin=-vmax, vmax=vmax)
         for ax, colour in ((top, "white"), (bottom, "black")):
             ax.contour(regions[i].astype(float), levels=[0.5], colors=colour, linewidths=0.8)
             colour_peak = "lime" if row["hit"] else ("orange" if row.get("hit_tol", False) else "magenta")

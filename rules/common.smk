@@ -246,6 +246,17 @@ SHAP_RUN_ONLY_KEYS = (
     "method_per_model",
 )
 
+# knobs read by one family of attribution methods only
+SHAP_METHOD_KEYS = {
+    "gradients": ("nsamples", "batch_size", "patch_px"),
+    "occlusion": (
+        "occlusion_map_window",
+        "occlusion_map_stride_px",
+        "occlusion_map_draws",
+        "occlusion_map_fill",
+    ),
+}
+
 
 def shap_settings(wildcards):
     """What one explain job's numbers depend on (the rerun trigger): the shap settings, with this model's method
@@ -258,6 +269,9 @@ def shap_settings(wildcards):
         if k not in SHAP_RUN_ONLY_KEYS + ("n_explain", "n_explain_per_dataset")
     }
     settings["method"] = cfg["method_per_model"].get(wildcards.model, cfg["method"])
+    other = "gradients" if settings["method"] == "occlusion" else "occlusion"
+    for key in SHAP_METHOD_KEYS[other]:
+        settings.pop(key)  # the other method's knobs do not rerun this job
     settings["n_explain"] = cfg["n_explain_per_dataset"].get(
         wildcards.dataset, cfg["n_explain"]
     )

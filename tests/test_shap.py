@@ -35,6 +35,10 @@ SHAP_CFG = dict(n_explain=24, n_background=16, nsamples=32, batch_size=64, snr_b
                 pointing_tolerance=2, occlusion_n=None, occlusion_grow_px=2)
 # expected_gradients_patch on the toy CNN: windows of its first convolution's 3 px kernel
 PATCH_CFG = dict(SHAP_CFG, method="expected_gradients_patch", patch_px=None)
+# occlusion maps: windows of 2.5 x that kernel (8 px) every 3 px, two noise draws
+OCC_CFG = dict(SHAP_CFG, method="occlusion", occlusion_map_window=2.5, occlusion_map_stride_px=3,
+               occlusion_map_draws=2, occlusion_map_fill="background")
+WINDOW = {"expected_gradients": 1, "expected_gradients_patch": 3, "occlusion": 8}
 
 
 def write_signal_dataset(root: Path, signal_on: str, n: int = 400, seed: int = 0, real_like: bool = False
@@ -114,15 +118,15 @@ def toy(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("cfg", [SHAP_CFG, PATCH_CFG], ids=["pixel", "patch"])
+@pytest.mark.parametrize("cfg", [SHAP_CFG, PATCH_CFG, OCC_CFG], ids=["pixel", "patch", "occlusion"])
 def test_score_fails_when_the_signal_is_off_the_object_and_rewards_training(toy, cfg):
     ds_obj, net_obj = toy["object"]
     ds_comp, net_comp = toy["companion"]
     on, _, _ = explain_and_score(net_obj, ds_obj, cfg, seed=1)
     off, _, _ = explain_and_score(net_comp, ds_comp, cfg, seed=1)
     untrained, _, _ = explain_and_score(small_cnn(), ds_obj, cfg, seed=1)
-    assert set(on["method"]) == {cfg.get("method", "expected_gradients")}
-    assert set(on["window_px"]) == ({3} if "method" in cfg else {1})
+    method = cfg.get("method", "expected_gradients")
+    assert set(on["method"]) == {method} and set(on["window_px"]) == {WINDOW[method]}
     # Same images explained for the trained and untrained network (same seed, same dataset).
     assert on["object_id"].tolist() == untrained["object_id"].tolist()
     assert off["hit"].mean() <= 0.1 and off["mass_inside"].mean() < off["region_frac"].mean() + 0.05
@@ -154,6 +158,16 @@ class CornerReader(torch.nn.Module):
         return (x[:, :, :7, :7].flatten(1) @ self.coef[:-1] + self.coef[-1])[:, None]
 
 
+def test_sky_filled_occlusion_maps_are_fooled_where_background_filled_ones_are_not(toy):
+    """Why the occlusion method fills a window from background cutouts: filled with sky noise, hiding the object
+    shows the companion-signal network a cutout without an object, unlike any it was trained on, and its map points
+    at the object, where its signal is not. Filled with another cutout's pixels, it points at the companion."""
+    ds_comp, net_comp = toy["companion"]
+    sky, _, _ = explain_and_score(net_comp, ds_comp, dict(OCC_CFG, occlusion_map_fill="sky"), seed=1)
+    background, _, _ = explain_and_score(net_comp, ds_comp, OCC_CFG, seed=1)
+    assert sky["hit"].mean() >= 0.5 and background["hit"].mean() <= 0.1
+
+
 def test_occlusion_control_tells_a_network_that_uses_the_object_from_one_that_does_not(toy):
     """Hiding the object ruins the object-signal network (reliance far above the threshold), while hiding the
     same area of sky costs it nothing; a network that reads only the companion's corner loses nothing when the
@@ -171,6 +185,25 @@ def test_occlusion_control_tells_a_network_that_uses_the_object_from_one_that_do
     assert s_corner["err_clean"] < 0.15  # it does predict z from the companion
     np.testing.assert_array_equal(corner["z_object"], corner["z_clean"])  # the object is out of its sight
     assert s_corner["looks_at"] == "not_object" and s_corner["reliance"] <= 0
+    assert s_on["swap_uses_object"] == "yes" and s_corner["swap_uses_object"] == "no"
+
+
+def test_the_donor_swap_judges_the_network_that_sky_noise_cannot(toy):
+    """The companion-signal CNN reacts to a missing object (sky-noise control: `object`), but given another
+    cutout's object in its place it keeps predicting from the companion: the in-distribution swap says it does
+    not use the object, and says the object-signal CNN does (it then predicts about the donor's redshift)."""
+    ds_obj, net_obj = toy["object"]
+    ds_comp, net_comp = toy["companion"]
+    on = occlusion_control(net_obj, ds_obj, SHAP_CFG, seed=1)
+    off = occlusion_control(net_comp, ds_comp, SHAP_CFG, seed=1)
+    assert (on["donor_id"] != on["object_id"]).all() and set(on["donor_id"]) == set(on["object_id"])
+    s_on = occlusion_scores(on, n_resamples=100, seed=0, level=0.95, threshold=0.25)
+    s_off = occlusion_scores(off, n_resamples=100, seed=0, level=0.95, threshold=0.25)
+    assert s_off["looks_at"] == "object"  # fooled: the reaction to an empty centre
+    assert s_off["swap_uses_object"] == "no" and s_off["swap_reliance_hi"] < 0.25
+    assert s_on["swap_uses_object"] == "yes" and s_on["swap_reliance_lo"] > 2.0
+    z_donor = on.set_index("object_id").loc[on["donor_id"], "z_true"].to_numpy()
+    assert np.corrcoef(on["z_swap"], z_donor)[0, 1] > 0.8  # it reads the donor's object
 
 
 def test_same_seed_same_numbers_other_seed_other_sample(toy):
