@@ -25,6 +25,11 @@ ENSEMBLE_METHODS = ("stacked", "mean")
 PHOTOMETRY_FAMILY = "baseline_photometry"  # model_family of the photometric baseline
 ENSEMBLES = tuple(f"ensemble_{m}" for m in ENSEMBLE_METHODS)
 
+# The SHAP occlusion control's predictions (deepred/shap_controls.py), a column z_{variant} each: the sky-noise fills
+# of the footprint, the same mask elsewhere, both grown, then the donor swaps of the grown pair. Here, torch-free,
+# because the explain rule's rerun trigger lists them: a new control reruns the explain jobs.
+OCCLUSION_VARIANTS = ("object", "elsewhere", "wide", "wide_elsewhere", "swap", "swap_elsewhere")
+
 # Keys of `training` that change no number (threads, loaders, device, resume policy): not part of the
 # train rule's params (no rerun) nor of the resume fingerprint.
 RUN_ONLY_TRAINING_KEYS = ("threads", "num_workers", "device", "resume", "on_corrupt_checkpoint")

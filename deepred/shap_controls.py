@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from deepred.catalog import derive_seed
+from deepred.catalog import OCCLUSION_VARIANTS as VARIANTS, derive_seed
 from deepred.localization import (
     OCCLUSION_COLUMNS,
     SHUFFLED_COLUMNS,
@@ -44,9 +44,8 @@ from deepred.metrics import NMAD_SCALE, bootstrap_indices, dz, nmad
 
 log = logging.getLogger("deepred.shap_controls")
 
-# Occlusion variants (column of the predictions): the mask of occlusion_masks filled with sky noise, then the
-# grown footprint and its moved copy filled from a donor cutout (SWAPS: variant -> its mask).
-VARIANTS = ("object", "elsewhere", "wide", "wide_elsewhere", "swap", "swap_elsewhere")
+# VARIANTS (deepred.catalog): the masks of occlusion_masks filled with sky noise, then the grown footprint and
+# its moved copy filled from a donor cutout (SWAPS: variant -> its mask).
 SWAPS = {"swap": "wide", "swap_elsewhere": "wide_elsewhere"}
 # The reliance scores: column -> (variant hidden, its control elsewhere).
 RELIANCES = {"reliance": ("object", "elsewhere"), "wide_reliance": ("wide", "wide_elsewhere"),

@@ -10,6 +10,7 @@ sys.path.insert(0, workflow.basedir)
 from deepred.catalog import (
     ENSEMBLE_METHODS,
     FEATURE_BASELINES,
+    OCCLUSION_VARIANTS,
     PHOTOMETRY_BASELINE,
     RUN_ONLY_TRAINING_KEYS,
     enabled_networks,
@@ -275,6 +276,7 @@ def shap_settings(wildcards):
     settings["n_explain"] = cfg["n_explain_per_dataset"].get(
         wildcards.dataset, cfg["n_explain"]
     )
+    settings["occlusion_variants"] = list(OCCLUSION_VARIANTS)  # a new control reruns
     return settings
 
 
