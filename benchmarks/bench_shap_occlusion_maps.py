@@ -63,7 +63,8 @@ def measure(model: str, dataset: str, config: dict, n: int, mult: float, stride:
     return {"model": model, "dataset": dataset, "n": len(images), "n_high_quality": int(hq.sum()), "window_px": window,
             "stride_px": stride, "draws": draws, "fill": fill, "chance": float(regions.mean(axis=(1, 2)).mean()),
             "pointing_acc": [float(h.mean()) for h in hits], "pointing_hq": [float(h[hq].mean()) for h in hits],
-            "pointing_tol_hq": [float(t[hq].mean()) for t in tol], "rho_seeds": float(np.nanmedian(split_half_rho(*maps))),
+            "pointing_tol_hq": [float(t[hq].mean()) for t in tol],
+            "rho_seeds": float(np.nanmedian(split_half_rho(*maps))),
             "rho_split_half": halves, "cpu_s_per_cutout": [round(c, 3) for c in cpu]}
 
 
@@ -90,7 +91,8 @@ def main(argv=None) -> int:
         r = measure(model, args.dataset, config, args.n, args.window_mult, args.stride, args.draws, args.fill, results,
                     data)
         records.append(r)
-        print(f"{args.dataset} {model}: {r['fill']} fill, window {r['window_px']} px, stride {r['stride_px']}: pointing "
+        print(f"{args.dataset} {model}: {r['fill']} fill, window {r['window_px']} px, stride {r['stride_px']}: "
+              f"pointing "
               f"{r['pointing_acc'][0]:.3f} / {r['pointing_acc'][1]:.3f} (high quality, n={r['n_high_quality']}: "
               f"{r['pointing_hq'][0]:.3f} / {r['pointing_hq'][1]:.3f}), rho {r['rho_seeds']:.3f}, "
               f"{np.mean(r['cpu_s_per_cutout']):.3f} CPU-s per cutout", flush=True)

@@ -215,8 +215,8 @@ def attribution_maps(module: torch.nn.Module, method: str, window: int, backgrou
     if method == "occlusion":
         from deepred.occlusion_map import occlusion_maps
 
-        return occlusion_maps(module, images, regions, background, window,
-                              int(shap_cfg.get("occlusion_map_stride_px", 3)), int(shap_cfg.get("occlusion_map_draws", 2)),
+        stride, draws = int(shap_cfg.get("occlusion_map_stride_px", 3)), int(shap_cfg.get("occlusion_map_draws", 2))
+        return occlusion_maps(module, images, regions, background, window, stride, draws,
                               shap_cfg.get("occlusion_map_fill", "background"), seed, device)
     maps = shap_attributions(module, background, images, shap_cfg["nsamples"], seed, shap_cfg["batch_size"], device,
                              halves=True)

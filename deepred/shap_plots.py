@@ -39,8 +39,8 @@ def pick_examples(per_image: pd.DataFrame, n: int) -> np.ndarray:
 def examples_figure(per_image: pd.DataFrame, images: np.ndarray, attr: np.ndarray, regions: np.ndarray,
                     title: str, png: str | Path, n_examples: int) -> None:
     """Top row: colour composites with the object region outlined; bottom row: band-summed SHAP maps
-    (red raises the redshift estimate, blue lowers it; occlusion maps: white to red, |change|) with the region and the |SHAP| peak marked
-    (green: inside, orange: within the pointing tolerance, magenta: elsewhere)."""
+    (red raises the redshift estimate, blue lowers it; occlusion maps: white to red, |change|) with the region
+    and the |SHAP| peak marked (green: inside, orange: within the pointing tolerance, magenta: elsewhere)."""
     pos = pick_examples(per_image, n_examples)
     ncol = max(len(pos), 1)
     fig, axes = plt.subplots(2, ncol, figsize=(1.9 * ncol, 4.3), squeeze=False)

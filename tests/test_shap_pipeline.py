@@ -90,6 +90,8 @@ def test_table_and_figures(trained, tiny_dataset):
     assert full["method"] == "expected_gradients_patch" and -1 <= full["split_half_rho"] <= 1
     assert full["occl_n"] > 12 and full["looks_at"] in ("object", "around_object", "not_object")
     assert full["reliance_lo"] <= full["reliance"] <= full["reliance_hi"]
+    assert full["swap_reliance_lo"] <= full["swap_reliance"] <= full["swap_reliance_hi"]
+    assert full["swap_uses_object"] in ("yes", "no")
     assert 0 <= full["shuffled_pointing_lo"] <= full["shuffled_pointing_acc"] <= full["shuffled_pointing_hi"] <= 1
     # without the controls' files the columns are empty, not missing
     write_localization_table(cfg, [entries[0][:3]], {"tiny": str(tiny_dataset)}, root / "bare.csv", prov)
