@@ -272,7 +272,7 @@ def shap_settings(wildcards):
     settings["method"] = cfg["method_per_model"].get(wildcards.model, cfg["method"])
     other = "gradients" if settings["method"] == "occlusion" else "occlusion"
     for key in SHAP_METHOD_KEYS[other]:
-        settings.pop(key)  # the other method's knobs do not rerun this job
+        settings.pop(key, None)  # the other method's knobs do not rerun this job
     settings["n_explain"] = cfg["n_explain_per_dataset"].get(
         wildcards.dataset, cfg["n_explain"]
     )

@@ -1,5 +1,5 @@
-"""Workflow-level checks of the metrics stage: editing one model's settings reruns only that model's jobs
-and what depends on them (Snakemake's `params` rerun trigger), never the other models' training."""
+"""Workflow-level checks of the metrics and SHAP stages: editing one model's settings reruns only that model's
+jobs and what depends on them (Snakemake's `params` rerun trigger), never the other models' training."""
 
 from __future__ import annotations
 
@@ -43,21 +43,27 @@ def _job_counts(out: str) -> dict[str, int]:
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", block, re.M)}
 
 
-@pytest.mark.slow
-def test_changing_one_model_reruns_only_its_jobs(tmp_path):
-    cfg = _small_config(tmp_path / "cfg.yaml")
-    # Every output as an empty file, then --touch: Snakemake records each job's params as if it had run.
-    summary = _smk(tmp_path, "--summary")
+def _fake_outputs(cwd) -> str:
+    """Every output as an empty file (then --touch: Snakemake records each job's params as if it had run);
+    returns the --summary it read them from."""
+    summary = _smk(cwd, "--summary")
     for line in summary.splitlines()[1:]:
         parts = line.split("\t")
         if len(parts) < 5 or parts[2] in ("all",):
             continue
-        p = tmp_path / parts[0]
+        p = cwd / parts[0]
         if p.name == "shards":
             p.mkdir(parents=True, exist_ok=True)
         else:
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_text("{}" if p.name == "stats.json" else "")  # the DAG reads stats.json's shard records
+    return summary
+
+
+@pytest.mark.slow
+def test_changing_one_model_reruns_only_its_jobs(tmp_path):
+    cfg = _small_config(tmp_path / "cfg.yaml")
+    summary = _fake_outputs(tmp_path)
     # every test set's calibration metrics and the PDF calibration table are outputs (rules/metrics.smk)
     assert "results/tables/pdf_calibration.csv" in summary
     assert all(f"results/metrics/{ts}/calibration.csv" in summary for ts in cfg["test_sets"])
@@ -96,3 +102,25 @@ def test_changing_one_model_reruns_only_its_jobs(tmp_path):
     assert jobs.pop("train") == 6 and jobs.pop("hogsvr") == 2 and jobs.pop("ensemble") == 2  # 3 networks x 2 sets
     for untouched in ("simulate", "normalize"):
         assert untouched not in jobs, jobs
+
+
+@pytest.mark.slow
+def test_an_attribution_setting_reruns_only_the_explain_jobs_of_its_method(tmp_path):
+    """shap.method_per_model gives EfficientNet occlusion maps: an occlusion knob reruns its two explain jobs, an
+    expected-gradient knob ResNet's two, and neither retrains anything."""
+    cfg = _small_config(tmp_path / "cfg.yaml")
+    cfg["shap"]["models"] = ["resnet", "efficientnet"]
+    cfg["shap"]["method_per_model"] = {"efficientnet": "occlusion"}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    _fake_outputs(tmp_path)
+    _smk(tmp_path, "--touch")
+    assert "Nothing to be done" in _smk(tmp_path, "-n")
+    for key, value, model in (("occlusion_map_stride_px", 4, "efficientnet"), ("nsamples", 16, "resnet")):
+        _smk(tmp_path, "--touch")
+        cfg["shap"][key] = value
+        (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+        out = _smk(tmp_path, "-n")
+        jobs = _job_counts(out)
+        assert jobs.pop("shap_explain") == 2, (key, jobs)
+        assert all(f"results/shap/{model}/{d}/per_image.parquet" in out for d in ("des_deep", "des_wide"))
+        assert "train" not in jobs and "predict" not in jobs, (key, jobs)
