@@ -298,3 +298,24 @@ def test_without_masks_or_catalogue_snr_regions_are_segmented_and_snr_measured(t
     # estimated S/N follows the object's true flux (here f_obj = 40 + 160 z)
     assert np.corrcoef(pi["snr"], pi["z_true"])[0, 1] > 0.8
     assert pi["hit"].mean() >= 0.5
+
+
+def test_occlusion_maps_cover_every_pixel_and_repeat_with_the_seed(toy):
+    from deepred.occlusion_map import occlusion_maps, window_slices
+
+    slices = window_slices(24, 8, 3)
+    covered = np.zeros(24, dtype=int)
+    for s in slices:
+        covered[s] += 1
+    assert covered.min() >= 2 and slices[0].start == 0 and slices[-1].stop == 24  # edges too, clipped
+    ds, net = toy["object"]
+    rows = ds.split("test").head(6)
+    images, regions = ds.images(rows), ds.masks(rows).astype(bool)
+    background = ds.images(ds.split("train").head(4))
+    a = occlusion_maps(net, images, regions, background, 8, 3, 2, "background", seed=5)
+    b = occlusion_maps(net, images, regions, background, 8, 3, 2, "background", seed=5)
+    assert a.shape == (3, 6, 1, 24, 24) and (a >= 0).all()
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, occlusion_maps(net, images, regions, background, 8, 3, 2, "background", seed=6))
+    with pytest.raises(ValueError, match="unknown"):
+        occlusion_maps(net, images, regions, background, 8, 3, 2, "blur", seed=5)
