@@ -38,10 +38,10 @@ log = logging.getLogger("deepred.explain")
 OUTPUT_FILES = ("per_image.parquet", "attributions.npy", "regions.npy", "explain.json")
 # Attribution methods (shap.method): expected gradients per pixel, or summed over windows of the network's input
 # unit (its patch, or its first convolution's kernel); or occlusion-sensitivity maps (deepred/occlusion_map.py).
-METHODS = ("expected_gradients", "expected_gradients_patch", "occlusion")
 EXPLAINERS = {"expected_gradients": "expected gradients (deepred.explain)",
               "expected_gradients_patch": "expected gradients over input-unit windows (deepred.explain)",
               "occlusion": "occlusion-sensitivity maps (deepred.occlusion_map)"}
+METHODS = tuple(EXPLAINERS)
 # The occlusion control's per-cutout predictions, written by the same job (read by the table only).
 OCCLUSION_FILE = "occlusion.parquet"
 

@@ -54,14 +54,14 @@ def filler(images: np.ndarray, regions: np.ndarray, background: np.ndarray, fill
 
 def window_effects(module: torch.nn.Module, images: np.ndarray, fill_window, window: int, stride: int, draws: int,
                    device: str = "cpu", batch_size: int = 256) -> tuple[np.ndarray, list[tuple[slice, slice]]]:
-    """(draws, n, windows) |z_clean - z_filled| / (1 + z_clean) of every window and draw, and the windows. One row
-    of windows is predicted at a time, all its windows and draws in one stack."""
+    """(draws, n, windows) |z_clean - z_filled| / (1 + z_clean) of every window and draw, and the windows, for
+    float32 `images`. One row of windows is predicted at a time, all its windows and draws in one stack."""
     n, bands, h, w = images.shape
     z0 = _predict(module, images, device, batch_size)
     ys, xs = window_slices(h, window, stride), window_slices(w, window, stride)
     effects = np.empty((draws, n, len(ys) * len(xs)))
     for iy, sy in enumerate(ys):
-        stack = np.repeat(np.asarray(images, dtype=np.float32)[None], len(xs) * draws, axis=0)
+        stack = np.repeat(images[None], len(xs) * draws, axis=0)
         for j, sx in enumerate(xs):
             for k in range(draws):
                 stack[j * draws + k][:, :, sy, sx] = fill_window(k, sy, sx)

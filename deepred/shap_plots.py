@@ -50,7 +50,7 @@ def examples_figure(per_image: pd.DataFrame, images: np.ndarray, attr: np.ndarra
         vmax = float(np.abs(shap_map).max()) or 1.0
         top, bottom = axes[0, j], axes[1, j]
         top.imshow(colour_composite(images[i]), origin="lower")
-        if shap_map.min() >= 0:  # an occlusion map: |change of z| where a window is refilled
+        if row.get("method") == "occlusion":  # |change of z| where a window is refilled: no sign
             bottom.imshow(shap_map, origin="lower", cmap="Reds", vmin=0, vmax=vmax)
         else:
             bottom.imshow(shap_map, origin="lower", cmap="RdBu_r", vmin=-vmax, vmax=vmax)
