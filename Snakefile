@@ -23,31 +23,11 @@ include: "rules/pdfs.smk"
 include: "rules/scale_study.smk"
 
 
-# Cheap bookkeeping rules run in the main Snakemake process, also under `--profile slurm`: a SLURM job
-# each would cost a queue wait and a status poll for seconds of work. Downloads run there too, because
-# compute nodes often have no internet.
-localrules:
-    all,
-    download,
-    download_archive,
-    extract_archive,
-    download_manifest_files,
-    download_all,
-    cutout_images,
-    ensemble,
-    metrics_test_set,
-    tables,
-    figures_test_set,
-    improvement_figure,
-    transfer_table,
-    shap_table,
-    shap_figures,
-    pdfs_qp,
-    scale_study,
-    archive,
-
-
+# Cheap bookkeeping rules and the downloads say `localrule: True` in their own definition: they run in the main
+# Snakemake process, also under `--profile slurm` (a SLURM job each would cost a queue wait and a status poll for
+# seconds of work; compute nodes often have no internet).
 rule all:
     default_target: True
     input:
-        all_targets(),
+        PLAN.all_targets(),
+    localrule: True

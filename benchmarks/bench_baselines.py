@@ -26,12 +26,12 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from deepred.catalog import FEATURE_BASELINES, neural_baselines  # noqa: E402
-from deepred.config import load_config, validate_config  # noqa: E402
-from deepred.data.contract import ProcessedDataset  # noqa: E402
-from deepred.hogsvr import HogParams, HogSVRModel, fit_hogsvr, hog_features  # noqa: E402
-from deepred.io import write_json  # noqa: E402
-from deepred.metrics import metric_values, sample_arrays  # noqa: E402
+from deepred.core.model_names import FEATURE_BASELINES, neural_baselines  # noqa: E402
+from deepred.contracts.config import load_config, validate_config  # noqa: E402
+from deepred.contracts.processed import ProcessedDataset  # noqa: E402
+from deepred.baselines.hogsvr import HogParams, HogSVRModel, fit_hogsvr, hog_features  # noqa: E402
+from deepred.core.io import write_json  # noqa: E402
+from deepred.core.metrics import metric_values, sample_arrays  # noqa: E402
 
 
 def nmad(p, t) -> float:
@@ -56,9 +56,9 @@ def epoch_time(name: str, config: dict, images: np.ndarray, batch: int) -> dict:
 
 
 def train_with_pipeline(name: str, dataset: str, config: dict, processed: Path, workdir: Path) -> dict:
-    """Train through deepred.train.train_model and score the test split with the trained checkpoint."""
+    """Train through deepred.training.train.train_model and score the test split with the trained checkpoint."""
     from deepred.models.checkpoint import load_trained
-    from deepred.train import train_model
+    from deepred.training.train import train_model
 
     out_dir = workdir / "models" / name / dataset
     t0 = time.perf_counter()
@@ -100,8 +100,8 @@ def bench_hogsvr(config: dict, dataset: str, processed: Path) -> dict:
 
 
 def bench_photometry(config: dict, dataset: str, processed: Path) -> dict:
-    """The photometric baseline as its rule fits it (deepred.photometry.train_photometry), then its test NMAD."""
-    from deepred.photometry import PhotometryModel, train_photometry
+    """The photometric baseline as its rule fits it (deepred.baselines.photometry.train_photometry), then its test NMAD."""
+    from deepred.baselines.photometry import PhotometryModel, train_photometry
 
     ds = ProcessedDataset(processed)
     test = ds.split("test")

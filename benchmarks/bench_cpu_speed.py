@@ -6,7 +6,7 @@
         [--out results/benchmarks/cpu_speed.json]
 
 Throughput: optimizer steps (forward, loss, backward, gradient clipping, AdamW), the body of
-deepred.train.train_one_epoch, of each enabled backbone built as the trainer builds it (build_model, the model's
+deepred.training.train.train_one_epoch, of each enabled backbone built as the trainer builds it (build_model, the model's
 own batch size, `training.threads` torch threads, deterministic algorithms as configured) on a synthetic batch of
 the dataset's shape. The machine may be shared, so the variants are interleaved (A B C D A B C D ...) over
 --rounds rounds of --steps steps, each variant's figure is the median over all its steps, ratios are to the
@@ -27,9 +27,9 @@ A variant more than --drop-factor times slower than the baseline after the first
 Two checks of each (model, variant) more than 10% faster than the baseline (or of every variant of the models
 named by --check-models) where the trainer has the variant as an option (SPEED_OPTIONS), on a copy of --dataset
 simulated and normalized at the config's size in a temporary folder, the baseline with every option off:
-- --trainer-epochs N: N epochs of the package trainer's own loop (deepred.train.train_one_epoch: loader,
+- --trainer-epochs N: N epochs of the package trainer's own loop (deepred.training.train.train_one_epoch: loader,
   augmentation, step), the baseline's and the variant's interleaved epoch by epoch; medians and ratios.
-- --accuracy: whole trainings through deepred.train.train_model with and without the variant; the test NMADs on
+- --accuracy: whole trainings through deepred.training.train.train_model with and without the variant; the test NMADs on
   the same rows with a 95% paired-bootstrap interval of their difference.
 """
 
@@ -56,10 +56,10 @@ import torch  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from deepred.config import load_config  # noqa: E402
-from deepred.io import write_json  # noqa: E402
+from deepred.contracts.config import load_config  # noqa: E402
+from deepred.core.io import write_json  # noqa: E402
 from deepred.models.registry import build_model  # noqa: E402
-from deepred.train import training_params  # noqa: E402
+from deepred.training.train import training_params  # noqa: E402
 
 VARIANTS = {  # name -> how the step differs from today's CPU loop
     "baseline": {},
@@ -67,7 +67,7 @@ VARIANTS = {  # name -> how the step differs from today's CPU loop
     "compile": {"compile": True},
     "bf16": {"amp": torch.bfloat16},
 }
-SPEED_OPTIONS = {"channels_last": {"cpu_channels_last": True}}  # variant -> its `training` keys in deepred.train
+SPEED_OPTIONS = {"channels_last": {"cpu_channels_last": True}}  # variant -> its `training` keys in deepred.training.train
 ADOPT_RATIO = 1.10  # a variant must be this much faster than the baseline to be worth an accuracy check
 
 
@@ -192,7 +192,7 @@ def _compile_cost(first_wall: float, base_step: float, step: float, batch: int, 
 def prepare_dataset(config: dict, dataset: str, work: Path) -> Path:
     """Simulate and normalize `dataset` at the config's size under work (the pipeline's own functions)."""
     from deepred.data.normalize import normalize
-    from deepred.data.raw import read_simulated
+    from deepred.contracts.raw import read_simulated
     from deepred.simulate import simulate_dataset
 
     ds_cfg, processed = config["datasets"][dataset], work / "processed" / dataset
@@ -207,9 +207,9 @@ def prepare_dataset(config: dict, dataset: str, work: Path) -> Path:
 
 def train_and_score(model: str, dataset: str, config: dict, processed: Path, out_dir: Path) -> tuple[dict, dict]:
     """Train through the package trainer: (scores, {"z_pred", "z_true"} of the test split)."""
-    from deepred.metrics import nmad
-    from deepred.predict import predict_model
-    from deepred.train import train_model
+    from deepred.core.metrics import nmad
+    from deepred.predict.splits import predict_model
+    from deepred.training.train import train_model
 
     t0 = time.perf_counter()
     meta = train_model(model, dataset, config, processed, out_dir)
@@ -223,7 +223,7 @@ def train_and_score(model: str, dataset: str, config: dict, processed: Path, out
 
 def paired_nmad_gap(base: dict, other: dict, resamples: int = 1000) -> dict:
     """NMAD(other) - NMAD(base) on the same test rows, with its 95% paired-bootstrap interval."""
-    from deepred.metrics import nmad
+    from deepred.core.metrics import nmad
 
     rng = np.random.default_rng(0)
     n = len(base["z_true"])
@@ -262,7 +262,7 @@ def variant_configs(config: dict, variants: list[str]) -> dict[str, dict]:
 def trainer_epochs(todo: dict, config: dict, dataset: str, processed: Path, epochs: int) -> dict:
     """{model: {variant: record}}: the package trainer's own epochs (loader, augmentation, step: train_one_epoch),
     the baseline's and each variant's interleaved epoch by epoch; medians over the epochs and ratios."""
-    from deepred.train import setup_run, train_one_epoch
+    from deepred.training.train import setup_run, train_one_epoch
 
     out = {}
     for model, variants in todo.items():

@@ -40,7 +40,7 @@ from realformats import RangeServer  # noqa: E402
 from survey_formats import SDSS_BANDS, cutout_config, sdss_frame_bytes, sdss_frame_key, tan_wcs  # noqa: E402
 
 from deepred.cutouts.source import build_cutouts, fetch_images  # noqa: E402
-from deepred.io import write_json  # noqa: E402
+from deepred.core.io import write_json  # noqa: E402
 
 CHILD = r"""
 import json, pickle, sys, time

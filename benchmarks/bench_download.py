@@ -1,6 +1,6 @@
 """Benchmark the real-data path (issue 8). Output: results/benchmarks/download.json.
 
-1. Download throughput: a 200 MB file fetched by deepred.download.fetch from a loopback HTTP server with Range
+1. Download throughput: a 200 MB file fetched by deepred.fetch.download.fetch from a loopback HTTP server with Range
    support (tests/realformats.RangeServer), end to end: transfer, SHA-256 verification, rename. Target >= 100 MB/s.
 2. SDSS streaming: a Pasquet-form cube (N, 64, 64, 5) + label table normalized through read_sdss in a fresh
    subprocess per size; peak RSS (VmHWM) at 20,000 objects at most 1.2x that at 5,000.
@@ -24,13 +24,13 @@ sys.path.insert(0, str(ROOT / "tests"))  # realformats: the fixture writers and 
 
 from realformats import RangeServer, file_specs, write_sdss  # noqa: E402
 
-from deepred.download import DownloadSettings, FileSpec, fetch  # noqa: E402
+from deepred.fetch.download import DownloadSettings, FileSpec, fetch  # noqa: E402
 
 CHILD = r"""
 import json, sys, time
 from deepred.data.normalize import normalize
 from deepred.data.readers import read_sdss
-from deepred.download import pin_folder
+from deepred.fetch.download import pin_folder
 raw, out = sys.argv[1], sys.argv[2]
 src = {"kind": "sdss", "cube": "cube.npy", "labels": "labels.csv", "files": pin_folder(raw)}
 cfg = {"bands": ["u", "g", "r", "i", "z"], "cutout": 64, "label_column": "z_lens", "label_range": [0, 0.4],

@@ -11,12 +11,12 @@ killed run leaves what it measured:
    memory of those steps (torch.cuda.max_memory_allocated).
 2. loader: a dataset simulated (deepred.simulate) and normalized (deepred.data.normalize) into a temporary folder
    with the config's processing of --dataset (NPY shards, stats.json), read by the trainer's own DataLoader
-   (deepred.loader.training_loaders: memory-mapped shards, augmentation, pinned memory, batches copied to the
+   (deepred.training.loader.training_loaders: memory-mapped shards, augmentation, pinned memory, batches copied to the
    device) with 0, `training.num_workers` and twice as many workers; images/s, each pass including its worker
    start-up as every training epoch pays it, and the ratio to each network's training images/s.
-3. end_to_end: the same dataset trained for 2 epochs by deepred.train.train_model with the config's recipe on
+3. end_to_end: the same dataset trained for 2 epochs by deepred.training.train.train_model with the config's recipe on
    CUDA (AMP bf16, channels-last), again on CUDA in fp32, and on the CPU, each predicted on the test split by
-   deepred.predictor.load_model; compared (tolerances and their reasons: TOLERANCES).
+   deepred.predict.predictor.load_model; compared (tolerances and their reasons: TOLERANCES).
 
 Without a CUDA device it prints one line, writes {"skipped": ...} and exits 0. --device cpu --smoke runs every
 code path on the CPU at toy sizes (batch 8, one timed step, a 100-system dataset), for the tests.
@@ -42,9 +42,9 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 # timm, the trainer and the simulator are imported where used: the no-GPU answer stays quick
-from deepred.catalog import enabled_networks  # noqa: E402
-from deepred.config import load_config, validate_config  # noqa: E402
-from deepred.io import write_json  # noqa: E402
+from deepred.core.model_names import enabled_networks  # noqa: E402
+from deepred.contracts.config import load_config, validate_config  # noqa: E402
+from deepred.core.io import write_json  # noqa: E402
 from deepred.models.registry import model_section  # noqa: E402
 
 DEADLINE_S = 450  # the whole check; the issue allows 8 minutes, this leaves start-up and slack
@@ -124,7 +124,7 @@ def _guarded(what: str, fn, *args):
 def _time_network(name: str, config: dict, shape: tuple[int, int], device: torch.device, amp, sizes: dict) -> dict:
     from bench_cpu_speed import build_variant, synthetic_batch, train_step
 
-    from deepred.train import training_params
+    from deepred.training.train import training_params
 
     cfg = copy.deepcopy(config)
     cfg["training"]["batch_size"] = sizes["batch"]
@@ -174,7 +174,7 @@ def check_config(config: dict, dataset: str, systems: int) -> dict:
 
 def prepare_dataset(cfg: dict, work: Path) -> Path:
     from deepred.data.normalize import normalize
-    from deepred.data.raw import read_simulated
+    from deepred.contracts.raw import read_simulated
     from deepred.simulate import simulate_dataset
 
     ds = cfg["datasets"]["gpu_check"]
@@ -188,7 +188,7 @@ def loader_throughput(cfg: dict, processed: Path, device: torch.device, sizes: d
                       report: Report) -> dict:
     """{workers: record}: one pass of the trainer's training DataLoader over >= loader_rows rows (the training
     rows repeated), batches copied to the device, against each network's training images/s."""
-    from deepred.data.contract import ProcessedDataset
+    from deepred.contracts.processed import ProcessedDataset
 
     proc = ProcessedDataset(processed)
     train, val = proc.split("train"), proc.split("val")
@@ -214,7 +214,7 @@ def loader_throughput(cfg: dict, processed: Path, device: torch.device, sizes: d
 
 def _loader_pass(proc, rows, val, params: dict, device: torch.device) -> float:
     """Images/s of one pass of the trainer's training loader, worker start-up included, batches on the device."""
-    from deepred.loader import training_loaders
+    from deepred.training.loader import training_loaders
 
     _, loader, _ = training_loaders(proc, rows, val, proc.stats["label_column"], params, device, seed=1)
     t0, n = time.perf_counter(), 0
@@ -233,10 +233,11 @@ def _over_training(rate: float, networks: dict) -> dict:
 
 def _train_predict(model: str, cfg: dict, processed: Path, work: Path, device: str, amp: bool) -> tuple[dict, dict]:
     """(run record, {"z": predictions on `device`, "z_cpu": the same weights on the CPU}) of a 2-epoch run."""
-    from deepred.data.contract import ProcessedDataset
-    from deepred.metrics import nmad
-    from deepred.predictor import load_model
-    from deepred.train import train_model, uses_channels_last
+    from deepred.contracts.processed import ProcessedDataset
+    from deepred.core.metrics import nmad
+    from deepred.predict.predictor import load_model
+    from deepred.training.train import train_model
+    from deepred.training.run import uses_channels_last
 
     cfg = copy.deepcopy(cfg)
     cfg["training"].update(device=device, amp=amp, channels_last=amp)  # on the CPU: cpu_channels_last, as configured
@@ -276,7 +277,7 @@ def _trained_match(run: dict, cpu: dict, diff: dict) -> dict:
 def end_to_end(cfg: dict, processed: Path, model: str, device: torch.device, end: float, report: Report,
                work: Path) -> dict:
     """Train + predict 2 epochs on the device with AMP, on the device in fp32, on the CPU; the agreements."""
-    from deepred.data.contract import ProcessedDataset
+    from deepred.contracts.processed import ProcessedDataset
 
     splits = ProcessedDataset(processed).catalog["split"].value_counts()
     out = report.record.setdefault("end_to_end", {"model": model, "runs": {}, "checks": {}})

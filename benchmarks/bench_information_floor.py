@@ -27,10 +27,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from deepred.data.contract import ProcessedDataset  # noqa: E402
+from deepred.contracts.processed import ProcessedDataset  # noqa: E402
 from deepred.data.normalize import unscale_images  # noqa: E402
-from deepred.io import write_json  # noqa: E402
-from deepred.metrics import nmad  # noqa: E402
+from deepred.core.io import write_json  # noqa: E402
+from deepred.core.metrics import nmad  # noqa: E402
 
 APERTURES_PX = (4, 8)
 

@@ -21,8 +21,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from deepred.config import validate_config  # noqa: E402
-from deepred.tables import build_tables, study_paths, table_models, write_test_set_metrics  # noqa: E402
+from deepred.contracts.config import validate_config  # noqa: E402
+from deepred.results.tables import build_tables, study_paths, table_models, write_test_set_metrics  # noqa: E402
 from test_tables import SCATTER, write_pred  # noqa: E402  (the tests' contract writer)
 
 

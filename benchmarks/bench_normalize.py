@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CHILD = r"""
 import json, sys, time
 from deepred.data.normalize import normalize
-from deepred.data.raw import read_simulated
+from deepred.contracts.raw import read_simulated
 raw, out = sys.argv[1], sys.argv[2]
 cfg = {"bands": ["g", "r", "i", "z"], "cutout": 45, "label_column": "z_lens", "label_range": [0, 4],
        "splits": {"train": 0.7, "val": 0.15, "test": 0.15}, "scaling": "asinh", "rows_per_shard": 512,

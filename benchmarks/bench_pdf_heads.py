@@ -4,9 +4,9 @@
         [--data-dir data] [--work-dir /tmp/deepred-pdf-heads]
 
 For every (dataset, seed, head in point|pdf) the network is trained with the config's recipe and that head
-(deepred.train.train_model, 1 torch thread), calibrated on the validation split (deepred.predict.calibrate_model)
-and predicted (deepred.predict.predict_model); the test rows give, before and after calibration, the
-pdf_calibration table's columns (deepred.calibration_table: NMAD of z_pred and of the PDF median, PIT KS, CRPS,
+(deepred.training.train.train_model, 1 torch thread), calibrated on the validation split (deepred.predict.splits.calibrate_model)
+and predicted (deepred.predict.splits.predict_model); the test rows give, before and after calibration, the
+pdf_calibration table's columns (deepred.pdfs.calibration_table: NMAD of z_pred and of the PDF median, PIT KS, CRPS,
 68%/95% coverage with bootstrap intervals). Models and predictions go to --work-dir; the rows to
 results/benchmarks/pdf_heads.json. Needs the datasets' processed shards (a default run's data/processed/).
 docs/pdfs.md quotes it.
@@ -23,14 +23,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from deepred import metrics as M  # noqa: E402
-from deepred.calibration_table import calibration_rows  # noqa: E402
-from deepred.config import load_config  # noqa: E402
-from deepred.io import write_json  # noqa: E402
-from deepred.predict import calibrate_model, predict_model  # noqa: E402
-from deepred.predictions import read_predictions  # noqa: E402
-from deepred.provenance import provenance  # noqa: E402
-from deepred.train import train_model  # noqa: E402
+from deepred.core import metrics as M  # noqa: E402
+from deepred.pdfs.calibration_table import calibration_rows  # noqa: E402
+from deepred.contracts.config import load_config  # noqa: E402
+from deepred.core.io import write_json  # noqa: E402
+from deepred.predict.splits import calibrate_model, predict_model  # noqa: E402
+from deepred.contracts.predictions import read_predictions  # noqa: E402
+from deepred.core.provenance import provenance  # noqa: E402
+from deepred.training.train import train_model  # noqa: E402
 
 HEADS = ("point", "pdf")
 

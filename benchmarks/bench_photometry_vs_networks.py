@@ -22,14 +22,16 @@ import pandas as pd
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from deepred.catalog import deepred_models, derive_seed  # noqa: E402
-from deepred.config import load_config  # noqa: E402
-from deepred.data.contract import ProcessedDataset, test_set_rows  # noqa: E402
-from deepred.io import write_csv  # noqa: E402
-from deepred.metrics import nmad  # noqa: E402
-from deepred.photometry import train_photometry  # noqa: E402
-from deepred.predict import calibrate_model, predict_model  # noqa: E402
-from deepred.tables import test_set_predictions  # noqa: E402
+from deepred.core.model_names import deepred_models  # noqa: E402
+
+from deepred.core.seeds import derive_seed
+from deepred.contracts.config import load_config  # noqa: E402
+from deepred.contracts.processed import ProcessedDataset, test_set_rows  # noqa: E402
+from deepred.core.io import write_csv  # noqa: E402
+from deepred.core.metrics import nmad  # noqa: E402
+from deepred.baselines.photometry import train_photometry  # noqa: E402
+from deepred.predict.splits import calibrate_model, predict_model  # noqa: E402
+from deepred.contracts.predictions import test_set_predictions  # noqa: E402
 
 N_BOOT = 1000
 

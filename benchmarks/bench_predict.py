@@ -86,8 +86,8 @@ def make_model(results: Path, arch: str, config: dict) -> Path:
 
 
 def throughput(model_dir: Path, source: Path, out: Path, batch_size: int, **kw) -> dict:
-    from deepred.inference import load_predictor, predict_cutouts
-    from deepred.inputs import open_input
+    from deepred.predict.own_cutouts import load_predictor, predict_cutouts
+    from deepred.predict.inputs import open_input
 
     pred = load_predictor(model_dir, device="cpu", batch_size=batch_size)
     items, total, _ = open_input(source, pred.bands, **kw)
@@ -128,7 +128,7 @@ def main() -> None:
 
     import torch
 
-    from deepred.config import validate_config
+    from deepred.contracts.config import validate_config
 
     torch.set_num_threads(args.threads)
     config = validate_config(yaml.safe_load(Path(args.config).read_text()))

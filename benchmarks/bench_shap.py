@@ -23,11 +23,11 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from deepred.catalog import explained_models  # noqa: E402
-from deepred.config import load_config  # noqa: E402
-from deepred.io import write_json  # noqa: E402
-from deepred.localization import object_regions, score_attributions  # noqa: E402
-from deepred.explain import shap_attributions  # noqa: E402
+from deepred.core.model_names import explained_models  # noqa: E402
+from deepred.contracts.config import load_config  # noqa: E402
+from deepred.core.io import write_json  # noqa: E402
+from deepred.explain.scoring import object_regions, score_attributions  # noqa: E402
+from deepred.explain.attributions import shap_attributions  # noqa: E402
 
 
 def cutouts(n: int, bands: int, size: int, seed: int) -> np.ndarray:
@@ -42,7 +42,7 @@ def cutouts(n: int, bands: int, size: int, seed: int) -> np.ndarray:
 
 def load_inputs(model: str, dataset: str, config: dict, n: int, seed: int):
     """(point module, background, images, masks, source) for one model and dataset."""
-    from deepred.data.contract import ProcessedDataset
+    from deepred.contracts.processed import ProcessedDataset
     from deepred.models.checkpoint import load_trained
     from deepred.models.registry import build_model
 

@@ -23,10 +23,12 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from deepred.catalog import derive_seed, explained_models  # noqa: E402
-from deepred.config import load_config  # noqa: E402
-from deepred.data.contract import ProcessedDataset  # noqa: E402
-from deepred.explain import (  # noqa: E402
+from deepred.core.model_names import explained_models  # noqa: E402
+
+from deepred.core.seeds import derive_seed
+from deepred.contracts.config import load_config  # noqa: E402
+from deepred.contracts.processed import ProcessedDataset  # noqa: E402
+from deepred.explain.attributions import (  # noqa: E402
     background_sample,
     patch_size,
     sample_rows,
@@ -34,9 +36,9 @@ from deepred.explain import (  # noqa: E402
     split_half_rho,
     window_sums,
 )
-from deepred.io import write_json  # noqa: E402
-from deepred.localization import object_regions, score_attributions  # noqa: E402
-from deepred.predictor import load_model  # noqa: E402
+from deepred.core.io import write_json  # noqa: E402
+from deepred.explain.scoring import object_regions, score_attributions  # noqa: E402
+from deepred.predict.predictor import load_model  # noqa: E402
 
 
 def measure(model: str, dataset: str, config: dict, n: int, windows: list[int], results: Path, data: Path) -> dict:

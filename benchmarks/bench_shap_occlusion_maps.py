@@ -1,4 +1,4 @@
-"""Occlusion-sensitivity maps (the `occlusion` shap.method, deepred/occlusion_map.py) against the explain jobs'
+"""Occlusion-sensitivity maps (the `occlusion` shap.method, deepred/explain/occlusion_map.py) against the explain jobs'
 cutouts: each window of the cutout (side `--window-mult` x the network's input unit, every `--stride` pixels) is
 filled in turn with the same window of a background training cutout (`--fill background`) or with sky noise
 (`--fill sky`), and each pixel scores the mean |change of the predicted redshift| / (1 + z) over the windows that
@@ -25,14 +25,14 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from deepred.catalog import derive_seed  # noqa: E402
-from deepred.config import load_config  # noqa: E402
-from deepred.data.contract import ProcessedDataset  # noqa: E402
-from deepred.explain import background_sample, patch_size, sample_rows, split_half_rho  # noqa: E402
-from deepred.io import write_json  # noqa: E402
-from deepred.localization import object_regions, score_attributions  # noqa: E402
-from deepred.occlusion_map import FILLS, occlusion_maps  # noqa: E402
-from deepred.predictor import load_model  # noqa: E402
+from deepred.core.seeds import derive_seed  # noqa: E402
+from deepred.contracts.config import load_config  # noqa: E402
+from deepred.contracts.processed import ProcessedDataset  # noqa: E402
+from deepred.explain.attributions import background_sample, patch_size, sample_rows, split_half_rho  # noqa: E402
+from deepred.core.io import write_json  # noqa: E402
+from deepred.explain.scoring import object_regions, score_attributions  # noqa: E402
+from deepred.explain.occlusion_map import FILLS, occlusion_maps  # noqa: E402
+from deepred.predict.predictor import load_model  # noqa: E402
 
 
 def measure(model: str, dataset: str, config: dict, n: int, mult: float, stride: int, draws: int, fill: str,

@@ -21,10 +21,10 @@ import pandas as pd
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from deepred.catalog import explained_models  # noqa: E402
-from deepred.config import load_config  # noqa: E402
-from deepred.explain import explain_model  # noqa: E402
-from deepred.localization import write_localization_table  # noqa: E402
+from deepred.core.model_names import explained_models  # noqa: E402
+from deepred.contracts.config import load_config  # noqa: E402
+from deepred.explain.attributions import explain_model  # noqa: E402
+from deepred.results.shap_table import write_localization_table  # noqa: E402
 
 SHOWN = ["test_set", "model", "subset", "n", "pointing_acc", "pointing_lo", "pointing_hi", "chance", "err_clean",
          "err_object_hidden", "err_elsewhere_hidden", "reliance", "reliance_lo", "reliance_hi", "wide_reliance",

@@ -21,7 +21,7 @@ from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deepred.io import write_json  # noqa: E402
+from deepred.core.io import write_json  # noqa: E402
 from deepred.simulate import draw_catalog, get_preset, presets, simulate_dataset  # noqa: E402
 
 TARGET = 150.0

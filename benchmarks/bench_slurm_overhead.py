@@ -28,7 +28,7 @@ from pathlib import Path
 
 import yaml
 
-from deepred.slurm import copy_workflow
+from deepred.workflow.slurm import copy_workflow
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -9,7 +9,7 @@ Training throughput: optimizer steps (forward, loss, backward, AdamW) on batches
 `training.threads` torch threads, as the `train` rule runs. Loader throughput: one pass of the trainer's
 own DataLoader (memory-mapped shards, flips/rotations, collation) with `training.num_workers` workers.
 Target: loader >= 5x training for every backbone, so data loading never starves training.
-With --train, each backbone is trained through deepred.train.train_model and its test NMAD is
+With --train, each backbone is trained through deepred.training.train.train_model and its test NMAD is
 compared with the training-median predictor's (target: at most half).
 
 Writes results/benchmarks/training.json.
@@ -32,12 +32,12 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from deepred.config import load_config  # noqa: E402
-from deepred.data.contract import ProcessedDataset  # noqa: E402
-from deepred.io import write_json  # noqa: E402
+from deepred.contracts.config import load_config  # noqa: E402
+from deepred.contracts.processed import ProcessedDataset  # noqa: E402
+from deepred.core.io import write_json  # noqa: E402
 from deepred.models.registry import build_model  # noqa: E402
-from deepred.loader import ShardImages, make_loader  # noqa: E402
-from deepred.train import nmad, train_model, training_params  # noqa: E402
+from deepred.training.loader import ShardImages, make_loader  # noqa: E402
+from deepred.training.train import nmad, train_model, training_params  # noqa: E402
 
 
 def loader_throughput(proc: ProcessedDataset, params: dict, label: str) -> float:
@@ -96,7 +96,7 @@ def main(argv=None):
     dataset = None
     if args.simulate:
         from deepred.data.normalize import normalize
-        from deepred.data.raw import read_simulated
+        from deepred.contracts.raw import read_simulated
         from deepred.simulate import simulate_dataset
 
         dataset = args.simulate
@@ -139,7 +139,7 @@ def main(argv=None):
             with tempfile.TemporaryDirectory() as tmp:
                 t0 = time.perf_counter()
                 meta = train_model(m, dataset, config, processed, tmp)
-                from deepred.predict import predict_rows
+                from deepred.predict.splits import predict_rows
 
                 test = proc.split("test")
                 pred = predict_rows(tmp, processed, test)

@@ -28,13 +28,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from deepred.config import load_config  # noqa: E402
-from deepred.data.contract import ProcessedDataset  # noqa: E402
+from deepred.contracts.config import load_config  # noqa: E402
+from deepred.contracts.processed import ProcessedDataset  # noqa: E402
 from deepred.data.normalize import normalize  # noqa: E402
 from deepred.data.sources import open_source  # noqa: E402
-from deepred.io import write_json  # noqa: E402
-from deepred.metrics import nmad  # noqa: E402
-from deepred.provenance import provenance  # noqa: E402
+from deepred.core.io import write_json  # noqa: E402
+from deepred.core.metrics import nmad  # noqa: E402
+from deepred.core.provenance import provenance  # noqa: E402
 from deepred.simulate import simulate_dataset  # noqa: E402
 
 
@@ -69,14 +69,14 @@ def fit_one(model: str, cfg: dict, name: str, processed: Path, out_dir: Path) ->
     """Train one model on one sized dataset; its test NMAD and seconds."""
     t0 = time.perf_counter()
     pred_path = out_dir / "predictions.parquet"
-    from deepred.predict import predict_model
+    from deepred.predict.splits import predict_model
 
     if model == "hogsvr":
-        from deepred.hogsvr import train_hogsvr
+        from deepred.baselines.hogsvr import train_hogsvr
 
         train_hogsvr(name, cfg, processed, out_dir)
     else:
-        from deepred.train import train_model
+        from deepred.training.train import train_model
 
         train_model(model, name, cfg, processed, out_dir, threads=1)
     pred = predict_model(out_dir, processed, pred_path)

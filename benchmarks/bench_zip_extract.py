@@ -1,4 +1,4 @@
-"""Benchmark streaming extraction (deepred.archive_zip, issue 15). Output: results/benchmarks/zip_extract.json.
+"""Benchmark streaming extraction (deepred.fetch.archive_zip, issue 15). Output: results/benchmarks/zip_extract.json.
 
 For each size, a zip holding one member of that many bytes (float32 noise, like DeepGraviLens' image arrays,
 deflated at level 1) is written into a temporary folder; a fresh subprocess then extracts it with
@@ -27,8 +27,8 @@ sys.path.insert(0, str(ROOT))
 
 CHILD = r"""
 import json, sys, time
-from deepred.archive_zip import extract_members
-from deepred.pins import Lock
+from deepred.fetch.archive_zip import extract_members
+from deepred.fetch.pins import Lock
 zip_path, dest, lock = sys.argv[1], sys.argv[2], sys.argv[3]
 t0 = time.perf_counter()
 rep = extract_members(zip_path, "des_deep_data", ["GROUP_1_ims_14.npy"], dest, lock=Lock(lock))
@@ -83,10 +83,10 @@ def main(argv=None) -> int:
                    "peak_rss_mb": round(r["peak_rss_mb"], 1)}
             rows.append(row)
             print(json.dumps(row), flush=True)
-    out = {"benchmark": "streaming zip extraction (deepred.archive_zip.extract_members)", "rows": rows}
+    out = {"benchmark": "streaming zip extraction (deepred.fetch.archive_zip.extract_members)", "rows": rows}
     if len(rows) >= 2:
         out["peak_rss_ratio_largest_to_smallest"] = round(rows[-1]["peak_rss_mb"] / rows[0]["peak_rss_mb"], 3)
-    from deepred.io import write_json
+    from deepred.core.io import write_json
 
     write_json(args.out, out)
     print(f"wrote {args.out}")

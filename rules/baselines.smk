@@ -1,22 +1,22 @@
-# The feature baselines: HOG+SVR (deepred/hogsvr.py) and photometry (deepred/photometry.py). The neural
+# The feature baselines: HOG+SVR (deepred/baselines/hogsvr.py) and photometry (deepred/baselines/photometry.py). The neural
 # baselines (photoz, netz, a1, a3) are trained and predicted by the generic `train`/`predict` rules
 # (rules/train.smk) through NEURAL_MODELS.
 
 
 rule hogsvr:
     input:
-        catalog=processed("{dataset}"),
-        stats=processed("{dataset}", "stats.json"),
+        catalog=P.processed(),
+        stats=P.processed(name="stats.json"),
         shards=shards_of("dataset"),
     output:
-        model=f"{RESULTS}/models/hogsvr/{{dataset}}/model.npz",
-        meta=f"{RESULTS}/models/hogsvr/{{dataset}}/model.json",
-        provenance=f"{RESULTS}/models/hogsvr/{{dataset}}/provenance.json",
-        predictions=f"{RESULTS}/predictions/hogsvr/{{dataset}}.parquet",
+        model=P.model_file("model.npz", "hogsvr"),
+        meta=P.model_file("model.json", "hogsvr"),
+        provenance=P.model_file("provenance.json", "hogsvr"),
+        predictions=P.predictions("hogsvr"),
     log:
         "logs/hogsvr/{dataset}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/hogsvr/{{dataset}}.tsv"
+        P.benchmark("hogsvr", "{dataset}")
     conda:
         "../envs/deepred.yaml"
     threads: 1
@@ -33,18 +33,18 @@ rule hogsvr:
 
 rule photometry:
     input:
-        catalog=processed("{dataset}"),
-        stats=processed("{dataset}", "stats.json"),
+        catalog=P.processed(),
+        stats=P.processed(name="stats.json"),
         shards=shards_of("dataset"),
     output:
-        model=f"{RESULTS}/models/photometry/{{dataset}}/model.npz",
-        meta=f"{RESULTS}/models/photometry/{{dataset}}/model.json",
-        provenance=f"{RESULTS}/models/photometry/{{dataset}}/provenance.json",
-        predictions=f"{RESULTS}/predictions/photometry/{{dataset}}.parquet",
+        model=P.model_file("model.npz", "photometry"),
+        meta=P.model_file("model.json", "photometry"),
+        provenance=P.model_file("provenance.json", "photometry"),
+        predictions=P.predictions("photometry"),
     log:
         "logs/photometry/{dataset}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/photometry/{{dataset}}.tsv"
+        P.benchmark("photometry", "{dataset}")
     conda:
         "../envs/deepred.yaml"
     threads: 1

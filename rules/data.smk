@@ -3,14 +3,14 @@
 
 rule simulate:
     output:
-        images=f"{DATA}/raw/{{dataset}}/images.npy",
-        masks=f"{DATA}/raw/{{dataset}}/masks.npy",
-        truth=f"{DATA}/raw/{{dataset}}/truth.parquet",
-        meta=f"{DATA}/raw/{{dataset}}/meta.json",
+        images=P.raw(name="images.npy"),
+        masks=P.raw(name="masks.npy"),
+        truth=P.raw(name="truth.parquet"),
+        meta=P.raw(name="meta.json"),
     log:
         "logs/simulate/{dataset}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/simulate/{{dataset}}.tsv"
+        P.benchmark("simulate", "{dataset}")
     conda:
         "../envs/deepred.yaml"
     threads: 1
@@ -30,14 +30,14 @@ rule normalize:
     input:
         raw_inputs,
     output:
-        catalog=f"{DATA}/processed/{{dataset}}/catalog.parquet",
-        stats=f"{DATA}/processed/{{dataset}}/stats.json",
-        rejects=f"{DATA}/processed/{{dataset}}/rejects.parquet",
-        shards=directory(f"{DATA}/processed/{{dataset}}/shards"),
+        catalog=P.processed(),
+        stats=P.processed(name="stats.json"),
+        rejects=P.processed(name="rejects.parquet"),
+        shards=directory(P.processed(name="shards")),
     log:
         "logs/normalize/{dataset}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/normalize/{{dataset}}.tsv"
+        P.benchmark("normalize", "{dataset}")
     conda:
         "../envs/deepred.yaml"
     threads: 1

@@ -1,6 +1,6 @@
 # Real survey files (source kinds deepgravilens, kids, sdss): one verified download per file, pinned in the
 # config or in the source's lock file (config/pins/<dataset>.lock.yaml, recorded at first download:
-# deepred/pins.py); or one archive (source.archive, e.g. DeepGraviLens' dataset.zip from its Zenodo record)
+# deepred/fetch/pins.py); or one archive (source.archive, e.g. DeepGraviLens' dataset.zip from its Zenodo record)
 # downloaded once into data/raw/_archives/ and extracted member by member into each dataset's raw folder.
 # Downloads and extraction run where Snakemake itself runs (the Snakefile's `localrules`: a cluster's login node
 # has the network, its compute nodes often not). With download.offline (or DEEPRED_OFFLINE=1) nothing is
@@ -12,12 +12,13 @@ ruleorder: download > simulate
 
 rule download:
     output:
-        f"{DATA}/raw/{{dataset}}/{{file}}",
+        P.raw(name="{file}"),
     log:
         "logs/download/{dataset}/{file}.log",
     wildcard_constraints:
-        dataset="|".join(REAL) or "(?!)",
-        file=pinned_file_names(),
+        dataset=choices(PLAN.real),
+        file=PLAN.pinned_file_names(),
+    localrule: True
     conda:
         "../envs/deepred.yaml"
     threads: 1
@@ -25,22 +26,21 @@ rule download:
         mem_mb=500,
         runtime="12h",
     params:
-        spec=download_spec,
-        lock=lambda wc: str(
-            source_lock(config["datasets"][wc.dataset]["source"], wc.dataset)
-        ),
+        spec=lambda wc: PLAN.download_spec(wc.dataset, wc.file),
+        lock=lambda wc: str(source_lock(PLAN.sources[wc.dataset], wc.dataset)),
     script:
         "../workflow_scripts/download.py"
 
 
 rule download_archive:
     output:
-        f"{DATA}/raw/{ARCHIVES_DIR}/{{archive}}/{{file}}",
+        P.archive_download(),
     log:
         f"logs/download/{ARCHIVES_DIR}/{{archive}}/{{file}}.log",
     wildcard_constraints:
-        archive="|".join(re.escape(a) for a in ARCHIVES) or "(?!)",
-        file="|".join(re.escape(a["file"]) for a in ARCHIVES.values()) or "(?!)",
+        archive=choices(ARCHIVES),
+        file=choices(a["file"] for a in ARCHIVES.values()),
+    localrule: True
     conda:
         "../envs/deepred.yaml"
     threads: 1
@@ -60,13 +60,14 @@ rule download_archive:
 
 rule extract_archive:
     input:
-        archive=lambda wc: archive_file(wc.dataset),
+        archive=lambda wc: PLAN.archive_file(wc.dataset),
     output:
-        f"{DATA}/raw/{{dataset}}/{ARCHIVE_DONE}",
+        P.raw(name=ARCHIVE_DONE),
     log:
         "logs/download/{dataset}/extract.log",
     wildcard_constraints:
-        dataset="|".join(ARCHIVE_DATASETS) or "(?!)",
+        dataset=choices(d for d in PLAN.real if PLAN.sources[d].get("archive")),
+    localrule: True
     conda:
         "../envs/deepred.yaml"
     threads: 1
@@ -85,16 +86,16 @@ rule extract_archive:
 
 rule download_manifest_files:
     input:
-        manifest=lambda wc: f"{DATA}/raw/{wc.dataset}/{config['datasets'][wc.dataset]['source']['manifest']['name']}",
+        manifest=lambda wc: P.raw(
+            wc.dataset, PLAN.sources[wc.dataset]["manifest"]["name"]
+        ),
     output:
-        f"{DATA}/raw/{{dataset}}/{MANIFEST_DONE}",
+        P.raw(name=MANIFEST_DONE),
     log:
         "logs/download/{dataset}/manifest.log",
     wildcard_constraints:
-        dataset="|".join(
-            d for d in REAL if config["datasets"][d]["source"].get("manifest")
-        )
-        or "(?!)",
+        dataset=choices(d for d in PLAN.real if PLAN.sources[d].get("manifest")),
+    localrule: True
     conda:
         "../envs/deepred.yaml"
     threads: 1
@@ -107,20 +108,22 @@ rule download_manifest_files:
 
 rule download_all:
     input:
-        [f for d in REAL for f in real_raw_files(d)],
+        [f for d in PLAN.real for f in PLAN.real_raw_files(d)],
+    localrule: True
 
 
 # Catalogue-driven cutouts (source kind `cutouts`): every survey image the targets need, fetched once
 # (concurrent, resumable, cached, verified against or recorded in the source's lock); a local rule.
 rule cutout_images:
     input:
-        cutout_source_files,
+        lambda wc: PLAN.cutout_source_files(wc.dataset),
     output:
-        f"{DATA}/raw/{{dataset}}/{CUTOUT_STAMP}",
+        P.raw(name=FETCH_STAMP),
     log:
         "logs/download/{dataset}/cutout_images.log",
     wildcard_constraints:
-        dataset="|".join(CUTOUT_DATASETS) or "(?!)",
+        dataset=choices(PLAN.cutout_datasets),
+    localrule: True
     conda:
         "../envs/deepred.yaml"
     threads: 1
@@ -136,19 +139,19 @@ rule cutout_images:
 # ... then cut from the cache (no network): one TAN grid per target, every band resampled onto it.
 rule cutouts:
     input:
-        files=cutout_source_files,
-        stamp=f"{DATA}/raw/{{dataset}}/{CUTOUT_STAMP}",
+        files=lambda wc: PLAN.cutout_source_files(wc.dataset),
+        stamp=P.raw(name=FETCH_STAMP),
     output:
-        truth=f"{DATA}/raw/{{dataset}}/cutouts/truth.parquet",
-        rejects=f"{DATA}/raw/{{dataset}}/cutouts/rejects.parquet",
-        meta=f"{DATA}/raw/{{dataset}}/cutouts/meta.json",
-        shards=directory(f"{DATA}/raw/{{dataset}}/cutouts/shards"),
+        truth=P.raw(name="cutouts/truth.parquet"),
+        rejects=P.raw(name="cutouts/rejects.parquet"),
+        meta=P.raw(name="cutouts/meta.json"),
+        shards=directory(P.raw(name="cutouts/shards")),
     log:
         "logs/cutouts/{dataset}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/cutouts/{{dataset}}.tsv"
+        P.benchmark("cutouts", "{dataset}")
     wildcard_constraints:
-        dataset="|".join(CUTOUT_DATASETS) or "(?!)",
+        dataset=choices(PLAN.cutout_datasets),
     conda:
         "../envs/deepred.yaml"
     threads: 1

@@ -1,40 +1,22 @@
-# Metrics, tables, figures, cross-survey transfer and the results archive (deepred/tables.py, figures.py,
+# Metrics, tables, figures, cross-survey transfer and the results archive (deepred/results/tables.py, figures.py,
 # transfer.py, archive.py). Every model's prediction file is an input, so a missing model is a missing-input
 # error naming its file; a change to one model reruns that model's jobs and these summaries only.
-from deepred.archive import archive_date
-from deepred.tables import (
-    METRIC_KINDS,
-    metrics_targets,
-    prediction_file,
-    table_files,
-    table_models,
-    test_set_inputs,
-    transfer_inputs,
-)
-from deepred.transfer import transfer_models, transfer_pairs
-
-try:
-    TRANSFER_PAIRS = transfer_pairs(config)
-    TRANSFER_MODELS = transfer_models(config)
-except ConfigError as exc:
-    raise WorkflowError(str(exc)) from None
-TABLE_MODELS = table_models(config)
-ARCHIVE = f"{RESULTS}/archive/deepred-results-{archive_date(config)}.tar.gz"
-FIGS = f"{RESULTS}/figures"
+from deepred.workflow.paths import METRIC_KINDS
 
 
 rule metrics_test_set:
     input:
-        unpack(lambda wc: test_set_inputs(config, wc.test_set)),
+        unpack(lambda wc: PLAN.test_set_inputs(wc.test_set)),
     output:
-        metrics=f"{RESULTS}/metrics/{{test_set}}/metrics.csv",
-        nmad=f"{RESULTS}/metrics/{{test_set}}/nmad.csv",
-        binned=f"{RESULTS}/metrics/{{test_set}}/binned.csv",
-        calibration=f"{RESULTS}/metrics/{{test_set}}/calibration.csv",
+        metrics=P.metrics("metrics"),
+        nmad=P.metrics("nmad"),
+        binned=P.metrics("binned"),
+        calibration=P.metrics("calibration"),
     log:
         "logs/metrics/{test_set}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/metrics/{{test_set}}.tsv"
+        P.benchmark("metrics", "{test_set}")
+    localrule: True
     conda:
         "../envs/deepred.yaml"
     threads: 1
@@ -49,10 +31,7 @@ rule metrics_test_set:
 
 rule tables:
     input:
-        **{
-            kind: expand(f"{RESULTS}/metrics/{{ts}}/{kind}.csv", ts=TEST_SETS)
-            for kind in METRIC_KINDS
-        },
+        **{kind: PLAN.metric_files(kind) for kind in METRIC_KINDS},
     output:
         **{
             n: report(
@@ -61,11 +40,12 @@ rule tables:
                 subcategory="NMAD per test set" if n.endswith("_nmad") else "Study",
                 labels={"table": n},
             )
-            for n, p in table_files(config).items()
+            for n, p in PLAN.table_files().items()
         },
-        provenance=f"{RESULTS}/tables/tables.provenance.json",
+        provenance=P.table("tables.provenance", ".json"),
     log:
         "logs/metrics/tables.log",
+    localrule: True
     conda:
         "../envs/deepred.yaml"
     threads: 1
@@ -82,34 +62,35 @@ rule tables:
 
 rule figures_test_set:
     input:
-        unpack(lambda wc: test_set_inputs(config, wc.test_set)),
-        binned=f"{RESULTS}/metrics/{{test_set}}/binned.csv",
+        unpack(lambda wc: PLAN.test_set_inputs(wc.test_set)),
+        binned=P.metrics("binned"),
     output:
         density=report(
-            f"{FIGS}/density/{{test_set}}.png",
+            P.figure("density/{test_set}"),
             category="{test_set}",
             subcategory="Predicted vs true",
             labels={"figure": "density", "test set": "{test_set}"},
         ),
-        density_pdf=f"{FIGS}/density/{{test_set}}.pdf",
+        density_pdf=P.figure("density/{test_set}", ".pdf"),
         nmad_vs_z=report(
-            f"{FIGS}/nmad_vs_z/{{test_set}}.png",
+            P.figure("nmad_vs_z/{test_set}"),
             category="{test_set}",
             subcategory="NMAD vs redshift",
             labels={"figure": "NMAD vs z", "test set": "{test_set}"},
         ),
-        nmad_vs_z_pdf=f"{FIGS}/nmad_vs_z/{{test_set}}.pdf",
+        nmad_vs_z_pdf=P.figure("nmad_vs_z/{test_set}", ".pdf"),
         pit=report(
-            f"{FIGS}/pit/{{test_set}}.png",
+            P.figure("pit/{test_set}"),
             category="{test_set}",
             subcategory="PIT (distribution models)",
             labels={"figure": "PIT", "test set": "{test_set}"},
         ),
-        pit_pdf=f"{FIGS}/pit/{{test_set}}.pdf",
+        pit_pdf=P.figure("pit/{test_set}", ".pdf"),
     log:
         "logs/figures/{test_set}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/figures/{{test_set}}.tsv"
+        P.benchmark("figures", "{test_set}")
+    localrule: True
     conda:
         "../envs/deepred.yaml"
     threads: 1
@@ -124,17 +105,18 @@ rule figures_test_set:
 
 rule improvement_figure:
     input:
-        improvement=f"{RESULTS}/tables/improvement.csv",
+        improvement=P.table("improvement"),
     output:
         png=report(
-            f"{FIGS}/improvement.png",
+            P.figure("improvement"),
             category="Study",
             subcategory="Improvement over the best baseline",
             labels={"figure": "R per test set"},
         ),
-        pdf=f"{FIGS}/improvement.pdf",
+        pdf=P.figure("improvement", ".pdf"),
     log:
         "logs/figures/improvement.log",
+    localrule: True
     conda:
         "../envs/deepred.yaml"
     threads: 1
@@ -147,21 +129,21 @@ rule improvement_figure:
 
 rule transfer_predict:
     input:
-        weights=f"{RESULTS}/models/{{model}}/{{train}}/model.safetensors",
-        meta=f"{RESULTS}/models/{{model}}/{{train}}/model.json",
-        catalog=processed("{eval}"),
-        stats=processed("{eval}", "stats.json"),
+        weights=P.model_file("model.safetensors", dataset="{train}"),
+        meta=P.model_file("model.json", dataset="{train}"),
+        catalog=P.processed("{eval}"),
+        stats=P.processed("{eval}", "stats.json"),
         shards=shards_of("eval"),
     output:
-        f"{RESULTS}/transfer/{{model}}/{{train}}__{{eval}}.parquet",
+        P.transfer(),
     log:
         "logs/transfer/{model}/{train}__{eval}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/transfer/{{model}}/{{train}}__{{eval}}.tsv"
+        P.benchmark("transfer", "{model}", "{train}__{eval}")
     wildcard_constraints:
-        model="|".join(TRANSFER_MODELS) or "(?!)",
-        train="|".join(DATASETS),
-        eval="|".join(DATASETS),
+        model=choices(TRANSFER_MODELS),
+        train=choices(DATASETS),
+        eval=choices(DATASETS),
     conda:
         "../envs/deepred.yaml"
     threads: 1
@@ -177,23 +159,24 @@ rule transfer_predict:
 
 rule transfer_table:
     input:
-        unpack(lambda wc: transfer_inputs(config, TRANSFER_MODELS, TRANSFER_PAIRS)),
+        unpack(lambda wc: PLAN.transfer_inputs()),
     output:
         table=report(
-            f"{RESULTS}/tables/transfer_nmad.csv",
+            P.table("transfer_nmad"),
             category="Tables",
             subcategory="Study",
             labels={"table": "transfer_nmad"},
         ),
         png=report(
-            f"{FIGS}/transfer_nmad.png",
+            P.figure("transfer_nmad"),
             category="Study",
             subcategory="Cross-survey transfer",
             labels={"figure": "transfer NMAD"},
         ),
-        pdf=f"{FIGS}/transfer_nmad.pdf",
+        pdf=P.figure("transfer_nmad", ".pdf"),
     log:
         "logs/metrics/transfer_table.log",
+    localrule: True
     conda:
         "../envs/deepred.yaml"
     threads: 1
@@ -206,31 +189,22 @@ rule transfer_table:
 
 rule archive:
     input:
-        results=metrics_targets(config, bool(TRANSFER_MODELS)),
+        results=PLAN.metrics_targets(),
         figure_pdfs=[
             p.removesuffix(".png") + ".pdf"
-            for p in metrics_targets(config, bool(TRANSFER_MODELS))
+            for p in PLAN.metrics_targets()
             if p.endswith(".png")
         ],
-        shap=shap_outputs(),  # SHAP localization table and figures (rules/shap.smk)
-        pdfs=pdf_targets(),  # test-set PDFs as qp ensembles, truth tables (rules/pdfs.smk)
-        metrics=expand(
-            f"{RESULTS}/metrics/{{ts}}/{{kind}}.csv",
-            ts=TEST_SETS,
-            kind=METRIC_KINDS,
-        ),
-        predictions=sorted(
-            {
-                prediction_file(config, m, config["test_sets"][ts]["dataset"])
-                for m in TABLE_MODELS
-                for ts in TEST_SETS
-            }
-        ),
-        checksummed=archive_checksummed(),
+        shap=PLAN.shap_outputs(),  # SHAP localization table and figures (rules/shap.smk)
+        pdfs=PLAN.pdf_targets(),  # test-set PDFs as qp ensembles, truth tables (rules/pdfs.smk)
+        metrics=[P.metrics(k, ts) for ts in TEST_SETS for k in METRIC_KINDS],
+        predictions=PLAN.archived_predictions(),
+        checksummed=PLAN.archive_checksummed(),
     output:
-        ARCHIVE,
+        P.archive(archive_date(config)),
     log:
         "logs/archive.log",
+    localrule: True
     conda:
         "../envs/deepred.yaml"
     threads: 1

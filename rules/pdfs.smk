@@ -1,20 +1,18 @@
-# Test-set PDFs as qp ensembles (deepred/qp_io.py), the format RAIL's evaluation stages read: per test set one job
+# Test-set PDFs as qp ensembles (deepred/pdfs/qp_io.py), the format RAIL's evaluation stages read: per test set one job
 # writes every PDF model's file (the rows the metrics rule evaluates, in its order) and the truth table RAIL compares
 # them with. One job per test set, not per (model, test set): each job's start (Python, qp) costs more than its work.
-from deepred.tables import prediction_file
 
 
 rule pdfs_qp:
     input:
-        predictions=lambda wc: [
-            prediction_file(config, m, test_set_dataset(wc)) for m in PDF_MODELS
-        ],
-        catalog=lambda wc: processed(test_set_dataset(wc)),
+        predictions=lambda wc: PLAN.pdf_predictions(wc.test_set),
+        catalog=lambda wc: P.processed(test_set_dataset(wc)),
     output:
-        pdfs=expand(f"{RESULTS}/pdfs/{{model}}/{{{{test_set}}}}.hdf5", model=PDF_MODELS),
-        truth=f"{RESULTS}/pdfs/truth/{{test_set}}.hdf5",
+        pdfs=[P.pdfs(m) for m in PDF_MODELS],
+        truth=P.pdfs("truth"),
     log:
         "logs/pdfs/{test_set}.log",
+    localrule: True
     conda:
         "../envs/deepred.yaml"
     threads: 1

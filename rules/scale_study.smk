@@ -1,25 +1,25 @@
-# The scale study (deepred/scale_study.py): test NMAD against the number of training systems, set against the
+# The scale study (deepred/results/scale_study.py): test NMAD against the number of training systems, set against the
 # photometric baseline. Only a config with a `scale_study` section has these jobs (config/scale_study.yaml):
 #   snakemake scale_study --cores 2 --configfile config/scale_study.yaml
 # Each point trains on a nested subset of the training split and predicts the whole test split.
-# Its point list and file helpers live in rules/common.smk (SCALE_POINTS, scale_point_files).
+# Its point list and files: deepred/workflow/plan.py (Plan.scale_points, Plan.scale_point_files).
 
 
 rule scale_point:
     input:
-        catalog=processed("{dataset}"),
-        stats=processed("{dataset}", "stats.json"),
+        catalog=P.processed(),
+        stats=P.processed(name="stats.json"),
         shards=shards_of("dataset"),
     output:
         # the model's own files (weights or trees, history) are written beside these
-        predictions=f"{SCALE_DIR}/test.parquet",
-        meta=f"{SCALE_DIR}/model.json",
+        predictions=P.scale_point("test.parquet"),
+        meta=P.scale_point("model.json"),
     log:
         "logs/scale_study/{dataset}/{model}/n{n}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/scale_study/{{dataset}}/{{model}}/n{{n}}.tsv"
+        P.benchmark("scale_study", "{dataset}", "{model}", "n{n}")
     wildcard_constraints:
-        model="|".join(SCALE.get("models", [])) or "(?!)",
+        model=choices(PLAN.scale_models),
         n=r"[1-9][0-9]*",
     conda:
         "../envs/deepred.yaml"
@@ -39,16 +39,17 @@ rule scale_point:
 
 rule scale_study:
     input:
-        predictions=scale_point_files("test.parquet"),
-        meta=scale_point_files("model.json"),
+        predictions=PLAN.scale_point_files("test.parquet"),
+        meta=PLAN.scale_point_files("model.json"),
     output:
-        table=f"{RESULTS}/tables/scale_study.csv",
-        crossover=f"{RESULTS}/tables/scale_study_crossover.csv",
-        png=f"{RESULTS}/figures/scale_study.png",
-        pdf=f"{RESULTS}/figures/scale_study.pdf",
-        provenance=f"{RESULTS}/tables/scale_study.provenance.json",
+        table=P.table("scale_study"),
+        crossover=P.table("scale_study_crossover"),
+        png=P.figure("scale_study"),
+        pdf=P.figure("scale_study", ".pdf"),
+        provenance=P.table("scale_study.provenance", ".json"),
     log:
         "logs/scale_study/tables.log",
+    localrule: True
     conda:
         "../envs/deepred.yaml"
     threads: 1
@@ -56,9 +57,7 @@ rule scale_study:
         mem_mb=2000,
         runtime="15m",
     params:
-        points=SCALE_POINTS,
-        metrics={
-            k: v for k, v in config["metrics"].items() if k not in METRICS_RUN_ONLY
-        },
+        points=PLAN.scale_points,
+        metrics=triggers.metrics_settings(config),
     script:
         "../workflow_scripts/scale_study.py"

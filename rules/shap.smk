@@ -1,26 +1,22 @@
-# SHAP localization (deepred/explain.py, deepred/localization.py, deepred/shap_plots.py): where each
+# SHAP localization (deepred/explain/attributions.py, deepred/explain/scoring.py, deepred/results/shap_figures.py): where each
 # network looks (expected gradients, per pixel or per patch-sized window), scored against the object's footprint,
-# and the controls that say whether it uses the object (deepred/shap_controls.py): occlusion in every explain job,
+# and the controls that say whether it uses the object (deepred/explain/controls.py): occlusion in every explain job,
 # shuffled-label networks for the models in shap.shuffled_models.
 rule shap_explain:
     input:
-        weights=f"{RESULTS}/models/{{model}}/{{dataset}}/model.safetensors",
-        meta=f"{RESULTS}/models/{{model}}/{{dataset}}/model.json",
-        catalog=processed("{dataset}"),
-        stats=processed("{dataset}", "stats.json"),
+        weights=P.model_file("model.safetensors"),
+        meta=P.model_file("model.json"),
+        catalog=P.processed(),
+        stats=P.processed(name="stats.json"),
         shards=shards_of("dataset"),
     output:
-        per_image=f"{RESULTS}/shap/{{model}}/{{dataset}}/per_image.parquet",
-        attributions=f"{RESULTS}/shap/{{model}}/{{dataset}}/attributions.npy",
-        regions=f"{RESULTS}/shap/{{model}}/{{dataset}}/regions.npy",
-        meta=f"{RESULTS}/shap/{{model}}/{{dataset}}/explain.json",
-        occlusion=f"{RESULTS}/shap/{{model}}/{{dataset}}/occlusion.parquet",
+        **shap_job_outputs(),
     log:
         "logs/shap/{model}/{dataset}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/shap/{{model}}/{{dataset}}.tsv"
+        P.benchmark("shap", "{model}", "{dataset}")
     wildcard_constraints:
-        model="|".join(SHAP_MODELS) or "(?!)",
+        model=choices(SHAP_MODELS),
     conda:
         "../envs/deepred.yaml"
     threads: config["shap"]["threads"]
@@ -39,24 +35,20 @@ rule shap_explain:
 
 rule shap_shuffled:
     input:
-        catalog=processed("{dataset}"),
-        stats=processed("{dataset}", "stats.json"),
+        catalog=P.processed(),
+        stats=P.processed(name="stats.json"),
         shards=shards_of("dataset"),
     output:
-        per_image=f"{RESULTS}/shap/{{model}}/{{dataset}}/shuffled/per_image.parquet",
-        attributions=f"{RESULTS}/shap/{{model}}/{{dataset}}/shuffled/attributions.npy",
-        regions=f"{RESULTS}/shap/{{model}}/{{dataset}}/shuffled/regions.npy",
-        meta=f"{RESULTS}/shap/{{model}}/{{dataset}}/shuffled/explain.json",
-        occlusion=f"{RESULTS}/shap/{{model}}/{{dataset}}/shuffled/occlusion.parquet",
-        weights=f"{RESULTS}/shap/{{model}}/{{dataset}}/shuffled/model/model.safetensors",
-        model=f"{RESULTS}/shap/{{model}}/{{dataset}}/shuffled/model/model.json",
-        history=f"{RESULTS}/shap/{{model}}/{{dataset}}/shuffled/model/history.csv",
+        **shap_job_outputs(shuffled=True),
+        weights=P.shap_file("model/model.safetensors", shuffled=True),
+        model=P.shap_file("model/model.json", shuffled=True),
+        history=P.shap_file("model/history.csv", shuffled=True),
     log:
         "logs/shap/shuffled/{model}/{dataset}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/shap_shuffled/{{model}}/{{dataset}}.tsv"
+        P.benchmark("shap_shuffled", "{model}", "{dataset}")
     wildcard_constraints:
-        model="|".join(SHAP_SHUFFLED) or "(?!)",
+        model=choices(SHAP_SHUFFLED),
     conda:
         "../envs/deepred.yaml"
     threads: config["training"]["threads"]
@@ -66,12 +58,8 @@ rule shap_shuffled:
         gpu=1,
     params:
         # rerun trigger: what the real network's weights depend on, and the explainer's settings
-        section=lambda wc: {**config["baselines"], **config["architectures"]}[wc.model],
-        training={
-            k: v
-            for k, v in config["training"].items()
-            if k not in RUN_ONLY_TRAINING_KEYS
-        },
+        section=model_config_section,
+        training=TRAINING_RECIPE,
         settings=shap_settings,
         seed=config["seed"],
     script:
@@ -80,31 +68,24 @@ rule shap_shuffled:
 
 rule shap_table:
     input:
-        per_image=expand(
-            f"{RESULTS}/shap/{{model}}/{{dataset}}/per_image.parquet",
-            model=SHAP_MODELS,
-            dataset=SHAP_DATASETS,
-        ),
-        occlusion=expand(
-            f"{RESULTS}/shap/{{model}}/{{dataset}}/occlusion.parquet",
-            model=SHAP_MODELS,
-            dataset=SHAP_DATASETS,
-        ),
-        shuffled=expand(
-            f"{RESULTS}/shap/{{model}}/{{dataset}}/shuffled/per_image.parquet",
-            model=SHAP_SHUFFLED,
-            dataset=SHAP_DATASETS,
-        ),
-        catalogs=[processed(d) for d in SHAP_DATASETS],
+        per_image=[P.shap_file("per_image.parquet", m, d) for m, d in SHAP_JOBS],
+        occlusion=[P.shap_file(SHAP_OCCLUSION_FILE, m, d) for m, d in SHAP_JOBS],
+        shuffled=[
+            P.shap_file("per_image.parquet", m, d, shuffled=True)
+            for m in SHAP_SHUFFLED
+            for d in PLAN.shap_datasets
+        ],
+        catalogs=[P.processed(d) for d in PLAN.shap_datasets],
     output:
         table=report(
-            f"{RESULTS}/tables/shap_localization.csv",
+            P.table("shap_localization"),
             category="SHAP localization",
             labels={"table": "localization per model and test set"},
         ),
-        provenance=f"{RESULTS}/tables/shap_localization.provenance.json",
+        provenance=P.table("shap_localization.provenance", ".json"),
     log:
         "logs/shap/table.log",
+    localrule: True
     conda:
         "../envs/deepred.yaml"
     threads: 1
@@ -116,30 +97,19 @@ rule shap_table:
             [
                 m,
                 d,
-                f"{shap_dir(m, d)}/per_image.parquet",
-                f"{shap_dir(m, d)}/occlusion.parquet",
+                P.shap_file("per_image.parquet", m, d),
+                P.shap_file(SHAP_OCCLUSION_FILE, m, d),
                 (
-                    f"{shap_dir(m, d)}/shuffled/per_image.parquet"
+                    P.shap_file("per_image.parquet", m, d, shuffled=True)
                     if m in SHAP_SHUFFLED
                     else None
                 ),
             ]
-            for m in SHAP_MODELS
-            for d in SHAP_DATASETS
+            for m, d in SHAP_JOBS
         ],
-        processed={d: f"{DATA}/processed/{d}" for d in SHAP_DATASETS},
+        processed={d: P.processed_dir(d) for d in PLAN.shap_datasets},
         # rerun trigger: the test sets' queries, the scoring options and the bootstrap
-        depends_on={
-            "test_sets": config["test_sets"],
-            "shap": {
-                k: config["shap"][k]
-                for k in ("hq_snr", "pointing_tolerance", "reliance_threshold")
-            },
-            "bootstrap": [
-                config["metrics"][k] for k in ("bootstrap_resamples", "ci_level")
-            ],
-            "seed": config["seed"],
-        },
+        depends_on=triggers.shap_table_params(config),
     script:
         "../workflow_scripts/shap_table.py"
 
@@ -147,24 +117,22 @@ rule shap_table:
 rule shap_figures:
     input:
         explained=lambda wc: [
-            f"{shap_dir(m, config['test_sets'][wc.test_set]['dataset'])}/{f}"
+            P.shap_file(f, m, test_set_dataset(wc))
             for m in SHAP_MODELS
             for f in SHAP_FILES
         ],
-        catalog=lambda wc: processed(config["test_sets"][wc.test_set]["dataset"]),
-        shards=lambda wc: processed(
-            config["test_sets"][wc.test_set]["dataset"], "shards"
-        ),
+        catalog=lambda wc: P.processed(test_set_dataset(wc)),
+        shards=lambda wc: P.processed(test_set_dataset(wc), "shards"),
     output:
         snr=report(
-            f"{RESULTS}/figures/shap/{{test_set}}/accuracy_vs_snr.png",
+            P.shap_figure("accuracy_vs_snr"),
             category="SHAP localization",
             subcategory="{test_set}",
             labels={"test set": "{test_set}", "figure": "accuracy vs S/N"},
         ),
         examples=[
             report(
-                f"{RESULTS}/figures/shap/{{test_set}}/examples_{m}.png",
+                P.shap_figure(f"examples_{m}"),
                 category="SHAP localization",
                 subcategory="{test_set}",
                 labels={"test set": "{test_set}", "figure": f"examples {m}"},
@@ -173,6 +141,7 @@ rule shap_figures:
         ],
     log:
         "logs/shap/figures_{test_set}.log",
+    localrule: True
     conda:
         "../envs/deepred.yaml"
     threads: 1
@@ -181,20 +150,13 @@ rule shap_figures:
         runtime="10m",
     params:
         shap_dirs=lambda wc: {
-            m: shap_dir(m, config["test_sets"][wc.test_set]["dataset"])
-            for m in SHAP_MODELS
+            m: P.shap_dir(m, test_set_dataset(wc)) for m in SHAP_MODELS
         },
-        processed=lambda wc: f"{DATA}/processed/{config['test_sets'][wc.test_set]['dataset']}",
+        processed=lambda wc: P.processed_dir(test_set_dataset(wc)),
         example_pngs=lambda wc: {
-            m: f"{RESULTS}/figures/shap/{wc.test_set}/examples_{m}.png"
-            for m in SHAP_MODELS
+            m: P.shap_figure(f"examples_{m}", wc.test_set) for m in SHAP_MODELS
         },
         # rerun trigger: the test set's query and the figure options
-        depends_on=lambda wc: {
-            "test_set": config["test_sets"][wc.test_set],
-            "shap": {
-                k: config["shap"][k] for k in ("hq_snr", "snr_bins", "n_examples")
-            },
-        },
+        depends_on=lambda wc: triggers.shap_figure_params(config, wc.test_set),
     script:
         "../workflow_scripts/shap_figures.py"

@@ -1,11 +1,11 @@
 # SLURM pre-flight: under `--profile slurm`, check sbatch, the controller, partition and account before the
-# first submission (deepred/slurm.py), so a broken setup fails in seconds with a clear message.
+# first submission (deepred/workflow/slurm.py), so a broken setup fails in seconds with a clear message.
 # Local runs, dry runs and the SLURM job steps (executor slurm-jobstep, --no-hooks) skip it.
 import os
 
 from snakemake.logging import logger
 
-from deepred.slurm import SlurmPreflightError, preflight
+from deepred.workflow.slurm import SlurmPreflightError, preflight
 
 
 def _slurm_setting(resource, env):

@@ -1,23 +1,23 @@
 # DeepRed networks (backbones and neural baselines): one training job per (model, dataset), which also calibrates
-# the network's PDFs on the validation split (deepred/calibration.py), its predictions on the val and test splits,
-# and the two ensembles over the backbones (deepred/ensemble.py).
+# the network's PDFs on the validation split (deepred/pdfs/calibration.py), its predictions on the val and test splits,
+# and the two ensembles over the backbones (deepred/predict/ensemble.py).
 
 
 rule train:
     input:
-        catalog=processed("{dataset}"),
-        stats=processed("{dataset}", "stats.json"),
+        catalog=P.processed(),
+        stats=P.processed(name="stats.json"),
         shards=shards_of("dataset"),
     output:
-        weights=f"{RESULTS}/models/{{model}}/{{dataset}}/model.safetensors",
-        meta=f"{RESULTS}/models/{{model}}/{{dataset}}/model.json",
-        history=f"{RESULTS}/models/{{model}}/{{dataset}}/history.csv",
+        weights=P.model_file("model.safetensors"),
+        meta=P.model_file("model.json"),
+        history=P.model_file("history.csv"),
     log:
         "logs/train/{model}/{dataset}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/train/{{model}}/{{dataset}}.tsv"
+        P.benchmark("train", "{model}", "{dataset}")
     wildcard_constraints:
-        model="|".join(NEURAL_MODELS) or "(?!)",  # no network enabled: no model matches
+        model=choices(NEURAL_MODELS),  # no network enabled: no model matches
     conda:
         "../envs/deepred.yaml"
     threads: config["training"]["threads"]
@@ -27,7 +27,7 @@ rule train:
         gpu=1,
     params:
         # what the weights depend on, for the `params` rerun trigger: editing one model's section reruns
-        # only that model's jobs; run-only keys (deepred.catalog.RUN_ONLY_TRAINING_KEYS) rerun nothing
+        # only that model's jobs; run-only keys (deepred.core.model_names.RUN_ONLY_TRAINING_KEYS) rerun nothing
         section=model_config_section,
         training=TRAINING_RECIPE,
         seed=config["seed"],
@@ -38,19 +38,19 @@ rule train:
 
 rule predict:
     input:
-        weights=f"{RESULTS}/models/{{model}}/{{dataset}}/model.safetensors",
-        meta=f"{RESULTS}/models/{{model}}/{{dataset}}/model.json",
-        catalog=processed("{dataset}"),
-        stats=processed("{dataset}", "stats.json"),
+        weights=P.model_file("model.safetensors"),
+        meta=P.model_file("model.json"),
+        catalog=P.processed(),
+        stats=P.processed(name="stats.json"),
         shards=shards_of("dataset"),
     output:
-        predictions=f"{RESULTS}/predictions/{{model}}/{{dataset}}.parquet",
+        predictions=P.predictions(),
     log:
         "logs/predict/{model}/{dataset}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/predict/{{model}}/{{dataset}}.tsv"
+        P.benchmark("predict", "{model}", "{dataset}")
     wildcard_constraints:
-        model="|".join(NEURAL_MODELS) or "(?!)",  # no network enabled: no model matches
+        model=choices(NEURAL_MODELS),  # no network enabled: no model matches
     conda:
         "../envs/deepred.yaml"
     threads: 1
@@ -63,21 +63,16 @@ rule predict:
 
 rule ensemble:
     input:
-        predictions=expand(
-            f"{RESULTS}/predictions/{{member}}/{{{{dataset}}}}.parquet",
-            member=ENSEMBLE_MEMBERS,
-        ),
-        models=expand(
-            f"{RESULTS}/models/{{member}}/{{{{dataset}}}}/model.json",
-            member=ENSEMBLE_MEMBERS,
-        ),
+        predictions=[P.predictions(m) for m in ENSEMBLE_MEMBERS],
+        models=[P.model_file("model.json", m) for m in ENSEMBLE_MEMBERS],
     output:
-        stacked=f"{RESULTS}/predictions/ensemble_stacked/{{dataset}}.parquet",
-        mean=f"{RESULTS}/predictions/ensemble_mean/{{dataset}}.parquet",
-        stacked_model=f"{RESULTS}/models/ensemble_stacked/{{dataset}}/model.json",
-        mean_model=f"{RESULTS}/models/ensemble_mean/{{dataset}}/model.json",
+        stacked=P.predictions("ensemble_stacked"),
+        mean=P.predictions("ensemble_mean"),
+        stacked_model=P.model_file("model.json", "ensemble_stacked"),
+        mean_model=P.model_file("model.json", "ensemble_mean"),
     log:
         "logs/ensemble/{dataset}.log",
+    localrule: True
     conda:
         "../envs/deepred.yaml"
     threads: 1

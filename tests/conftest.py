@@ -19,9 +19,9 @@ import pytest
 import torch
 import yaml
 
-from deepred.config import validate_config
+from deepred.contracts.config import validate_config
 from deepred.data.normalize import normalize
-from deepred.data.raw import read_simulated
+from deepred.contracts.raw import read_simulated
 
 
 def make_tiny_raw(raw_dir, n=240, bands=("g", "r", "i", "z"), cutout=45, seed=0, z_range=(0.1, 1.0), copies=1):
@@ -155,7 +155,7 @@ def tiny_dataset_64(tmp_path_factory) -> Path:
 def tiny_pdf_model(tmp_path_factory, tiny_dataset) -> Path:
     """A real PhotoZ network (softmax PDF head) trained one epoch on tiny_dataset, in results/models/photoz/tiny
     of a tmp results folder (about a second); returns the model folder."""
-    from deepred.train import train_model
+    from deepred.training.train import train_model
 
     results = tmp_path_factory.mktemp("pdf_results")
     cfg = tiny_config({"tiny": {"n": 240}}, data_dir=tiny_dataset.parent.parent, results_dir=results)

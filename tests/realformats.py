@@ -17,7 +17,7 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 import pandas as pd
 
-from deepred.download import pin_folder
+from deepred.fetch.download import pin_folder
 
 DGL_KEYS = ("PLANE_1-REDSHIFT-g", "PLANE_2-REDSHIFT-g")
 

@@ -328,8 +328,8 @@ def cutout_config(root: str | Path, name: str, targets: pd.DataFrame, provider: 
     DataFrame) are written, pinned, under root/data/raw/{name}/; the lock goes to root/pins/."""
     import yaml
 
-    from deepred.config import validate_config
-    from deepred.download import pin_folder
+    from deepred.contracts.config import validate_config
+    from deepred.fetch.download import pin_folder
 
     root = Path(root)
     raw = root / "data" / "raw" / name

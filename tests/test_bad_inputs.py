@@ -2,7 +2,7 @@
 config key and the problem, before any output is touched, and loses nothing computed earlier.
 
 Workflow cases run real Snakemake in a copy of the workflow whose outputs are all in place (`--touch`, as
-tests/test_tables_workflow.py does), so "nothing deleted" is checked against files Snakemake considers done.
+tests/results/test_tables_workflow.py does), so "nothing deleted" is checked against files Snakemake considers done.
 """
 
 from __future__ import annotations
@@ -22,16 +22,16 @@ import pytest
 import yaml
 
 from conftest import make_tiny_raw, tiny_config
-from deepred.catalog import pdf_models
+from deepred.core.model_names import pdf_models
 from deepred.cli import main as cli_main
-from deepred.config import ConfigError, validate_config
-from deepred.data.contract import DataError, ProcessedDataset, damaged_shards, source_columns
+from deepred.contracts.config import ConfigError, validate_config
+from deepred.contracts.processed import DataError, ProcessedDataset, damaged_shards, source_columns
 from deepred.data.normalize import normalize
-from deepred.data.raw import read_simulated
-from deepred.io import atomic_path, write_text
+from deepred.contracts.raw import read_simulated
+from deepred.core.io import atomic_path, write_text
 from deepred.models.preflight import check_networks
-from deepred.slurm import copy_workflow
-from deepred.tables import NO_BASELINE, improvement_table
+from deepred.workflow.slurm import copy_workflow
+from deepred.results.tables import NO_BASELINE, improvement_table
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -254,7 +254,7 @@ def test_fewer_bands_than_the_metadata_lists(tmp_path):
 # ---------------------------------------------------------------- 5./6. deepred predict: ids, destinations
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_dataset) -> Path:
-    from deepred.train import train_model
+    from deepred.training.train import train_model
 
     results = tmp_path_factory.mktemp("results")
     cfg = tiny_config({"tiny": {"n": 240}}, data_dir=tiny_dataset.parent.parent, results_dir=results)
@@ -356,7 +356,7 @@ def test_no_baselines_config_plans_the_tables(tmp_path):
     assert jobs["tables"] == 1 and jobs["improvement_figure"] == 1 and "hogsvr" not in jobs
 
 
-@pytest.mark.parametrize("module", [["deepred.download"], ["deepred.cutouts", "fetch"]])
+@pytest.mark.parametrize("module", [["deepred.fetch"], ["deepred.download"], ["deepred.cutouts", "fetch"]])
 def test_module_cli_config_error_is_one_line(tmp_path, module):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"datasets": {}, "test_sets": {}, "tpyo": 1}))

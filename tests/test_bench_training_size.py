@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.workflow
 def test_learning_curve_rows(tmp_path):
     out = tmp_path / "training_size.json"
     cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_training_size.py"), "--config",

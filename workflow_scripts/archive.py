@@ -1,12 +1,12 @@
 """Snakemake script: results/archive/deepred-results-<date>.tar.gz with a verified manifest."""
 
-from deepred.logs import setup_logging, snakemake_log
+from deepred.core.logs import setup_logging, snakemake_log
 
 log = setup_logging(snakemake_log(snakemake))  # noqa: F821 (snakemake is injected)
 
 from pathlib import Path  # noqa: E402
 
-from deepred.archive import build_archive, verify_archive  # noqa: E402
+from deepred.results.archive import build_archive, verify_archive  # noqa: E402
 
 inp = snakemake.input  # noqa: F821
 # Archived: every input but the models and catalogues the results came from, which are only checksummed.

@@ -1,7 +1,7 @@
 """Snakemake script: fetch a cutouts source's survey images (rule cutout_images) or cut the targets from
 them (rule cutouts)."""
 
-from deepred.logs import setup_logging, snakemake_log
+from deepred.core.logs import setup_logging, snakemake_log
 
 setup_logging(snakemake_log(snakemake))  # noqa: F821 (snakemake is injected)
 

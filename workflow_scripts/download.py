@@ -3,15 +3,15 @@ recorded at first download), every file a manifest lists (rule download_manifest
 download_archive: Zenodo record JSON, published md5, SHA-256 into the lock), or a dataset's members of it
 (rule extract_archive)."""
 
-from deepred.logs import setup_logging, snakemake_log
+from deepred.core.logs import setup_logging, snakemake_log
 
 setup_logging(snakemake_log(snakemake))  # noqa: F821 (snakemake is injected)
 
 from pathlib import Path  # noqa: E402
 
-from deepred.dataset_fetch import ZENODO_API, extract_dataset, fetch_archive, fetch_locked  # noqa: E402
-from deepred.download import DownloadSettings, FileSpec, fetch, fetch_manifest  # noqa: E402
-from deepred.pins import Lock  # noqa: E402
+from deepred.fetch.dataset import ZENODO_API, extract_dataset, fetch_archive, fetch_locked  # noqa: E402
+from deepred.fetch.download import DownloadSettings, FileSpec, fetch, fetch_manifest  # noqa: E402
+from deepred.fetch.pins import Lock  # noqa: E402
 
 smk = snakemake  # noqa: F821
 settings = DownloadSettings.from_config(smk.config)  # not a param: editing retries/offline must not refetch

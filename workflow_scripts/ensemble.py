@@ -1,12 +1,12 @@
 """Snakemake script: stacked and mean ensembles of the backbones for one dataset (fit on val only)."""
 
-from deepred.logs import setup_logging, snakemake_log
+from deepred.core.logs import setup_logging, snakemake_log
 
 setup_logging(snakemake_log(snakemake))  # noqa: F821 (snakemake is injected)
 
 from pathlib import Path  # noqa: E402
 
-from deepred.ensemble import fit_ensembles  # noqa: E402
+from deepred.predict.ensemble import fit_ensembles  # noqa: E402
 
 members = snakemake.params.members  # noqa: F821
 fit_ensembles(

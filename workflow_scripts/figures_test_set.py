@@ -1,6 +1,6 @@
 """Snakemake script: one test set's figures (density, NMAD vs z, PIT), PNG + PDF."""
 
-from deepred.logs import setup_logging, snakemake_log
+from deepred.core.logs import setup_logging, snakemake_log
 
 setup_logging(snakemake_log(snakemake))  # noqa: F821 (snakemake is injected)
 
@@ -8,7 +8,7 @@ from pathlib import Path  # noqa: E402
 
 import pandas as pd  # noqa: E402
 
-from deepred import figures as F  # noqa: E402
+from deepred.results import figures as F  # noqa: E402
 
 config = snakemake.config  # noqa: F821
 inp, out = snakemake.input, snakemake.output  # noqa: F821

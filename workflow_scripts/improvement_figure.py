@@ -1,11 +1,11 @@
 """Snakemake script: bar chart of R per test set with the paper's values."""
 
-from deepred.logs import setup_logging, snakemake_log
+from deepred.core.logs import setup_logging, snakemake_log
 
 setup_logging(snakemake_log(snakemake))  # noqa: F821 (snakemake is injected)
 
 import pandas as pd  # noqa: E402
 
-from deepred.figures import improvement_figure  # noqa: E402
+from deepred.results.figures import improvement_figure  # noqa: E402
 
 improvement_figure(pd.read_csv(snakemake.input.improvement), snakemake.output.png, snakemake.output.pdf)  # noqa: F821

@@ -1,12 +1,12 @@
 """Snakemake script: every metric with bootstrap intervals for every model on one test set."""
 
-from deepred.logs import setup_logging, snakemake_log
+from deepred.core.logs import setup_logging, snakemake_log
 
 setup_logging(snakemake_log(snakemake))  # noqa: F821 (snakemake is injected)
 
 from pathlib import Path  # noqa: E402
 
-from deepred.tables import write_test_set_metrics  # noqa: E402
+from deepred.results.tables import write_test_set_metrics  # noqa: E402
 
 inp, out = snakemake.input, snakemake.output  # noqa: F821
 preds = {k[len("pred_"):]: v for k, v in inp.items() if k.startswith("pred_")}

@@ -1,6 +1,6 @@
 """Snakemake script: normalize one dataset's raw source into the data contract."""
 
-from deepred.logs import setup_logging, snakemake_log
+from deepred.core.logs import setup_logging, snakemake_log
 
 setup_logging(snakemake_log(snakemake))  # noqa: F821 (snakemake is injected)
 

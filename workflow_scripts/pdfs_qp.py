@@ -1,13 +1,13 @@
 """Snakemake script (rule pdfs_qp): one test set's PDFs of every PDF model as qp ensembles, and its truth table
-for RAIL's evaluators; deepred.qp_io."""
+for RAIL's evaluators; deepred.pdfs.qp_io."""
 
-from deepred.logs import setup_logging, snakemake_log
+from deepred.core.logs import setup_logging, snakemake_log
 
 log = setup_logging(snakemake_log(snakemake))  # noqa: F821 (snakemake is injected)
 
 from pathlib import Path  # noqa: E402
 
-from deepred.qp_io import write_test_set_files  # noqa: E402
+from deepred.pdfs.qp_io import write_test_set_files  # noqa: E402
 
 inp, out, params, wc = snakemake.input, snakemake.output, snakemake.params, snakemake.wildcards  # noqa: F821
 models = {m: (pred, pdfs) for m, pred, pdfs in zip(params.models, inp.predictions, out.pdfs)}

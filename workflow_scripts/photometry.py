@@ -1,14 +1,14 @@
 """Snakemake script: fit the photometric baseline on one dataset, calibrate its PDFs on the validation split, then
 write its val/test predictions like any model's."""
 
-from deepred.logs import setup_logging, snakemake_log
+from deepred.core.logs import setup_logging, snakemake_log
 
 setup_logging(snakemake_log(snakemake))  # noqa: F821 (snakemake is injected)
 
 from pathlib import Path  # noqa: E402
 
-from deepred.photometry import train_photometry  # noqa: E402
-from deepred.predict import calibrate_model, predict_model  # noqa: E402
+from deepred.baselines.photometry import train_photometry  # noqa: E402
+from deepred.predict.splits import calibrate_model, predict_model  # noqa: E402
 
 processed_dir = Path(snakemake.input.catalog).parent  # noqa: F821
 model_dir = Path(snakemake.output.model).parent  # noqa: F821

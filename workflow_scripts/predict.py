@@ -1,6 +1,6 @@
 """Snakemake script: predictions of one trained network for the val and test rows of one dataset."""
 
-from deepred.logs import setup_logging, snakemake_log
+from deepred.core.logs import setup_logging, snakemake_log
 
 setup_logging(snakemake_log(snakemake))  # noqa: F821 (snakemake is injected)
 
@@ -8,7 +8,7 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
-from deepred.predict import predict_model  # noqa: E402
+from deepred.predict.splits import predict_model  # noqa: E402
 
 torch.set_num_threads(snakemake.threads)  # noqa: F821
 predict_model(

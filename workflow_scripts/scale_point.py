@@ -1,13 +1,13 @@
 """Snakemake script: one point of the scale study, a model trained on a nested subset of a dataset's training
-systems, and its test-split predictions (deepred.scale_study.fit_point)."""
+systems, and its test-split predictions (deepred.results.scale_study.fit_point)."""
 
-from deepred.logs import setup_logging, snakemake_log
+from deepred.core.logs import setup_logging, snakemake_log
 
 setup_logging(snakemake_log(snakemake))  # noqa: F821 (snakemake is injected)
 
 from pathlib import Path  # noqa: E402
 
-from deepred.scale_study import fit_point  # noqa: E402
+from deepred.results.scale_study import fit_point  # noqa: E402
 
 wc = snakemake.wildcards  # noqa: F821
 fit_point(wc.model, wc.dataset, int(wc.n), snakemake.config, Path(snakemake.input.catalog).parent,  # noqa: F821

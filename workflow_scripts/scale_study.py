@@ -1,13 +1,13 @@
 """Snakemake script: the scale study's tables and figure from every point's predictions and model.json."""
 
-from deepred.logs import setup_logging, snakemake_log
+from deepred.core.logs import setup_logging, snakemake_log
 
 setup_logging(snakemake_log(snakemake))  # noqa: F821 (snakemake is injected)
 
-from deepred.figures import scale_study_figure  # noqa: E402
-from deepred.io import write_json  # noqa: E402
-from deepred.provenance import provenance  # noqa: E402
-from deepred.scale_study import build_scale_tables  # noqa: E402
+from deepred.results.figures import scale_study_figure  # noqa: E402
+from deepred.core.io import write_json  # noqa: E402
+from deepred.core.provenance import provenance  # noqa: E402
+from deepred.results.scale_study import build_scale_tables  # noqa: E402
 
 config = snakemake.config  # noqa: F821
 inp, out = snakemake.input, snakemake.output  # noqa: F821

@@ -1,12 +1,12 @@
 """Snakemake script: SHAP attributions + localization scores of one trained network on its dataset."""
 
-from deepred.logs import setup_logging, snakemake_log
+from deepred.core.logs import setup_logging, snakemake_log
 
 setup_logging(snakemake_log(snakemake))  # noqa: F821 (snakemake is injected)
 
 from pathlib import Path  # noqa: E402
 
-from deepred.explain import explain_model  # noqa: E402
+from deepred.explain.attributions import explain_model  # noqa: E402
 
 explain_model(
     Path(snakemake.input.meta).parent,  # noqa: F821

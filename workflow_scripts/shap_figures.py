@@ -1,10 +1,10 @@
 """Snakemake script: one test set's SHAP figures (example grids per model, accuracy vs S/N)."""
 
-from deepred.logs import setup_logging, snakemake_log
+from deepred.core.logs import setup_logging, snakemake_log
 
 setup_logging(snakemake_log(snakemake))  # noqa: F821 (snakemake is injected)
 
-from deepred.shap_plots import shap_figures  # noqa: E402
+from deepred.results.shap_figures import shap_figures  # noqa: E402
 
 shap_figures(
     snakemake.config,  # noqa: F821

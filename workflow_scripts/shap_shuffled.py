@@ -1,13 +1,13 @@
 """Snakemake script: the shuffled-label control of one network on one dataset (train on permuted labels, then
 explain it like the real network)."""
 
-from deepred.logs import setup_logging, snakemake_log
+from deepred.core.logs import setup_logging, snakemake_log
 
 setup_logging(snakemake_log(snakemake))  # noqa: F821 (snakemake is injected)
 
 from pathlib import Path  # noqa: E402
 
-from deepred.shap_controls import shuffled_control  # noqa: E402
+from deepred.explain.shuffled import shuffled_control  # noqa: E402
 
 shuffled_control(
     snakemake.wildcards.model,  # noqa: F821

@@ -1,10 +1,10 @@
 """Snakemake script: results/tables/shap_localization.csv from every explain job's per-image scores."""
 
-from deepred.logs import setup_logging, snakemake_log
+from deepred.core.logs import setup_logging, snakemake_log
 
 setup_logging(snakemake_log(snakemake))  # noqa: F821 (snakemake is injected)
 
-from deepred.localization import write_localization_table  # noqa: E402
+from deepred.results.shap_table import write_localization_table  # noqa: E402
 
 write_localization_table(
     snakemake.config,  # noqa: F821

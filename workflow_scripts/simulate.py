@@ -1,6 +1,6 @@
 """Snakemake script: render one simulated survey dataset into data/raw/{dataset}/."""
 
-from deepred.logs import setup_logging, snakemake_log
+from deepred.core.logs import setup_logging, snakemake_log
 
 setup_logging(snakemake_log(snakemake))  # noqa: F821 (snakemake is injected)
 

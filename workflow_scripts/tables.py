@@ -1,12 +1,12 @@
 """Snakemake script: stack the per-test-set metrics into the study's tables."""
 
-from deepred.logs import setup_logging, snakemake_log
+from deepred.core.logs import setup_logging, snakemake_log
 
 setup_logging(snakemake_log(snakemake))  # noqa: F821 (snakemake is injected)
 
-from deepred.io import write_json  # noqa: E402
-from deepred.provenance import provenance  # noqa: E402
-from deepred.tables import METRIC_KINDS, build_tables  # noqa: E402
+from deepred.core.io import write_json  # noqa: E402
+from deepred.core.provenance import provenance  # noqa: E402
+from deepred.results.tables import METRIC_KINDS, build_tables  # noqa: E402
 
 config = snakemake.config  # noqa: F821 (the resolved config goes into the provenance record)
 inp, out = snakemake.input, snakemake.output  # noqa: F821

@@ -1,14 +1,14 @@
 """Snakemake script: train one network (backbone or neural baseline) on one dataset, then calibrate its PDFs on
-the validation split (deepred.predict.calibrate_model)."""
+the validation split (deepred.predict.splits.calibrate_model)."""
 
-from deepred.logs import setup_logging, snakemake_log
+from deepred.core.logs import setup_logging, snakemake_log
 
 setup_logging(snakemake_log(snakemake))  # noqa: F821 (snakemake is injected)
 
 from pathlib import Path  # noqa: E402
 
-from deepred.predict import calibrate_model  # noqa: E402
-from deepred.train import train_model  # noqa: E402
+from deepred.predict.splits import calibrate_model  # noqa: E402
+from deepred.training.train import train_model  # noqa: E402
 
 config = snakemake.config  # noqa: F821
 processed_dir = Path(snakemake.input.catalog).parent  # noqa: F821

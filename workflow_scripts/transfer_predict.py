@@ -1,6 +1,6 @@
 """Snakemake script: apply a network trained on one dataset to another dataset's test split."""
 
-from deepred.logs import setup_logging, snakemake_log
+from deepred.core.logs import setup_logging, snakemake_log
 
 setup_logging(snakemake_log(snakemake))  # noqa: F821 (snakemake is injected)
 
@@ -8,7 +8,7 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
-from deepred.transfer import transfer_predict  # noqa: E402
+from deepred.results.transfer import transfer_predict  # noqa: E402
 
 torch.set_num_threads(snakemake.threads)  # noqa: F821
 torch.manual_seed(snakemake.config["seed"])  # noqa: F821

@@ -1,11 +1,11 @@
 """Snakemake script: the cross-survey transfer NMAD matrix and its heat map."""
 
-from deepred.logs import setup_logging, snakemake_log
+from deepred.core.logs import setup_logging, snakemake_log
 
 setup_logging(snakemake_log(snakemake))  # noqa: F821 (snakemake is injected)
 
-from deepred.figures import transfer_figure  # noqa: E402
-from deepred.transfer import transfer_table  # noqa: E402
+from deepred.results.figures import transfer_figure  # noqa: E402
+from deepred.results.transfer import transfer_table  # noqa: E402
 
 inp, out = snakemake.input, snakemake.output  # noqa: F821
 diag = {tuple(k.split("__")[1:]): v for k, v in inp.items() if k.startswith("diag__")}

@@ -12,10 +12,10 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from deepred.checksums import DownloadError
-    from deepred.config import ConfigError, load_config
+    from deepred.fetch.checksums import DownloadError
+    from deepred.contracts.config import ConfigError, load_config
     from deepred.cutouts.source import build_cutouts, fetch_images
-    from deepred.data.contract import DataError
+    from deepred.contracts.processed import DataError
 
     p = argparse.ArgumentParser(prog="python -m deepred.cutouts", description=__doc__.split("\n")[0])
     p.add_argument("step", choices=["fetch", "cut"])

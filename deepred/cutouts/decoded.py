@@ -36,7 +36,7 @@ def write_decoded(root: Path, key: str, sha256: str, data: np.ndarray, header) -
     the SHA-256 of the compressed source), both written atomically; returns the .npy path."""
     import json
 
-    from deepred.io import atomic_path, write_npy
+    from deepred.core.io import atomic_path, write_npy
 
     base = decoded_path(root, key)
     npy = base.with_name(base.name + ".npy")

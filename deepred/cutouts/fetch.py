@@ -1,8 +1,8 @@
 """Concurrent, polite, resumable, cached downloads of survey images, verified against a lock file.
 
-Survey frames, tiles and service cutouts have no published checksum, so deepred.download.fetch (which
+Survey frames, tiles and service cutouts have no published checksum, so deepred.fetch.download.fetch (which
 refuses an unpinned file by design) cannot fetch them the first time. This module streams them itself and
-hands every file to the lock (deepred.pins.Lock, config/pins/<dataset>.lock.yaml by default):
+hands every file to the lock (deepred.fetch.pins.Lock, config/pins/<dataset>.lock.yaml by default):
 `verify_or_record` checks size + SHA-256 against the entry, or records the SHA-256 at first download. A
 file already in the cache is verified, never fetched again.
 
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from deepred.download import USER_AGENT, DownloadError, DownloadSettings
+from deepred.fetch.download import USER_AGENT, DownloadError, DownloadSettings
 
 log = logging.getLogger("deepred.cutouts.fetch")
 

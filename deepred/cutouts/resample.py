@@ -5,13 +5,13 @@ The target grid is a gnomonic (TAN) projection centred on the object's RA/Dec, n
 (size-1)/2) in 0-based numpy coordinates (between the four central pixels for an even size).
 
 Pixel values stay calibrated fluxes *per pixel of the output grid* (nanomaggies per output pixel for every
-provider here). Interpolation methods (`METHODS`; measured by tests/test_cutouts_resample.py and
+provider here). Interpolation methods (`METHODS`; measured by tests/cutouts/test_cutouts_resample.py and
 benchmarks/bench_cutouts.py, figures in docs/real-data-surveys.md):
 
 - ``bilinear`` (default): reproject_interp's algorithm (output pixel centres mapped through both WCS by
   wcslib, then bilinear interpolation as scipy.ndimage.map_coordinates(order=1) does it) run directly on
   the low-level WCS: reproject's high-level call spends ~10-20 ms per 64x64 band in SkyCoord round trips
-  and temporary folders, this path ~0.3 ms, with the same numbers (tests/test_cutouts_resample.py
+  and temporary folders, this path ~0.3 ms, with the same numbers (tests/cutouts/test_cutouts_resample.py
   compares it with reproject_interp). Interpolation
   samples *surface brightness*, so the result is multiplied by the pixel-area ratio (output / input
   pixel area, from the WCS) to stay a flux per output pixel. When the output pixels are as large as or

@@ -11,11 +11,10 @@ import numpy as np
 import pandas as pd
 
 from deepred.cutouts.providers import PROVIDERS, ImageRequest, KiDSTiles
-from deepred.data.contract import DataError
-from deepred.dataset_fetch import source_lock
-from deepred.download import DownloadSettings
+from deepred.contracts.processed import DataError
+from deepred.fetch.layout import source_lock
+from deepred.fetch.download import DownloadSettings
 
-FETCH_STAMP = "images.fetched.json"
 OUT = "cutouts"
 SURVEYS = {"sdss_frames": "SDSS", "kids_tiles": "KiDS", "cutout_service": "Legacy Surveys"}
 
@@ -30,18 +29,18 @@ def cache_dir(config: dict, dataset: str) -> Path:
 
 
 def lock_path(config: dict, dataset: str) -> Path:
-    """The source's lock file (deepred.dataset_fetch.source_lock: `source.lock`, else config/pins/<dataset>)."""
+    """The source's lock file (deepred.fetch.dataset.source_lock: `source.lock`, else config/pins/<dataset>)."""
     return source_lock(config["datasets"][dataset]["source"], dataset)
 
 
 def _specs(rdir: Path, src: dict):
-    from deepred.data.readers._common import source_specs
+    from deepred.fetch.source_files import source_specs
 
     return source_specs(rdir, src)
 
 
 def _verified_table(rdir: Path, src: dict, name: str, what: str, dataset: str) -> tuple[pd.DataFrame, Path]:
-    from deepred.data.readers._common import read_table, spec_for, verified
+    from deepred.fetch.source_files import read_table, spec_for, verified
 
     path = verified(rdir, spec_for(_specs(rdir, src), name, what, dataset))
     return read_table(path), path
@@ -58,7 +57,7 @@ def make_provider(config: dict, dataset: str):
     args = (pcfg, list(ds["bands"]), int(ds["cutout"]), scale)
     if name == "kids_tiles":
         tiles, tpath = _verified_table(raw_dir(config, dataset), src, pcfg["tiles"], "tile list", dataset)
-        from deepred.data.readers._common import require_columns
+        from deepred.fetch.source_files import require_columns
 
         require_columns(tiles, ["tile", "ra", "dec"], tpath)
         return KiDSTiles(*args, tiles=tiles)
@@ -67,7 +66,7 @@ def make_provider(config: dict, dataset: str):
 
 def load_targets(config: dict, dataset: str) -> tuple[pd.DataFrame, Path]:
     """The target table as catalogue columns: object_id, system_id, obj_class, ra, dec, mapped columns."""
-    from deepred.data.readers._common import require_columns
+    from deepred.fetch.source_files import require_columns
 
     ds = config["datasets"][dataset]
     src = ds["source"]

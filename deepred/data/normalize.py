@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from deepred.data.contract import CATALOG_COLUMNS, SPLITS, DataError, shard_name, shard_record
-from deepred.data.raw import RawChunk, RawSource
-from deepred.io import write_json, write_parquet
-from deepred.provenance import provenance
+from deepred.contracts.processed import CATALOG_COLUMNS, SPLITS, DataError, shard_name, shard_record
+from deepred.contracts.raw import RawChunk, RawSource
+from deepred.core.io import write_json, write_parquet
+from deepred.core.provenance import provenance
 
 log = logging.getLogger("deepred.normalize")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from deepred.data.raw import RawSource, read_simulated
+from deepred.contracts.raw import RawSource, read_simulated
 
 
 def raw_dir(config: dict, dataset: str) -> Path:

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deepred.catalog import MODEL_TRAINING_KEYS
+from deepred.core.model_names import MODEL_TRAINING_KEYS
 
 # Published sizes, for tests and for config/paper.yaml: (conv0, [(S1, S2) per inception block], FC).
 PASQUET_CONV0 = 64
@@ -45,7 +45,7 @@ class BaselineError(ValueError):
     """A baseline name or setting is invalid; the message names it and what is allowed."""
 
 
-# The networks of the neural baselines by name (the names themselves: deepred.catalog.neural_baselines).
+# The networks of the neural baselines by name (the names themselves: deepred.core.model_names.neural_baselines).
 _BUILDERS: dict[str, type[nn.Module]] = {}
 
 

@@ -19,8 +19,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
-from deepred.io import atomic_path
-from deepred.model_json import NEURAL, WEIGHTS_FILE, read_verified_card, write_card
+from deepred.core.io import atomic_path
+from deepred.contracts.model_json import NEURAL, WEIGHTS_FILE, read_verified_card, write_card
 from deepred.models.heads import PointModule, RedshiftNet, pdf_summary
 
 

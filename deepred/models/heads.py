@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deepred.predictions import pdf_quantiles, pdf_summary  # noqa: F401 (torch-free home; importable here)
+from deepred.contracts.predictions import pdf_quantiles, pdf_summary  # noqa: F401 (torch-free home; importable here)
 
 HEADS = ("point", "pdf")
 LOSSES = ("huber", "mse", "l1")

@@ -16,9 +16,9 @@ import warnings
 from importlib import metadata, resources
 from pathlib import Path
 
-from deepred.catalog import enabled_networks
-from deepred.config import ConfigError
-from deepred.io import write_text
+from deepred.core.model_names import enabled_networks
+from deepred.contracts.config import ConfigError
+from deepred.core.io import write_text
 
 
 def _section_key(name: str, config: dict) -> str:

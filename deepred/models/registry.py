@@ -1,15 +1,15 @@
 """build_model: the one place that turns a model name into a RedshiftNet (backbone or neural baseline).
 
 A model name is an architecture key of config["architectures"] (a timm backbone) or a neural baseline
-(deepred.catalog.neural_baselines; deepred.models.baselines.build_baseline, imported lazily).
+(deepred.core.model_names.neural_baselines; deepred.models.baselines.build_baseline, imported lazily).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from deepred.catalog import neural_baselines
-from deepred.config import ConfigError
+from deepred.core.model_names import neural_baselines
+from deepred.contracts.config import ConfigError
 
 if TYPE_CHECKING:
     from deepred.models.heads import RedshiftNet

@@ -24,7 +24,7 @@ LENSED = ("gg_lens", "lensed_sn_ia", "lensed_sn_cc")
 # Field-galaxy luminosity functions in rest SDSS r (H0 = 70): weight, M*, alpha, log10 Re at M* (kpc),
 # size-luminosity slope (d log Re / d M), Sersic n range, continuous SED-type range (sed.galaxy_mag).
 # Early types follow R ~ L^0.65, late ~ L^0.3
-# (Shen et al. 2003); the type weights are tuned so SDSS colours match (tests/test_simulate_physics.py).
+# (Shen et al. 2003); the type weights are tuned so SDSS colours match (tests/simulate/test_simulate_physics.py).
 FIELD_TYPES = {
     "E": (0.55, -20.9, -0.9, np.log10(4.0), -0.26, (3.0, 5.0), (0.0, 0.6)),
     "Sbc": (0.27, -21.0, -1.0, np.log10(4.5), -0.12, (1.5, 3.0), (0.6, 1.5)),

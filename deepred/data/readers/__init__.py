@@ -1,4 +1,4 @@
-"""Readers of the real survey formats; each returns a deepred.data.raw.RawSource (no masks: real
+"""Readers of the real survey formats; each returns a deepred.contracts.raw.RawSource (no masks: real
 sources do not know footprints). They verify every file against its pinned checksum before reading it."""
 
 from deepred.data.readers.deepgravilens import read_deepgravilens

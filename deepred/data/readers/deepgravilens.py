@@ -14,7 +14,7 @@ for the copies), never from the row order; the split then keeps them together.
 Pickle executes code when loaded. The metadata file is read into memory, its bytes are checked against the
 pinned checksum, and only those same bytes are unpickled (no window for a swap in between). Files extracted from
 the record's dataset.zip (source.archive) are pinned by their member's SHA-256 in the source's lock, recorded
-after the archive's checksum and the member's CRC-32 passed (deepred.archive_zip, deepred.pins).
+after the archive's checksum and the member's CRC-32 passed (deepred.fetch.archive_zip, deepred.fetch.pins).
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-from deepred.data.contract import DataError
-from deepred.data.raw import RawChunk, RawSource, read_rows
-from deepred.data.readers._common import source_specs, verified
-from deepred.checksums import DownloadError, checksum_bytes
+from deepred.contracts.processed import DataError
+from deepred.contracts.raw import RawChunk, RawSource, read_rows
+from deepred.fetch.source_files import source_specs, verified
+from deepred.fetch.checksums import DownloadError, checksum_bytes
 
 log = logging.getLogger("deepred.readers.deepgravilens")
 

@@ -18,9 +18,9 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-from deepred.data.contract import DataError
-from deepred.data.raw import RawChunk, RawSource
-from deepred.data.readers._common import read_table, require_columns, source_specs, spec_for, verified
+from deepred.contracts.processed import DataError
+from deepred.contracts.raw import RawChunk, RawSource
+from deepred.fetch.source_files import read_table, require_columns, source_specs, spec_for, verified
 
 log = logging.getLogger("deepred.readers.kids")
 

@@ -1,0 +1,1 @@
+"""SHAP: attribution maps, localization scores, and the controls that say whether a network uses the object."""

@@ -1,0 +1,1 @@
+"""The trainer of every network (timm's train.py layout), its data loader and its resume checkpoint."""
