@@ -24,9 +24,7 @@ rule hogsvr:
         mem_mb=4000,
         runtime="30m",
     params:
-        section=config["baselines"]["hogsvr"],  # rerun trigger: editing the HOG or SVR grid refits
-        seed=config["seed"],  # the training-row subsample
-        calibration=config["calibration"],  # the PDF calibration fitted after the SVR
+        **rule_params(config, "hogsvr"),
     script:
         "../workflow_scripts/hogsvr.py"
 
@@ -52,8 +50,6 @@ rule photometry:
         mem_mb=4000,
         runtime="30m",
     params:
-        section=config["baselines"]["photometry"],  # rerun trigger: editing the apertures or the grid refits
-        seed=config["seed"],  # the regressor's random_state (catalog.derive_seed)
-        calibration=config["calibration"],  # the PDF calibration fitted after the trees
+        **rule_params(config, "photometry"),
     script:
         "../workflow_scripts/photometry.py"

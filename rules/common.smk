@@ -16,7 +16,7 @@ from deepred.fetch.layout import (
     MANIFEST_DONE,
     source_lock,
 )
-from deepred.workflow import triggers
+from deepred.workflow.stages import rule_params
 from deepred.workflow.plan import NEVER, Plan, archive_date, choices
 from deepred.workflow.paths import NETWORK_FILES, SHAP_FILES, SHAP_OCCLUSION_FILE
 
@@ -48,7 +48,6 @@ SHAP_SHUFFLED = PLAN.shap_shuffled
 PDF_MODELS = PLAN.pdf_models
 TRANSFER_MODELS = PLAN.transfer_models
 ARCHIVES = PLAN.archives
-TRAINING_RECIPE = triggers.training_recipe(config)
 
 SHAP_JOBS = [(m, d) for m in SHAP_MODELS for d in PLAN.shap_datasets]
 
@@ -79,18 +78,6 @@ def raw_inputs(wildcards):
         return PLAN.raw_inputs(wildcards.dataset)
     except ValueError as exc:
         raise WorkflowError(str(exc)) from None
-
-
-def test_set_params(wildcards):
-    return triggers.test_set_params(config, wildcards.test_set)
-
-
-def model_config_section(wildcards):
-    return triggers.model_section(config, wildcards.model)
-
-
-def shap_settings(wildcards):
-    return triggers.shap_settings(config, wildcards.model, wildcards.dataset)
 
 
 def test_set_dataset(wildcards):

@@ -18,10 +18,7 @@ rule simulate:
         mem_mb=2000,
         runtime="30m",
     params:
-        source=lambda wc: config["datasets"][wc.dataset]["source"],
-        bands=lambda wc: config["datasets"][wc.dataset]["bands"],
-        cutout=lambda wc: config["datasets"][wc.dataset]["cutout"],
-        seed=config["seed"],
+        **rule_params(config, "simulate"),
     script:
         "../workflow_scripts/simulate.py"
 
@@ -45,7 +42,6 @@ rule normalize:
         mem_mb=2000,
         runtime="30m",
     params:
-        dataset_cfg=lambda wc: config["datasets"][wc.dataset],
-        seed=config["seed"],  # the splits hash each system id with it
+        **rule_params(config, "normalize"),
     script:
         "../workflow_scripts/normalize.py"

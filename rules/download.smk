@@ -26,8 +26,7 @@ rule download:
         mem_mb=500,
         runtime="12h",
     params:
-        spec=lambda wc: PLAN.download_spec(wc.dataset, wc.file),
-        lock=lambda wc: str(source_lock(PLAN.sources[wc.dataset], wc.dataset)),
+        **rule_params(config, "download"),
     script:
         "../workflow_scripts/download.py"
 
@@ -48,12 +47,7 @@ rule download_archive:
         mem_mb=500,
         runtime="24h",
     params:
-        archive=lambda wc: {  # what identifies the file (not the extraction bounds)
-            k: v
-            for k, v in ARCHIVES[wc.archive]["archive"].items()
-            if k in ("zenodo", "url", "name", "size", "sha256", "md5")
-        },
-        lock=lambda wc: ARCHIVES[wc.archive]["lock"],
+        **rule_params(config, "download_archive"),
     script:
         "../workflow_scripts/download.py"
 
@@ -75,11 +69,7 @@ rule extract_archive:
         mem_mb=500,
         runtime="4h",
     params:
-        source=lambda wc: {
-            k: v
-            for k, v in config["datasets"][wc.dataset]["source"].items()
-            if k in ("archive", "files", "subset", "lock")
-        },
+        **rule_params(config, "extract_archive"),
     script:
         "../workflow_scripts/download.py"
 
@@ -131,7 +121,7 @@ rule cutout_images:
         mem_mb=2000,
         runtime="48h",
     params:
-        source=lambda wc: config["datasets"][wc.dataset]["source"],
+        **rule_params(config, "cutout_images"),
     script:
         "../workflow_scripts/cutouts.py"
 
@@ -159,6 +149,6 @@ rule cutouts:
         mem_mb=4000,
         runtime="12h",
     params:
-        dataset_cfg=lambda wc: config["datasets"][wc.dataset],
+        **rule_params(config, "cutouts"),
     script:
         "../workflow_scripts/cutouts.py"

@@ -24,7 +24,7 @@ rule metrics_test_set:
         mem_mb=2000,
         runtime="15m",
     params:
-        depends_on=test_set_params,
+        **rule_params(config, "metrics_test_set"),
     script:
         "../workflow_scripts/metrics_test_set.py"
 
@@ -53,9 +53,7 @@ rule tables:
         mem_mb=1000,
         runtime="10m",
     params:
-        # which test sets make which table, the published R per test set
-        test_sets=config["test_sets"],
-        paper_R=config["metrics"]["paper_R"],
+        **rule_params(config, "tables"),
     script:
         "../workflow_scripts/tables.py"
 
@@ -98,7 +96,7 @@ rule figures_test_set:
         mem_mb=2000,
         runtime="15m",
     params:
-        depends_on=test_set_params,
+        **rule_params(config, "figures_test_set"),
     script:
         "../workflow_scripts/figures_test_set.py"
 
@@ -152,7 +150,7 @@ rule transfer_predict:
         runtime="30m",
         gpu=1,
     params:
-        seed=config["seed"],
+        **rule_params(config, "transfer_predict"),
     script:
         "../workflow_scripts/transfer_predict.py"
 

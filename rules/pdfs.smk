@@ -20,7 +20,7 @@ rule pdfs_qp:
         mem_mb=2000,
         runtime="10m",
     params:
-        test_set=lambda wc: config["test_sets"][wc.test_set],  # rerun trigger: its query
+        **rule_params(config, "pdfs_qp"),  # the test set: its query
         models=PDF_MODELS,  # in the order of the predictions and pdfs lists
     script:
         "../workflow_scripts/pdfs_qp.py"

@@ -29,10 +29,7 @@ rule scale_point:
         runtime="4h",
         gpu=lambda wc: 0 if wc.model == PHOTOMETRY_BASELINE else 1,  # trees: CPU
     params:
-        # rerun triggers, as in rule train: the model's section, the training recipe, the seed
-        section=model_config_section,
-        training=TRAINING_RECIPE,
-        seed=config["seed"],
+        **rule_params(config, "scale_point"),
     script:
         "../workflow_scripts/scale_point.py"
 
@@ -57,7 +54,7 @@ rule scale_study:
         mem_mb=2000,
         runtime="15m",
     params:
+        **rule_params(config, "scale_study"),
         points=PLAN.scale_points,
-        metrics=triggers.metrics_settings(config),
     script:
         "../workflow_scripts/scale_study.py"

@@ -25,10 +25,7 @@ rule shap_explain:
         runtime="30m",
         gpu=1,
     params:
-        # rerun trigger: the explainer's settings for this job (which models, and threads, only select or run
-        # jobs; hq_snr, n_examples and reliance_threshold are read by the table and figures only)
-        settings=shap_settings,
-        seed=config["seed"],
+        **rule_params(config, "shap_explain"),
     script:
         "../workflow_scripts/shap_explain.py"
 
@@ -57,11 +54,7 @@ rule shap_shuffled:
         runtime="4h",
         gpu=1,
     params:
-        # rerun trigger: what the real network's weights depend on, and the explainer's settings
-        section=model_config_section,
-        training=TRAINING_RECIPE,
-        settings=shap_settings,
-        seed=config["seed"],
+        **rule_params(config, "shap_shuffled"),
     script:
         "../workflow_scripts/shap_shuffled.py"
 
@@ -93,6 +86,7 @@ rule shap_table:
         mem_mb=2000,
         runtime="10m",
     params:
+        **rule_params(config, "shap_table"),
         per_image=[
             [
                 m,
@@ -108,8 +102,6 @@ rule shap_table:
             for m, d in SHAP_JOBS
         ],
         processed={d: P.processed_dir(d) for d in PLAN.shap_datasets},
-        # rerun trigger: the test sets' queries, the scoring options and the bootstrap
-        depends_on=triggers.shap_table_params(config),
     script:
         "../workflow_scripts/shap_table.py"
 
@@ -149,6 +141,7 @@ rule shap_figures:
         mem_mb=2000,
         runtime="10m",
     params:
+        **rule_params(config, "shap_figures"),
         shap_dirs=lambda wc: {
             m: P.shap_dir(m, test_set_dataset(wc)) for m in SHAP_MODELS
         },
@@ -156,7 +149,5 @@ rule shap_figures:
         example_pngs=lambda wc: {
             m: P.shap_figure(f"examples_{m}", wc.test_set) for m in SHAP_MODELS
         },
-        # rerun trigger: the test set's query and the figure options
-        depends_on=lambda wc: triggers.shap_figure_params(config, wc.test_set),
     script:
         "../workflow_scripts/shap_figures.py"

@@ -26,12 +26,7 @@ rule train:
         runtime="4h",
         gpu=1,
     params:
-        # what the weights depend on, for the `params` rerun trigger: editing one model's section reruns
-        # only that model's jobs; run-only keys (deepred.core.model_names.RUN_ONLY_TRAINING_KEYS) rerun nothing
-        section=model_config_section,
-        training=TRAINING_RECIPE,
-        seed=config["seed"],
-        calibration=config["calibration"],  # fitted on the validation split after training (weights unchanged)
+        **rule_params(config, "train"),
     script:
         "../workflow_scripts/train.py"
 
@@ -80,11 +75,6 @@ rule ensemble:
         mem_mb=2000,
         runtime="15m",
     params:
-        members=ENSEMBLE_MEMBERS,
-        positive=config["ensemble"]["positive"],
-        convex=config["ensemble"]["convex"],
-        cv_folds=config["ensemble"]["cv_folds"],
-        seed=config["seed"],  # the cross-validation folds
-        calibration=config["calibration"],  # the mixture PDF's calibration
+        **rule_params(config, "ensemble"),
     script:
         "../workflow_scripts/ensemble.py"

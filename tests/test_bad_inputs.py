@@ -166,10 +166,11 @@ def test_declared_columns_match_the_simulator():
     (lambda c: c["test_sets"]["kids_hpl"].update(query="high_prob_lens and snr > 5"),
      {"metrics_test_set": 1, "figures_test_set": 1, "shap_figures": 1, "shap_table": 1, "tables": 1,
       "improvement_figure": 1, "all": 1}, 1),
-    # a metrics option: every test set's metrics (and what reads them), no training, prediction or SHAP
+    # a metrics option: every test set's metrics (and what reads them: the SHAP accuracy-vs-S/N intervals too), no
+    # training, prediction or explanation
     (lambda c: c["metrics"].update(bootstrap_resamples=50),
-     {"metrics_test_set": 3, "figures_test_set": 3, "shap_table": 1, "tables": 1, "improvement_figure": 1,
-      "all": 1}, 0),
+     {"metrics_test_set": 3, "figures_test_set": 3, "shap_figures": 3, "shap_table": 1, "tables": 1,
+      "improvement_figure": 1, "all": 1}, 0),
     # a figure option: the SHAP example grids only
     (lambda c: c["shap"].update(n_examples=4), {"shap_figures": 3, "all": 1}, 0),
     # the published R: the tables (and the figure that reads them) only

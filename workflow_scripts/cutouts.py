@@ -8,8 +8,10 @@ setup_logging(snakemake_log(snakemake))  # noqa: F821 (snakemake is injected)
 from pathlib import Path  # noqa: E402
 
 from deepred.cutouts.source import build_cutouts, fetch_images  # noqa: E402
+from deepred.workflow.stages import job_config  # noqa: E402
 
-config = snakemake.config  # noqa: F821
+config = job_config(snakemake.config, snakemake.rule)  # noqa: F821 (only the sections the rule reads)
+
 dataset = snakemake.wildcards.dataset  # noqa: F821
 if snakemake.rule == "cutout_images":  # noqa: F821
     fetch_images(config, dataset, stamp=snakemake.output[0])  # noqa: F821

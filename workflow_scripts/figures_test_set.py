@@ -9,8 +9,10 @@ from pathlib import Path  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from deepred.results import figures as F  # noqa: E402
+from deepred.workflow.stages import job_config  # noqa: E402
 
-config = snakemake.config  # noqa: F821
+config = job_config(snakemake.config, snakemake.rule)  # noqa: F821 (only the sections the rule reads)
+
 inp, out = snakemake.input, snakemake.output  # noqa: F821
 ts = snakemake.wildcards.test_set  # noqa: F821
 preds = {k[len("pred_"):]: v for k, v in inp.items() if k.startswith("pred_")}

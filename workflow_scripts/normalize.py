@@ -8,8 +8,10 @@ from pathlib import Path  # noqa: E402
 
 from deepred.data.normalize import normalize  # noqa: E402
 from deepred.data.sources import open_source  # noqa: E402
+from deepred.workflow.stages import job_config  # noqa: E402
 
-config = snakemake.config  # noqa: F821
+config = job_config(snakemake.config, snakemake.rule)  # noqa: F821 (only the sections the rule reads)
+
 dataset = snakemake.wildcards.dataset  # noqa: F821
 normalize(
     open_source(config, dataset),

@@ -8,7 +8,10 @@ setup_logging(snakemake_log(snakemake))  # noqa: F821 (snakemake is injected)
 from pathlib import Path  # noqa: E402
 
 from deepred.results.scale_study import fit_point  # noqa: E402
+from deepred.workflow.stages import job_config  # noqa: E402
+
+config = job_config(snakemake.config, snakemake.rule)  # noqa: F821 (only the sections the rule reads)
 
 wc = snakemake.wildcards  # noqa: F821
-fit_point(wc.model, wc.dataset, int(wc.n), snakemake.config, Path(snakemake.input.catalog).parent,  # noqa: F821
+fit_point(wc.model, wc.dataset, int(wc.n), config, Path(snakemake.input.catalog).parent,  # noqa: F821
           Path(snakemake.output.meta).parent, snakemake.output.predictions, threads=snakemake.threads)  # noqa: F821

@@ -8,8 +8,10 @@ from deepred.results.figures import scale_study_figure  # noqa: E402
 from deepred.core.io import write_json  # noqa: E402
 from deepred.core.provenance import provenance  # noqa: E402
 from deepred.results.scale_study import build_scale_tables  # noqa: E402
+from deepred.workflow.stages import job_config  # noqa: E402
 
-config = snakemake.config  # noqa: F821
+config = job_config(snakemake.config, snakemake.rule)  # noqa: F821 (only the sections the rule reads)
+
 inp, out = snakemake.input, snakemake.output  # noqa: F821
 # params.points: (dataset, model, n) in the order of the input lists (rules/scale_study.smk)
 points = [{"dataset": ds, "model": m, "n_systems": int(n), "predictions": pred, "meta": meta}

@@ -5,9 +5,12 @@ from deepred.core.logs import setup_logging, snakemake_log
 setup_logging(snakemake_log(snakemake))  # noqa: F821 (snakemake is injected)
 
 from deepred.results.shap_figures import shap_figures  # noqa: E402
+from deepred.workflow.stages import job_config  # noqa: E402
+
+config = job_config(snakemake.config, snakemake.rule)  # noqa: F821 (only the sections the rule reads)
 
 shap_figures(
-    snakemake.config,  # noqa: F821
+    config,
     snakemake.wildcards.test_set,  # noqa: F821
     snakemake.params.shap_dirs,  # noqa: F821
     snakemake.params.processed,  # noqa: F821

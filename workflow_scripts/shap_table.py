@@ -5,9 +5,12 @@ from deepred.core.logs import setup_logging, snakemake_log
 setup_logging(snakemake_log(snakemake))  # noqa: F821 (snakemake is injected)
 
 from deepred.results.shap_table import write_localization_table  # noqa: E402
+from deepred.workflow.stages import job_config  # noqa: E402
+
+config = job_config(snakemake.config, snakemake.rule)  # noqa: F821 (only the sections the rule reads)
 
 write_localization_table(
-    snakemake.config,  # noqa: F821
+    config,
     snakemake.params.per_image,  # noqa: F821
     snakemake.params.processed,  # noqa: F821
     snakemake.output.table,  # noqa: F821

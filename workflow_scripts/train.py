@@ -9,8 +9,10 @@ from pathlib import Path  # noqa: E402
 
 from deepred.predict.splits import calibrate_model  # noqa: E402
 from deepred.training.train import train_model  # noqa: E402
+from deepred.workflow.stages import job_config  # noqa: E402
 
-config = snakemake.config  # noqa: F821
+config = job_config(snakemake.config, snakemake.rule)  # noqa: F821 (only the sections the rule reads)
+
 processed_dir = Path(snakemake.input.catalog).parent  # noqa: F821
 model_dir = Path(snakemake.output.weights).parent  # noqa: F821
 train_model(

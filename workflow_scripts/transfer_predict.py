@@ -9,9 +9,12 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 
 from deepred.results.transfer import transfer_predict  # noqa: E402
+from deepred.workflow.stages import job_config  # noqa: E402
+
+config = job_config(snakemake.config, snakemake.rule)  # noqa: F821 (only the sections the rule reads)
 
 torch.set_num_threads(snakemake.threads)  # noqa: F821
-torch.manual_seed(snakemake.config["seed"])  # noqa: F821
+torch.manual_seed(config["seed"])  # noqa: F821
 transfer_predict(
     Path(snakemake.input.meta).parent,  # noqa: F821
     Path(snakemake.input.catalog).parent,  # noqa: F821

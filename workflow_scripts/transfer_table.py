@@ -6,9 +6,12 @@ setup_logging(snakemake_log(snakemake))  # noqa: F821 (snakemake is injected)
 
 from deepred.results.figures import transfer_figure  # noqa: E402
 from deepred.results.transfer import transfer_table  # noqa: E402
+from deepred.workflow.stages import job_config  # noqa: E402
+
+config = job_config(snakemake.config, snakemake.rule)  # noqa: F821 (only the sections the rule reads)
 
 inp, out = snakemake.input, snakemake.output  # noqa: F821
 diag = {tuple(k.split("__")[1:]): v for k, v in inp.items() if k.startswith("diag__")}
 off = {tuple(k.split("__")[1:]): v for k, v in inp.items() if k.startswith("off__")}
-table = transfer_table(snakemake.config, diag, off, out.table)  # noqa: F821
+table = transfer_table(config, diag, off, out.table)  # noqa: F821
 transfer_figure(table, out.png, out.pdf)

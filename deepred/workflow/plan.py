@@ -152,11 +152,6 @@ class Plan:
         names |= {self.sources[d]["manifest"]["name"] for d in self.real if self.sources[d].get("manifest")}
         return choices(sorted(names))
 
-    def download_spec(self, dataset: str, file: str) -> dict:
-        src = self.sources[dataset]
-        specs = src.get("files", []) + ([src["manifest"]] if src.get("manifest") else [])
-        return next(f for f in specs if f["name"] == file)
-
     def cutout_source_files(self, dataset: str) -> list[str]:
         """The pinned files of a cutouts source (target table, tile list)."""
         return [self.paths.raw(dataset, f["name"]) for f in self.sources[dataset].get("files", [])]

@@ -70,5 +70,7 @@ def shap_table_params(config: dict) -> dict:
 
 
 def shap_figure_params(config: dict, test_set: str) -> dict:
-    """The SHAP figures' trigger: the test set's query and the figure options."""
-    return {"test_set": config["test_sets"][test_set], "shap": {k: config["shap"][k] for k in SHAP_FIGURE_KEYS}}
+    """The SHAP figures' trigger: the test set's query, the figure options, and the bootstrap of the accuracy
+    intervals (resamples and seed: the figures read them, so they rerun the figures)."""
+    return {"test_set": config["test_sets"][test_set], "shap": {k: config["shap"][k] for k in SHAP_FIGURE_KEYS},
+            "bootstrap": [config["metrics"]["bootstrap_resamples"]], "seed": config["seed"]}
