@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from deepred.core.io import sha256_file
+from deepred.core.seeds import derive_seed
 
 CATALOG_COLUMNS = {
     "object_id": "string",  # unique per row
@@ -181,7 +182,6 @@ def train_subset(rows: pd.DataFrame, n_systems: int | None, master_seed: int, da
     systems, it never swaps them. None: all rows."""
     if n_systems is None:
         return rows
-    from deepred.core.seeds import derive_seed
 
     where = f"dataset '{dataset}' train split"
     systems = np.unique(rows["system_id"].to_numpy(dtype=str))

@@ -10,13 +10,13 @@ import argparse
 import logging
 import sys
 
+from deepred.contracts.config import ConfigError, load_config
+from deepred.contracts.processed import DataError
+from deepred.cutouts.source import build_cutouts, fetch_images
+from deepred.fetch.checksums import DownloadError
+
 
 def main(argv: list[str] | None = None) -> int:
-    from deepred.fetch.checksums import DownloadError
-    from deepred.contracts.config import ConfigError, load_config
-    from deepred.cutouts.source import build_cutouts, fetch_images
-    from deepred.contracts.processed import DataError
-
     p = argparse.ArgumentParser(prog="python -m deepred.cutouts", description=__doc__.split("\n")[0])
     p.add_argument("step", choices=["fetch", "cut"])
     p.add_argument("--configfile", default="config.yaml")

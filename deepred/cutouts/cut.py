@@ -18,11 +18,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from deepred.contracts.processed import DataError
+from deepred.core.io import write_json, write_parquet
 from deepred.cutouts.providers import ImageRequest, MissingBand, ProviderError, read_decoded
 from deepred.cutouts.resample import EdgeError, pixel_area, resample, target_wcs
-from deepred.cutouts.targets import OUT, SURVEYS, _target_dict, cache_dir, load_targets, lock_path, make_provider, raw_dir
+from deepred.cutouts.targets import (
+    OUT,
+    SURVEYS,
+    _target_dict,
+    cache_dir,
+    load_targets,
+    lock_path,
+    make_provider,
+    raw_dir,
+)
 from deepred.fetch.layout import FETCH_STAMP
-from deepred.contracts.processed import DataError
 from deepred.fetch.pins import Lock
 
 log = logging.getLogger("deepred.cutouts")
@@ -201,8 +211,6 @@ def _kept_truth(targets: pd.DataFrame, kept: list) -> pd.DataFrame:
 
 def _install(tmp: Path, out_dir: Path, truth: pd.DataFrame, rejects: list, meta: dict) -> None:
     """Write truth, rejects and meta beside the shards in tmp, then put tmp in out_dir's place."""
-    from deepred.core.io import write_json, write_parquet
-
     write_parquet(tmp / "truth.parquet", truth)
     write_parquet(tmp / "rejects.parquet", pd.DataFrame(rejects, columns=["object_id", "file", "reason"]))
     write_json(tmp / "meta.json", meta)

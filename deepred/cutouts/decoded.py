@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from deepred.core.io import atomic_path, write_npy
 from deepred.cutouts.base import celestial_wcs
-
 
 DECODED_DIR = "decoded"
 WCS_PREFIXES = ("WCSAXES", "CTYPE", "CRVAL", "CRPIX", "CDELT", "CUNIT", "CD1_", "CD2_", "PC1_", "PC2_", "CROTA",
@@ -35,8 +35,6 @@ def write_decoded(root: Path, key: str, sha256: str, data: np.ndarray, header) -
     """HDU0 of a compressed file as `<name>.npy` (float32, memory-mappable) + `<name>.json` (its WCS keywords and
     the SHA-256 of the compressed source), both written atomically; returns the .npy path."""
     import json
-
-    from deepred.core.io import atomic_path, write_npy
 
     base = decoded_path(root, key)
     npy = base.with_name(base.name + ".npy")

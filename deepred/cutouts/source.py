@@ -32,14 +32,26 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
+from deepred.contracts.processed import DataError
+from deepred.contracts.raw import RawChunk, RawSource
+from deepred.core.io import write_json
 from deepred.cutouts.cut import build_cutouts, cut_one
 from deepred.cutouts.fetch import Fetcher
 from deepred.cutouts.providers import ImageRequest, read_decoded, write_decoded
-from deepred.cutouts.targets import OUT, SURVEYS, _settings, _target_dict, cache_dir, load_targets, lock_path, make_provider, plan, raw_dir
-from deepred.fetch.layout import FETCH_STAMP
-from deepred.contracts.processed import DataError
-from deepred.contracts.raw import RawChunk, RawSource
+from deepred.cutouts.targets import (
+    OUT,
+    SURVEYS,
+    _settings,
+    _target_dict,
+    cache_dir,
+    load_targets,
+    lock_path,
+    make_provider,
+    plan,
+    raw_dir,
+)
 from deepred.fetch.download import DownloadError
+from deepred.fetch.layout import FETCH_STAMP
 from deepred.fetch.pins import Lock
 
 __all__ = ["FETCH_STAMP", "OUT", "SURVEYS", "build_cutouts", "cache_dir", "cut_one", "fetch_images", "load_targets",
@@ -51,8 +63,6 @@ log = logging.getLogger("deepred.cutouts")
 # ------------------------------------------------------------------------------------------------- fetch
 def fetch_images(config: dict, dataset: str, stamp: str | Path | None = None) -> dict:
     """Download (or verify in the cache) every image the targets need; write the stamp; return it."""
-    from deepred.core.io import write_json
-
     src = config["datasets"][dataset]["source"]
     targets, _ = load_targets(config, dataset)
     provider = make_provider(config, dataset)

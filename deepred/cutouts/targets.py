@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from deepred.cutouts.providers import PROVIDERS, ImageRequest, KiDSTiles
 from deepred.contracts.processed import DataError
-from deepred.fetch.layout import source_lock
+from deepred.cutouts.providers import PROVIDERS, ImageRequest, KiDSTiles
 from deepred.fetch.download import DownloadSettings
+from deepred.fetch.layout import source_lock
+from deepred.fetch.source_files import read_table, require_columns, source_specs, spec_for, verified
 
 OUT = "cutouts"
 SURVEYS = {"sdss_frames": "SDSS", "kids_tiles": "KiDS", "cutout_service": "Legacy Surveys"}
@@ -34,14 +35,10 @@ def lock_path(config: dict, dataset: str) -> Path:
 
 
 def _specs(rdir: Path, src: dict):
-    from deepred.fetch.source_files import source_specs
-
     return source_specs(rdir, src)
 
 
 def _verified_table(rdir: Path, src: dict, name: str, what: str, dataset: str) -> tuple[pd.DataFrame, Path]:
-    from deepred.fetch.source_files import read_table, spec_for, verified
-
     path = verified(rdir, spec_for(_specs(rdir, src), name, what, dataset))
     return read_table(path), path
 
@@ -57,7 +54,6 @@ def make_provider(config: dict, dataset: str):
     args = (pcfg, list(ds["bands"]), int(ds["cutout"]), scale)
     if name == "kids_tiles":
         tiles, tpath = _verified_table(raw_dir(config, dataset), src, pcfg["tiles"], "tile list", dataset)
-        from deepred.fetch.source_files import require_columns
 
         require_columns(tiles, ["tile", "ra", "dec"], tpath)
         return KiDSTiles(*args, tiles=tiles)
@@ -66,8 +62,6 @@ def make_provider(config: dict, dataset: str):
 
 def load_targets(config: dict, dataset: str) -> tuple[pd.DataFrame, Path]:
     """The target table as catalogue columns: object_id, system_id, obj_class, ra, dec, mapped columns."""
-    from deepred.fetch.source_files import require_columns
-
     ds = config["datasets"][dataset]
     src = ds["source"]
     table, path = _verified_table(raw_dir(config, dataset), src, src["targets"], "target table", dataset)

@@ -19,18 +19,21 @@ import numpy as np
 import pandas as pd
 import torch
 
-from deepred.core.seeds import derive_seed
+from deepred.contracts.model_json import MODEL_JSON
 from deepred.contracts.processed import DataError, ProcessedDataset
 from deepred.core.io import write_json, write_npy, write_parquet
+from deepred.core.provenance import provenance
+from deepred.core.seeds import derive_seed
+from deepred.explain.controls import occlusion_control
+from deepred.explain.occlusion_map import occlusion_maps
 from deepred.explain.scoring import (
     class_group,
     estimate_snr,
     object_regions,
     score_attributions,
 )
-from deepred.contracts.model_json import MODEL_JSON
 from deepred.predict.predictor import NeuralPredictor, load_model
-from deepred.core.provenance import provenance
+from deepred.training.run import uses_channels_last
 
 log = logging.getLogger("deepred.explain.attributions")
 
@@ -213,8 +216,6 @@ def attribution_maps(module: torch.nn.Module, method: str, window: int, backgrou
     """(3, n, C, H, W): the method's maps of `images`, then the two half maps whose agreement is its stability
     (expected gradients: disjoint halves of the samples; occlusion: of the noise draws, C = 1)."""
     if method == "occlusion":
-        from deepred.explain.occlusion_map import occlusion_maps
-
         stride, draws = int(shap_cfg.get("occlusion_map_stride_px", 3)), int(shap_cfg.get("occlusion_map_draws", 2))
         return occlusion_maps(module, images, regions, background, window, stride, draws,
                               shap_cfg.get("occlusion_map_fill", "background"), seed, device)
@@ -290,8 +291,6 @@ def explain_model(model_dir: str | Path, processed_dir: str | Path, config: dict
                   model: str, dataset: str) -> pd.DataFrame:
     """The Snakemake job: attributions + localization for one trained model on its dataset's test split,
     and the occlusion control on that split (deepred/explain/controls.py)."""
-    from deepred.explain.controls import occlusion_control
-    from deepred.training.run import uses_channels_last
 
     t0, cpu0 = time.perf_counter(), time.process_time()
     shap_cfg = dict(config["shap"])

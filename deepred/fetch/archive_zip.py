@@ -36,6 +36,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from deepred.core.io import atomic_path
 from deepred.fetch.checksums import CHUNK, DownloadError, write_stamp
 
 log = logging.getLogger("deepred.fetch.archive_zip")
@@ -151,8 +152,6 @@ def _dest(dest_dir: Path, name: str) -> Path:
 
 def _copy_member(zf: zipfile.ZipFile, m: Member, dest: Path, origin: str) -> dict:
     """Stream one member into dest (atomic); CRC-32, size and SHA-256 checked/computed on the way."""
-    from deepred.core.io import atomic_path
-
     info = m.info
     crc, n, sha = 0, 0, hashlib.sha256()
     where = f"{origin}: member {info.filename!r}"

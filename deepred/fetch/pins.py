@@ -29,6 +29,7 @@ from typing import Iterator
 
 import yaml
 
+from deepred.core.io import write_text
 from deepred.fetch.checksums import ChecksumError, DownloadError, hash_file, stamped_sums, write_stamp
 
 log = logging.getLogger("deepred.fetch.pins")
@@ -123,8 +124,6 @@ class Lock:
     def _save(self) -> None:
         """One line per file, in JSON syntax (valid YAML): quick to write and read at thousands of entries, and
         a commit's diff shows exactly the files that changed."""
-        from deepred.core.io import write_text
-
         lines = [f"  {json.dumps(k)}: {json.dumps(self.entries[k])}" for k in sorted(self.entries)]
         body = '{"files": {\n' + ",\n".join(lines) + ("\n" if lines else "") + "}}\n"
         write_text(self.path, HEADER + body)

@@ -10,7 +10,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from deepred.contracts.config import ConfigError, load_config
+from deepred.fetch.archive_zip import member_key
 from deepred.fetch.checksums import DownloadError
+from deepred.fetch.dataset import ZENODO_API, zenodo_file, zenodo_record
+from deepred.fetch.download import DownloadSettings, FileSpec, verify_file
+from deepred.fetch.layout import archive_name, archive_path, source_lock
 from deepred.fetch.pins import Lock
 
 log = logging.getLogger("deepred.fetch.pins")
@@ -26,8 +31,6 @@ def _real_datasets(config: dict, only: list[str] | None) -> list[str]:
 
 def _planned(config: dict, dataset: str) -> list[tuple[str, Path, dict | None]]:
     """(lock key, local path, pin given in the config) of every file a dataset's source verifies."""
-    from deepred.fetch.archive_zip import member_key
-    from deepred.fetch.layout import archive_name, archive_path
 
     src = config["datasets"][dataset]["source"]
     raw = Path(config["data_dir"]) / "raw" / dataset
@@ -52,8 +55,6 @@ def verify_locks(config: dict, datasets: list[str] | None = None, *, rehash: boo
     Prints one line per file; returns the number of mismatches."""
     import sys
 
-    from deepred.fetch.layout import source_lock
-    from deepred.fetch.download import FileSpec, verify_file
 
     out = out or sys.stdout
     bad = 0
@@ -86,10 +87,6 @@ def update_locks(config: dict, datasets: list[str] | None = None, out=None) -> i
     files whose published checksum their local copy does not match."""
     import sys
 
-    from deepred.fetch.dataset import ZENODO_API, zenodo_file, zenodo_record
-
-    from deepred.fetch.layout import archive_name, source_lock
-    from deepred.fetch.download import DownloadSettings
 
     out = out or sys.stdout
     settings = DownloadSettings.from_config(config)
@@ -140,8 +137,6 @@ def update_locks(config: dict, datasets: list[str] | None = None, out=None) -> i
 def cli(args) -> int:
     """`deepred pins update|verify` (deepred/cli.py)."""
     import sys
-
-    from deepred.contracts.config import ConfigError, load_config
 
     logging.getLogger("deepred").setLevel(logging.INFO)
     try:

@@ -19,9 +19,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
-from deepred.core.io import atomic_path
 from deepred.contracts.model_json import NEURAL, WEIGHTS_FILE, read_verified_card, write_card
+from deepred.core.io import atomic_path
 from deepred.models.heads import PointModule, RedshiftNet, pdf_summary
+from deepred.models.registry import build_model
 
 
 class CheckpointError(ValueError):
@@ -116,8 +117,6 @@ class TrainedModel:
 
 def load_trained(model_dir: str | Path) -> TrainedModel:
     """The trained network of results/models/{model}/{dataset}/, its weights verified against model.json."""
-    from deepred.models.registry import build_model
-
     model_dir = Path(model_dir)
     meta, weights = read_verified_card(model_dir, NEURAL, CheckpointError, "train the model first")
     net = build_model(meta["model"], meta["config"], int(meta["in_chans"]), int(meta["cutout"]))

@@ -16,9 +16,10 @@ import warnings
 from importlib import metadata, resources
 from pathlib import Path
 
-from deepred.core.model_names import enabled_networks
 from deepred.contracts.config import ConfigError
 from deepred.core.io import write_text
+from deepred.core.model_names import enabled_networks
+from deepred.models.registry import build_model
 
 
 def _section_key(name: str, config: dict) -> str:
@@ -51,8 +52,6 @@ def unknown_timm_names(config: dict) -> dict[str, str]:
 def build_problems(config: dict, networks: list[str]) -> list[str]:
     """Build each network for each dataset's (bands, cutout) on the meta device; one line per failure."""
     import torch
-
-    from deepred.models.registry import build_model
 
     problems = []
     shapes = {}

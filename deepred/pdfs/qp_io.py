@@ -43,9 +43,10 @@ import pandas as pd
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from deepred.contracts.predictions import PDF_GRID_KEY, PDF_SUMMARY, pdf_matrix, test_set_predictions
+from deepred.contracts.processed import DataError, ProcessedDataset, test_set_rows
 from deepred.core.io import atomic_path
 from deepred.core.metrics import grid_edges
-from deepred.contracts.predictions import PDF_GRID_KEY, PDF_SUMMARY, pdf_matrix
 
 QP_SUFFIX = ".hdf5"
 ID_KEY = "id"  # CatEstimator's ancil name of the object id
@@ -178,8 +179,6 @@ def write_truth(path: str | Path, object_ids, z_true) -> None:
 
 
 def _test_set(config: dict, test_set: str, processed_dir: str | Path):
-    from deepred.contracts.processed import ProcessedDataset, test_set_rows
-
     dataset = config["test_sets"][test_set]["dataset"]
     return (test_set_rows(config, test_set, processed_dir), ProcessedDataset(processed_dir).catalog,
             config["datasets"][dataset]["label_column"])
@@ -211,8 +210,6 @@ def _write_rows_truth(out: str | Path, rows, label: str) -> None:
 
 
 def _model_pdfs(model: str, pred_path, rows, catalog, label):
-    from deepred.contracts.processed import DataError
-    from deepred.contracts.predictions import test_set_predictions
 
     sel, grid = test_set_predictions(pred_path, rows, catalog, label)
     if grid is None:

@@ -27,14 +27,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from deepred.contracts.table_io import PARQUET_SUFFIXES, table_format
-from deepred.predict.inputs import InferenceError, Item
-from deepred.core.io import atomic_path, write_json
 from deepred.contracts.model_json import weights_sha256
 from deepred.contracts.predictions import MODEL_KEY, PDF_GRID_KEY, PDF_SUMMARY, output_columns
-from deepred.predict.predictor import Predictor, load_predictor, resolve_model_dir  # noqa: F401 (the model loading)
+from deepred.contracts.table_io import PARQUET_SUFFIXES, table_format
+from deepred.core.io import atomic_path, write_json
 from deepred.core.provenance import provenance
-from deepred.pdfs.qp_io import QP_SUFFIX
+from deepred.pdfs.qp_io import QP_SUFFIX, spool_beside, spooled_to_qp
+from deepred.predict.inputs import InferenceError, Item
+from deepred.predict.predictor import Predictor, load_predictor, resolve_model_dir  # noqa: F401 (the model loading)
 
 log = logging.getLogger("deepred.predict.own_cutouts")
 
@@ -92,8 +92,6 @@ def prediction_writer(path: Path, fmt: str, columns: list[str],
     file appears at `path` only when the block ends without an error."""
     with atomic_path(path) as tmp:
         if fmt == "qp":
-            from deepred.pdfs.qp_io import spool_beside, spooled_to_qp
-
             with spool_beside(path) as spool:
                 with prediction_writer(spool, "parquet", columns, metadata) as write:
                     yield write

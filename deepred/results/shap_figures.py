@@ -8,12 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
 from matplotlib.ticker import NullFormatter
 
-from deepred.results.figures import label, plt, save
+from deepred.contracts.processed import ProcessedDataset, test_set_rows
 from deepred.core.seeds import derive_seed
+from deepred.explain.attributions import load_explained
 from deepred.explain.scoring import accuracy_vs_snr
+from deepred.results.figures import label, plt, save
 from deepred.results.shap_table import test_set_scores
 from deepred.results.tables import quantile_edges
 
@@ -112,8 +113,6 @@ def accuracy_snr_figure(config: dict, test_set: str, per_image_by_model: dict[st
 def shap_figures(config: dict, test_set: str, shap_dirs: dict[str, str | Path], processed_dir: str | Path,
                  example_pngs: dict[str, str | Path], snr_png: str | Path) -> None:
     """All SHAP figures of one test set, from the explain jobs of its dataset (shap_dirs: model -> folder)."""
-    from deepred.contracts.processed import ProcessedDataset, test_set_rows
-    from deepred.explain.attributions import load_explained
 
     ds = ProcessedDataset(processed_dir)
     rows = test_set_rows(config, test_set, processed_dir)

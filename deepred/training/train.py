@@ -29,21 +29,22 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from deepred.pdfs.calibration import label_grid
-from deepred.core.model_names import MODEL_TRAINING_KEYS
-from deepred.core.seeds import derive_seed
 from deepred.contracts.config import ConfigError, dataset_config
 from deepred.contracts.processed import ProcessedDataset, train_subset
 from deepred.core.io import write_csv
-from deepred.training.loader import check_inputs, training_loaders
 from deepred.core.metrics import nmad
+from deepred.core.model_names import MODEL_TRAINING_KEYS
+from deepred.core.provenance import provenance
+from deepred.core.seeds import derive_seed
 from deepred.models.backbones import load_local_weights
+from deepred.models.baselines import baseline_z_range
 from deepred.models.checkpoint import write_model
 from deepred.models.heads import RedshiftNet, make_grid
 from deepred.models.registry import build_model, head_of, model_section
-from deepred.core.provenance import provenance
-from deepred.training.run import TrainingRun, uses_channels_last
+from deepred.pdfs.calibration import label_grid
+from deepred.training.loader import check_inputs, training_loaders
 from deepred.training.resume import fingerprint, new_state, restore_state, save_state
+from deepred.training.run import TrainingRun, uses_channels_last
 
 log = logging.getLogger("deepred.training.train")
 
@@ -86,8 +87,6 @@ def pdf_grid(model_name: str, config: dict, dataset: str, n_bins: int, z_train: 
     """Bin centres: a baseline's configured z_range, else the training labels' range padded by 5%."""
     kind, _ = model_section(model_name, config)
     if kind == "baseline":
-        from deepred.models.baselines import baseline_z_range
-
         return make_grid(*baseline_z_range(config, model_name, dataset), n_bins)
     return label_grid(z_train, n_bins)  # the point estimators' PDFs use this grid too (deepred.pdfs.calibration)
 
