@@ -34,19 +34,17 @@ from deepred.explain.scoring import (
 )
 from deepred.predict.predictor import NeuralPredictor, load_model
 from deepred.training.run import uses_channels_last
+from deepred.workflow.paths import SHAP_FILES, SHAP_OCCLUSION_FILE
 
 log = logging.getLogger("deepred.explain.attributions")
 
-# Files one explain job writes into results/shap/{model}/{dataset}/.
-OUTPUT_FILES = ("per_image.parquet", "attributions.npy", "regions.npy", "explain.json")
+# The files one explain job writes (SHAP_FILES, and the occlusion control's SHAP_OCCLUSION_FILE): workflow/paths.py.
 # Attribution methods (shap.method): expected gradients per pixel, or summed over windows of the network's input
 # unit (its patch, or its first convolution's kernel); or occlusion-sensitivity maps (deepred/explain/occlusion_map.py).
 EXPLAINERS = {"expected_gradients": "expected gradients (deepred.explain.attributions)",
               "expected_gradients_patch": "expected gradients over input-unit windows (deepred.explain.attributions)",
               "occlusion": "occlusion-sensitivity maps (deepred.explain.occlusion_map)"}
 METHODS = tuple(EXPLAINERS)
-# The occlusion control's per-cutout predictions, written by the same job (read by the table only).
-OCCLUSION_FILE = "occlusion.parquet"
 
 
 class ExplainError(ValueError):
@@ -322,7 +320,7 @@ def explain_model(model_dir: str | Path, processed_dir: str | Path, config: dict
     write_parquet(out_dir / "per_image.parquet", per_image)
     write_npy(out_dir / "attributions.npy", attr)
     write_npy(out_dir / "regions.npy", regions.astype(np.uint8))
-    write_parquet(out_dir / OCCLUSION_FILE, occlusion)
+    write_parquet(out_dir / SHAP_OCCLUSION_FILE, occlusion)
     seconds = time.perf_counter() - t0
     write_json(out_dir / "explain.json", {
         "model": model, "dataset": dataset, "seed": seed, "method": str(per_image["method"].iloc[0]),
@@ -342,7 +340,7 @@ def explain_model(model_dir: str | Path, processed_dir: str | Path, config: dict
 def load_explained(shap_dir: str | Path) -> dict:
     """Read back one explain job's outputs (per_image, attributions, regions, explain.json)."""
     shap_dir = Path(shap_dir)
-    for name in OUTPUT_FILES:
+    for name in SHAP_FILES:
         if not (shap_dir / name).exists():
             raise DataError(f"{shap_dir / name}: missing (run the shap_explain rule)")
     return {

@@ -27,12 +27,13 @@ import pandas as pd
 from deepred.simulate import population, sed
 from deepred.simulate.render import MASK_NSIGMA, MASK_PEAK_FRAC, Renderer
 from deepred.simulate.surveys import SimulationError, extinction_coefficient, get_preset, presets
+from deepred.workflow.paths import SIMULATED_FILES
 
 __all__ = ["simulate_dataset", "SimulationError", "presets", "get_preset", "dataset_seed", "draw_catalog"]
 
 log = logging.getLogger("deepred.simulate")
 BATCH = 64  # systems rendered together (memory ~ 50 MB for 45x45x4 at 3x supersampling)
-OUTPUT_FILES = ("images.npy", "masks.npy", "truth.parquet", "meta.json")
+OUTPUT_FILES = SIMULATED_FILES  # the raw folder's files, named in deepred.workflow.paths
 
 
 def dataset_seed(seed: int, preset: str) -> int:
