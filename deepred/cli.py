@@ -147,6 +147,21 @@ def _results_dir(args) -> Path:
     return Path("results")
 
 
+def _refuse_to_overwrite(args, model_dir: Path) -> None:
+    """-o (and --rejects) must not name a file the command reads: the input, its ids file, or the model's files."""
+    # imported here, as in cmd_predict: 255 ms (measured) that the other commands skip
+    from deepred.predict.inputs import InferenceError
+    from deepred.predict.own_cutouts import rejects_path_for
+
+    read = [Path(args.input)] + ([Path(args.ids)] if args.ids else [])
+    read += [p for p in Path(model_dir).iterdir() if p.is_file()]
+    for flag, out in (("-o", Path(args.output)), ("--rejects", Path(args.rejects or rejects_path_for(Path(args.output))))):
+        clash = next((p for p in read if p.exists() and out.exists() and out.samefile(p)
+                      or out.resolve() == p.resolve()), None)
+        if clash is not None:
+            raise InferenceError(f"{flag} {out}: that is {clash}, which this command reads; write elsewhere")
+
+
 def cmd_predict(args) -> int:
     # imported here, not at the top: 255 ms (measured) spared where this is not called
     from deepred.predict.inputs import InferenceError, open_input, parse_band_map
@@ -158,6 +173,7 @@ def cmd_predict(args) -> int:
 
         torch.set_num_threads(args.threads)
     predictor = load_predictor(args.model, _results_dir(args), device=args.device, batch_size=args.batch_size)
+    _refuse_to_overwrite(args, predictor.model_dir)
     log.info("model %s (%s, trained on %s): bands %s, %dx%d px, %s\"/px, scaling %s, head %s, on %s",
              predictor.model_dir, predictor.kind, predictor.dataset, ",".join(predictor.bands), predictor.cutout,
              predictor.cutout, predictor.pixel_scale, predictor.scaling["method"], predictor.head, predictor.device)

@@ -7,6 +7,7 @@ import sys
 sys.path.insert(0, workflow.basedir)
 
 from deepred.contracts.config import ConfigError, validate_config
+from deepred.contracts.config_checks import load_yaml
 from deepred.contracts.processed import damaged_shards
 from deepred.core.model_names import PHOTOMETRY_BASELINE
 from deepred.fetch.layout import (
@@ -27,6 +28,8 @@ if workflow.overwrite_configfiles:
     config.update(copy.deepcopy(workflow.config_settings.overwrite_config))
 
 try:
+    for _file in workflow.configfiles:  # Snakemake's loader lets a repeated key win silently
+        load_yaml(_file)
     validate_config(config)
     if workflow.is_main_process:
         # every network must build before Snakemake may delete an old model to retrain it (cached per config);
@@ -35,7 +38,7 @@ try:
 
         check_networks(config, cache_dir=".snakemake/deepred")
     PLAN = Plan(config)
-except ConfigError as exc:
+except (ConfigError, ValueError) as exc:
     raise WorkflowError(str(exc)) from None
 
 P = PLAN.paths  # every file pattern: deepred/workflow/paths.py

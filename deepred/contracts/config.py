@@ -11,10 +11,12 @@ import difflib
 from pathlib import Path
 
 import jsonschema
-import yaml
 
-from deepred.core.schema import load_schema
+from deepred.contracts.config_checks import load_yaml, name_problems, path_problems
+from deepred.contracts.query import query_structure_problem
+from deepred.contracts.weights import safetensors_problem
 from deepred.core.model_names import PHOTOMETRY_BASELINE, enabled_architectures, enabled_baselines, enabled_networks
+from deepred.core.schema import load_schema
 
 
 class ConfigError(ValueError):
@@ -117,9 +119,15 @@ def _query_problems(config: dict) -> list[str]:
 
     problems = []
     for name, ts in config["test_sets"].items():
+        if not ts.get("query"):
+            continue
+        structure = query_structure_problem(ts["query"])  # before anything evaluates it, whatever the source
+        if structure:
+            problems.append(f"config key 'test_sets.{name}.query' ({ts['query']!r}): {structure}")
+            continue
         ds = config["datasets"].get(ts["dataset"])
-        columns = None if ds is None or not ts.get("query") else source_columns(ds["source"])
-        if columns is None:  # no query, or a source with user columns: checked on the catalogue (test_set_rows)
+        columns = None if ds is None else source_columns(ds["source"])
+        if columns is None:  # a source with user columns: its names are checked on the catalogue (test_set_rows)
             continue
         problem = query_problem(ts["query"], {**columns, ds["label_column"]: "float64"})
         if problem:
@@ -129,9 +137,18 @@ def _query_problems(config: dict) -> list[str]:
 
 
 def _weights_problems(config: dict) -> list[str]:
-    return [f"config key 'architectures.{a}.weights': file {c['weights']} does not exist"
-            for a, c in config.get("architectures", {}).items()
-            if c.get("enabled", True) and c.get("weights") and not Path(c["weights"]).is_file()]
+    """Every local weights file must exist and be a whole safetensors file, checked before Snakemake may delete
+    a trained model to retrain it from these weights."""
+    problems = []
+    for a, c in config.get("architectures", {}).items():
+        if not (c.get("enabled", True) and c.get("weights")):
+            continue
+        path = Path(c["weights"])
+        if not path.is_file():
+            problems.append(f"config key 'architectures.{a}.weights': file {path} does not exist")
+        elif problem := safetensors_problem(path):
+            problems.append(f"config key 'architectures.{a}.weights': {path}: {problem}")
+    return problems
 
 
 def _photometry_problems(config: dict) -> list[str]:
@@ -146,8 +163,8 @@ def _photometry_problems(config: dict) -> list[str]:
 
 
 def _check_semantics(config: dict) -> None:
-    problems = (_model_list_problems(config) + _query_problems(config) + _weights_problems(config)
-                + _photometry_problems(config))
+    problems = (path_problems(config) + name_problems(config) + _model_list_problems(config)
+                + _query_problems(config) + _weights_problems(config) + _photometry_problems(config))
     for name, ds in config["datasets"].items():
         total = sum(ds["splits"].values())
         if abs(total - 1.0) > 1e-6:
@@ -172,9 +189,9 @@ def load_config(path: str | Path) -> dict:
     """Read a YAML config file and validate it."""
     path = Path(path)
     try:
-        config = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        config = load_yaml(path)
+    except ValueError as exc:  # duplicate keys and syntax errors, with the file and line
+        raise ConfigError(str(exc)) from None
     if not isinstance(config, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(config).__name__}")
     return validate_config(config)

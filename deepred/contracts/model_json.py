@@ -48,16 +48,29 @@ def add_calibration(model_dir: str | Path, record: dict, error: type[Exception])
     return meta
 
 
-def read_card(model_dir: str | Path, error: type[Exception]) -> dict:
-    """model.json of a model folder as a dict; `error` names the file when it is unreadable."""
-    path = Path(model_dir) / MODEL_JSON
+MAX_CARD_BYTES = 64 * 1024 * 1024  # a model card is kilobytes; anything this large is not one
+
+
+def _load_card(path: Path, error: type[Exception]) -> dict:
+    """A model.json file's object; a binary, huge, malformed or absurdly nested file is `error` naming it."""
     try:
-        meta = json.loads(path.read_text())
+        if path.stat().st_size > MAX_CARD_BYTES:
+            raise error(f"{path}: {path.stat().st_size} bytes, not a model card")
+        meta = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise error(f"{path}: not a text file (binary data), not a model card") from None
+    except RecursionError:
+        raise error(f"{path}: nested too deeply to be a model card") from None
     except (OSError, json.JSONDecodeError) as exc:
-        raise error(f"{path}: unreadable model metadata ({exc})") from exc
+        raise error(f"{path}: unreadable model metadata ({exc})") from None
     if not isinstance(meta, dict):
         raise error(f"{path}: expected a JSON object")
     return meta
+
+
+def read_card(model_dir: str | Path, error: type[Exception]) -> dict:
+    """model.json of a model folder as a dict; `error` names the file when it is unreadable."""
+    return _load_card(Path(model_dir) / MODEL_JSON, error)
 
 
 def read_verified_card(model_dir: str | Path, kind: str, error: type[Exception],
@@ -68,7 +81,7 @@ def read_verified_card(model_dir: str | Path, kind: str, error: type[Exception],
     for p in (meta_path, weights):
         if not p.is_file():
             raise error(f"{p}: missing ({missing_hint})")
-    meta = json.loads(meta_path.read_text())
+    meta = _load_card(meta_path, error)
     digest = sha256_file(weights)
     if digest != meta.get(key):
         raise error(f"{weights}: SHA-256 {digest[:12]}... does not match {meta_path} ({str(meta.get(key))[:12]}...)")

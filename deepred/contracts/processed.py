@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from deepred.contracts.query import query_structure_problem, run_query
 from deepred.core.io import sha256_file
 from deepred.core.seeds import derive_seed
 
@@ -71,10 +72,13 @@ def source_columns(source: dict) -> dict[str, str] | None:
 
 def query_problem(query: str, columns: dict[str, str] | list[str]) -> str | None:
     """Why `query` cannot run on a catalogue with these columns (None if it can): tried on an empty frame."""
+    structure = query_structure_problem(query)
+    if structure:
+        return structure
     dtypes = columns if isinstance(columns, dict) else dict.fromkeys(columns, "float64")
     empty = pd.DataFrame({c: pd.Series(dtype="object" if t in ("string", "str") else t) for c, t in dtypes.items()})
     try:
-        empty.query(query)
+        run_query(empty, query)
     except Exception as exc:  # pandas raises UndefinedVariableError, SyntaxError, TypeError, ... by case
         m = re.search(r"name '([^']+)' is not defined", str(exc))
         if m:
@@ -218,7 +222,7 @@ def test_set_rows(config: dict, test_set: str, processed_root: str | Path) -> pd
         if problem:
             raise DataError(f"config key 'test_sets.{test_set}.query' ({ts['query']!r}) on "
                             f"{Path(processed_root) / 'catalog.parquet'}: {problem}")
-        rows = rows.query(ts["query"])
+        rows = run_query(rows, ts["query"])
     if len(rows) == 0:
         raise DataError(f"test set '{test_set}': no rows in {processed_root} (query {ts.get('query')!r})")
     return rows.reset_index(drop=True)

@@ -51,6 +51,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+            # again: a writer that replaces the file (safetensors' save_file does) leaves its own 0600 mode
+            os.fchmod(fh.fileno(), 0o666 & ~current_umask())
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -56,14 +56,18 @@ def _npy_items(path: Path, mm: np.ndarray, take: list[int], ids: Iterator[str] |
 
 
 def read_ids(path: Path) -> Iterator[str]:
-    """One object id per line (a header line `object_id`/`id` is skipped)."""
+    """One object id per line (a header line `object_id`/`id` is skipped; blank lines may only end the file: a
+    blank line inside it would shift every later id onto the next row's cutout)."""
     with open(path) as fh:
-        for k, line in enumerate(fh):
-            s = line.strip().split(",")[0]
-            if k == 0 and s.lower() in ID_COLUMNS:
-                continue
-            if s:
-                yield s
+        lines = [line.strip().split(",")[0].strip() for line in fh]
+    while lines and not lines[-1]:
+        lines.pop()
+    for k, s in enumerate(lines):
+        if k == 0 and s.lower() in ID_COLUMNS:
+            continue
+        if not s:
+            raise InferenceError(f"{path}: line {k + 1} is blank; give one id per row of the cube, in order")
+        yield s
 
 
 def checked_ids(ids_file: Path, n: int, cube: Path) -> Iterator[str]:
