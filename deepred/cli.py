@@ -16,6 +16,7 @@ import yaml
 
 from deepred.contracts.config import ConfigError, load_config
 from deepred.contracts.model_json import n_train, weights_sha256
+from deepred.contracts.pixels import MAX_ABS_PIXEL
 from deepred.core.model_names import ENSEMBLES
 from deepred.fetch.pins_cli import add_parser as add_pins_parser
 
@@ -118,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ids", default=None, metavar="FILE", help="object ids of an .npy cube, one per line "
                    "(default: the row number)")
     p.add_argument("--crop", action="store_true", help="center-crop cutouts larger than the model's size")
+    p.add_argument("--max-abs-pixel", type=float, default=MAX_ABS_PIXEL, metavar="FLUX",
+                   help="reject a cutout with a pixel beyond this |flux| in nanomaggies (default %(default)g); "
+                        "blank, constant and non-finite bands are always rejected")
     p.add_argument("--rejects", default=None, metavar="FILE", help="rejects CSV (default: OUTPUT stem + .rejects.csv)")
     p.add_argument("--batch-size", type=_positive_int, default=256, help="cutouts per forward pass (default 256)")
     p.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda or cuda:N")
@@ -155,7 +159,8 @@ def _refuse_to_overwrite(args, model_dir: Path) -> None:
 
     read = [Path(args.input)] + ([Path(args.ids)] if args.ids else [])
     read += [p for p in Path(model_dir).iterdir() if p.is_file()]
-    for flag, out in (("-o", Path(args.output)), ("--rejects", Path(args.rejects or rejects_path_for(Path(args.output))))):
+    rejects = Path(args.rejects) if args.rejects else rejects_path_for(Path(args.output))
+    for flag, out in (("-o", Path(args.output)), ("--rejects", rejects)):
         clash = next((p for p in read if p.exists() and out.exists() and out.samefile(p)
                       or out.resolve() == p.resolve()), None)
         if clash is not None:
@@ -184,6 +189,7 @@ def cmd_predict(args) -> int:
     summary = predict_cutouts(
         predictor, items, args.output, fmt=args.format, rejects=args.rejects, with_pdf=args.pdf,
         batch_size=args.batch_size, total=total, pixel_scale=args.pixel_scale, crop=args.crop,
+        max_abs_pixel=args.max_abs_pixel,
         progress=not args.no_progress,
         provenance_extra={"input": str(args.input), "input_kind": kind, "command": sys.argv},
     )

@@ -35,7 +35,9 @@ try:
         # every network must build before Snakemake may delete an old model to retrain it (cached per config);
         # job steps skip it: their main process has checked the same config
         from deepred.models.preflight import check_networks
+        from deepred.simulate.preflight import check_bands
 
+        check_bands(config, cache_dir=".snakemake/deepred")
         check_networks(config, cache_dir=".snakemake/deepred")
     PLAN = Plan(config)
 except (ConfigError, ValueError) as exc:

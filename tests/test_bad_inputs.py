@@ -321,7 +321,7 @@ def test_nan_pixels_name_the_file_and_object_and_write_nothing(tmp_path):
     np.save(raw / "images.npy", images)
     cfg = tiny_config({"t": {"n": 60, "cutout": 24}}, data_dir=tmp_path)
     out = tmp_path / "processed" / "t"
-    with pytest.raises(DataError, match=re.escape(str(raw / "images.npy")) + ": object obj00007: non-finite"):
+    with pytest.raises(DataError, match=re.escape(str(raw / "images.npy")) + ": object obj00007: 1 non-finite"):
         normalize(read_simulated(raw), "t", cfg["datasets"]["t"], out, seed=7, config=cfg)
     assert not (out / "catalog.parquet").exists() and not (out / "shards").exists()
 

@@ -235,3 +235,81 @@ def test_python_m_fetch_names_the_duplicate(tmp_path):
     res = subprocess.run([sys.executable, "-m", "deepred.fetch", "--configfile", str(path)], capture_output=True,
                          text=True, timeout=60)
     assert res.returncode != 0 and f"{path}:2:1: duplicate key 'seed'" in res.stderr and "Traceback" not in res.stderr
+
+
+# ---------------------------------------------------- values that pass the schema but fail in a later job
+def test_a_band_the_preset_lacks_stops_the_dry_run_and_keeps_the_raw_data(done):
+    wd, cfg = done
+    before = _state(wd / "data")
+    with edited(wd, cfg, lambda c: c["datasets"]["kids"].update(bands=["u", "g", "r", "z"])):
+        res = _smk(wd, "-n", check=False)
+    err = res.stdout + res.stderr
+    assert res.returncode != 0 and "datasets.kids.bands" in err and "preset 'kids' has no band z" in err
+    assert _state(wd / "data") == before
+
+
+def test_a_label_column_the_source_does_not_write_is_named_at_load():
+    cfg = _ci()
+    cfg["datasets"]["kids"]["label_column"] = "z_len"
+    with pytest.raises(ConfigError, match=r"datasets.kids.label_column': 'z_len' is not a column of the simulate "
+                                          r"source \(did you mean 'z_lens'\?\)"):
+        validate_config(cfg)
+
+
+# ------------------------------------------------------------------ images that are not images
+@pytest.mark.parametrize("fill, reason", [
+    (0.0, "band(s) g blank (every pixel 0)"),
+    (3.5, "band(s) g constant"),
+    (1e30, "|pixel| above 1e+07 in band(s) g (1e+30)"),
+])
+def test_blank_constant_or_absurd_bands_are_refused(fill, reason):
+    from deepred.contracts.pixels import pixel_problem
+
+    image = np.random.default_rng(0).normal(size=(2, 8, 8))
+    assert pixel_problem(image, ["g", "r"]) is None
+    image[0] = fill if fill != 1e30 else image[0]
+    if fill == 1e30:
+        image[0, 3, 3] = fill
+    assert reason in pixel_problem(image, ["g", "r"])
+
+
+def test_normalization_refuses_a_blank_band_naming_the_object(tmp_path):
+    from deepred.contracts.processed import DataError
+    from deepred.data.normalize import normalize
+    from deepred.data.sources import open_source
+    from deepred.simulate import simulate_dataset
+
+    cfg = _ci()
+    cfg["datasets"]["kids"]["source"]["n_systems"] = 40
+    validate_config(cfg)
+    raw = tmp_path / "raw" / "kids"
+    simulate_dataset("kids", 40, 7, raw, bands=["u", "g", "r", "i"], cutout=32)
+    images = np.load(raw / "images.npy", mmap_mode="r+")
+    images[3, 1] = 0.0  # a survey's zero-filled plane
+    images.flush()
+    cfg["data_dir"] = str(tmp_path)
+    with pytest.raises(DataError, match=r"object \S+: band\(s\) g blank \(every pixel 0\)"):
+        normalize(open_source(cfg, "kids"), "kids", cfg["datasets"]["kids"], tmp_path / "out", seed=7, config=cfg)
+    cfg["datasets"]["kids"]["on_bad"] = "skip"
+    stats = normalize(open_source(cfg, "kids"), "kids", cfg["datasets"]["kids"], tmp_path / "out", seed=7, config=cfg)
+    import pandas as pd
+
+    rejects = pd.read_parquet(tmp_path / "out" / "rejects.parquet")
+    assert stats["n_rejected"] == 1 and "blank" in rejects["reason"].iloc[0]
+
+
+def test_predict_rejects_a_blank_cutout_instead_of_predicting_it(trained, tmp_path, capsys):
+    cube = _cube(tmp_path, n=3)
+    data = np.load(cube)
+    data[1] = 0.0
+    data[2, 0, 5, 5] = 1e30
+    np.save(cube, data)
+    out = tmp_path / "z.csv"
+    rc = cli_main(["predict", "netz/tiny", str(cube), "-o", str(out), "--format", "csv",
+                   "--results-dir", str(trained), "--no-progress"])
+    assert rc == 0
+    import pandas as pd
+
+    assert list(pd.read_csv(out)["object_id"].astype(str)) == ["0"]
+    rejects = pd.read_csv(out.with_name("z.rejects.csv"))
+    assert "blank" in rejects["reason"].iloc[0] and "|pixel| above" in rejects["reason"].iloc[1]

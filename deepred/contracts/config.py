@@ -136,6 +136,22 @@ def _query_problems(config: dict) -> list[str]:
     return problems
 
 
+def _label_problems(config: dict) -> list[str]:
+    """A dataset's label_column must be a column its source writes (where the source's columns are known)."""
+    from deepred.contracts.processed import source_columns  # pandas: only when a config is checked
+
+    problems = []
+    for name, ds in config["datasets"].items():
+        columns = source_columns(ds["source"])
+        if columns is not None and ds["label_column"] not in columns:
+            redshifts = sorted(c for c, t in columns.items() if c.startswith("z_") and t.startswith("float"))
+            close = difflib.get_close_matches(ds["label_column"], list(columns), n=1)
+            problems.append(f"config key 'datasets.{name}.label_column': '{ds['label_column']}' is not a column of "
+                            f"the {ds['source']['kind']} source" + (f" (did you mean '{close[0]}'?)" if close else "")
+                            + f"; its redshift columns: {', '.join(redshifts)}")
+    return problems
+
+
 def _weights_problems(config: dict) -> list[str]:
     """Every local weights file must exist and be a whole safetensors file, checked before Snakemake may delete
     a trained model to retrain it from these weights."""
@@ -164,7 +180,8 @@ def _photometry_problems(config: dict) -> list[str]:
 
 def _check_semantics(config: dict) -> None:
     problems = (path_problems(config) + name_problems(config) + _model_list_problems(config)
-                + _query_problems(config) + _weights_problems(config) + _photometry_problems(config))
+                + _label_problems(config) + _query_problems(config) + _weights_problems(config)
+                + _photometry_problems(config))
     for name, ds in config["datasets"].items():
         total = sum(ds["splits"].values())
         if abs(total - 1.0) > 1e-6:

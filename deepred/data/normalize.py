@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from deepred.contracts.pixels import MAX_ABS_PIXEL, pixel_problem
 from deepred.contracts.processed import CATALOG_COLUMNS, SPLITS, DataError, shard_name, shard_record
 from deepred.contracts.raw import RawChunk, RawSource
 from deepred.core.io import write_json, write_parquet
@@ -181,6 +182,7 @@ class _Normalizer:
         self.bands, self.cutout, self.label = list(ds_cfg["bands"]), int(ds_cfg["cutout"]), ds_cfg["label_column"]
         self.lo, self.hi = ds_cfg["label_range"]
         self.skip = ds_cfg.get("on_bad", "error") == "skip"
+        self.max_abs_pixel = float(ds_cfg.get("max_abs_pixel", MAX_ABS_PIXEL))
         self.rows_per_shard = int(ds_cfg.get("rows_per_shard", 512))
         self.sink: _ShardSink | None = None
         self.has_masks = None
@@ -196,15 +198,13 @@ class _Normalizer:
         """Keep-mask of a chunk's objects: a duplicate id, a non-finite pixel or a label out of range stops the
         run naming the object, or (on_bad: skip) moves it to the rejects."""
         labels = pd.to_numeric(chunk.truth[self.label], errors="coerce").to_numpy(dtype=float)
-        finite = np.isfinite(images.reshape(images.shape[0], -1)).all(axis=1)
         keep = np.ones(len(chunk.truth), dtype=bool)
         for i, oid in enumerate(chunk.truth["object_id"].astype(str)):
             reason = None
             if oid in self.seen:
                 reason = "duplicate object_id"
-            elif not finite[i]:
-                bad_bands = [b for j, b in enumerate(self.bands) if not np.isfinite(images[i, j]).all()]
-                reason = f"non-finite pixels (NaN or inf) in band(s) {', '.join(bad_bands)}"
+            elif problem := pixel_problem(images[i], self.bands, self.max_abs_pixel):
+                reason = problem
             elif not np.isfinite(labels[i]) or not self.lo <= labels[i] <= self.hi:
                 reason = f"label {self.label}={labels[i]} outside [{self.lo}, {self.hi}]"
             if reason:

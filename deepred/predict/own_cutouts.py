@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from deepred.contracts.model_json import weights_sha256
+from deepred.contracts.pixels import MAX_ABS_PIXEL, pixel_problem
 from deepred.contracts.predictions import MODEL_KEY, PDF_GRID_KEY, PDF_SUMMARY, output_columns
 from deepred.contracts.table_io import PARQUET_SUFFIXES, table_format
 from deepred.core.io import atomic_path, write_json
@@ -131,7 +132,7 @@ class Summary:
                 "seconds": round(self.seconds, 3), "pixel_scale_mismatches": self.pixel_scales}
 
 
-def _check_item(item: Item, cutout: int, bands: list[str], crop: bool) -> Item:
+def _check_item(item: Item, cutout: int, bands: list[str], crop: bool, max_abs_pixel: float = MAX_ABS_PIXEL) -> Item:
     if item.reason is not None:
         return item
     img = item.image
@@ -145,10 +146,9 @@ def _check_item(item: Item, cutout: int, bands: list[str], crop: bool) -> Item:
             item.reason = f"cutout is {h}x{w} px; the model takes {cutout}x{cutout}{hint}"
             item.image = None
             return item
-    finite = np.isfinite(img)
-    if not finite.all():
-        bad = [b for b, ok in zip(bands, finite.reshape(len(bands), -1).all(axis=1)) if not ok]
-        item.reason = f"{int((~finite).sum())} non-finite pixels (NaN or inf) in band(s) {', '.join(bad)}"
+    problem = pixel_problem(img, bands, max_abs_pixel)  # non-finite, blank or absurd: never a silent prediction
+    if problem:
+        item.reason = problem
         item.image = None
         return item
     item.image = np.ascontiguousarray(img, dtype=np.float32)
@@ -193,13 +193,14 @@ class _Run:
     batch_size: int
     crop: bool
     pixel_scale: float | None  # the user's --pixel-scale; None: each file's own
+    max_abs_pixel: float = MAX_ABS_PIXEL
     ids: list = field(default_factory=list)
     images: list = field(default_factory=list)
     scale_unchecked: bool = False  # "pixel scale not checked" was logged (once per run)
 
     def stream(self, items: Iterable[Item], bar) -> None:
         for item in items:
-            item = _check_item(item, self.predictor.cutout, self.predictor.bands, self.crop)
+            item = _check_item(item, self.predictor.cutout, self.predictor.bands, self.crop, self.max_abs_pixel)
             if item.reason is not None:
                 self.reject(item)
             else:
@@ -269,7 +270,8 @@ def _write_provenance(out: Path, predictor: Predictor, summary: Summary, extra: 
 def predict_cutouts(predictor: Predictor, items: Iterable[Item], out: str | Path, *, fmt: str | None = None,
                     rejects: str | Path | None = None, with_pdf: bool = False, batch_size: int = 256,
                     total: int | None = None, pixel_scale: float | None = None, crop: bool = False,
-                    progress: bool = True, provenance_extra: dict | None = None) -> Summary:
+                    progress: bool = True, provenance_extra: dict | None = None,
+                    max_abs_pixel: float = MAX_ABS_PIXEL) -> Summary:
     """Stream items through the model: good ones to `out` (row groups / CSV appends), bad ones to rejects.
 
     Both files appear only when every item went through; then `out`.provenance.json is written."""
@@ -285,7 +287,8 @@ def predict_cutouts(predictor: Predictor, items: Iterable[Item], out: str | Path
         rejects_fh = stack.enter_context(rejects_writer(rejects))
         bar = stack.enter_context(tqdm(total=total, unit="cutout", disable=not progress,
                                        desc=f"{predictor.name} predict", mininterval=1.0))
-        _Run(predictor, write, rejects_fh, summary, with_pdf, batch_size, crop, pixel_scale).stream(items, bar)
+        _Run(predictor, write, rejects_fh, summary, with_pdf, batch_size, crop, pixel_scale,
+             max_abs_pixel=max_abs_pixel).stream(items, bar)
     summary.seconds = time.perf_counter() - t0
     _write_provenance(out, predictor, summary, provenance_extra)
     return summary

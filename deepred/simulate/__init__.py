@@ -7,9 +7,19 @@ written into a temporary sibling folder and renamed into place at the end; image
 np.lib.format.open_memmap in batches, so memory is bounded by one batch.
 """
 
-from deepred.simulate import lensing, sed  # noqa: F401 (submodules of the package face)
-from deepred.simulate.simulator import OUTPUT_FILES, dataset_seed, draw_catalog, simulate_dataset
-from deepred.simulate.surveys import SimulationError, get_preset, presets
+import importlib
 
-__all__ = ["OUTPUT_FILES", "SimulationError", "dataset_seed", "draw_catalog", "get_preset", "lensing", "presets", "sed",
-           "simulate_dataset"]
+# The package face, resolved on first use (PEP 562): `import deepred.simulate.surveys` (the presets, read at
+# Snakemake parse time to check a config's bands) must not pay the simulator's 2.4 s of imports.
+_FACE = {"OUTPUT_FILES": "simulator", "dataset_seed": "simulator", "draw_catalog": "simulator",
+         "simulate_dataset": "simulator", "SimulationError": "surveys", "get_preset": "surveys", "presets": "surveys",
+         "lensing": None, "sed": None}
+
+__all__ = sorted(_FACE)
+
+
+def __getattr__(name: str):
+    if name not in _FACE:
+        raise AttributeError(f"module 'deepred.simulate' has no attribute '{name}'")
+    module = importlib.import_module(f"deepred.simulate.{_FACE[name] or name}")
+    return module if _FACE[name] is None else getattr(module, name)
