@@ -315,11 +315,11 @@ def test_config_typo_has_a_hint():
 
 
 def test_nan_pixels_name_the_file_and_object_and_write_nothing(tmp_path):
-    raw = make_tiny_raw(tmp_path / "raw" / "t", n=60, cutout=24)
+    raw = make_tiny_raw(tmp_path / "raw" / "t", n=80, cutout=24)
     images = np.load(raw / "images.npy")
     images[7, 2, 3, 3] = np.nan
     np.save(raw / "images.npy", images)
-    cfg = tiny_config({"t": {"n": 60, "cutout": 24}}, data_dir=tmp_path)
+    cfg = tiny_config({"t": {"n": 80, "cutout": 24}}, data_dir=tmp_path)
     out = tmp_path / "processed" / "t"
     with pytest.raises(DataError, match=re.escape(str(raw / "images.npy")) + ": object obj00007: 1 non-finite"):
         normalize(read_simulated(raw), "t", cfg["datasets"]["t"], out, seed=7, config=cfg)

@@ -193,6 +193,14 @@ def test_home_and_variables_are_expanded_not_taken_literally(monkeypatch):
     assert (cfg["data_dir"], cfg["results_dir"]) == ("/home/someone/deepred-data", "/home/someone/deepred-results")
 
 
+def test_a_validation_split_too_small_to_calibrate_is_refused_at_load():
+    cfg = _ci()
+    cfg["datasets"]["kids"]["source"]["n_systems"] = 40
+    with pytest.raises(ConfigError, match=r"datasets.kids.splits.val': 0.2 of 40 systems is about 8; the val split "
+                                          r"needs at least 10"):
+        validate_config(cfg)
+
+
 def test_every_model_disabled_is_refused_at_load():
     cfg = {"datasets": _ci()["datasets"], "test_sets": _ci()["test_sets"],
            "architectures": {}, "baselines": {b: {"enabled": False} for b in
@@ -280,10 +288,10 @@ def test_normalization_refuses_a_blank_band_naming_the_object(tmp_path):
     from deepred.simulate import simulate_dataset
 
     cfg = _ci()
-    cfg["datasets"]["kids"]["source"]["n_systems"] = 40
+    cfg["datasets"]["kids"]["source"]["n_systems"] = 60
     validate_config(cfg)
     raw = tmp_path / "raw" / "kids"
-    simulate_dataset("kids", 40, 7, raw, bands=["u", "g", "r", "i"], cutout=32)
+    simulate_dataset("kids", 60, 7, raw, bands=["u", "g", "r", "i"], cutout=32)
     images = np.load(raw / "images.npy", mmap_mode="r+")
     images[3, 1] = 0.0  # a survey's zero-filled plane
     images.flush()

@@ -136,6 +136,26 @@ def _query_problems(config: dict) -> list[str]:
     return problems
 
 
+def _split_problems(config: dict) -> list[str]:
+    """A simulated dataset's splits must each hold systems, and the validation split enough rows to calibrate
+    PDFs (every object is at least one row; real sources are counted when they are normalized)."""
+    from deepred.contracts.processed import MIN_CALIBRATION_ROWS  # pandas: only when a config is checked
+
+    problems = []
+    for name, ds in config["datasets"].items():
+        n = ds["source"].get("n_systems") if ds["source"]["kind"] == "simulate" else None
+        if n is None:
+            continue
+        for split, frac in ds["splits"].items():
+            need = MIN_CALIBRATION_ROWS if split == "val" else 1
+            if int(n * frac) < need:
+                problems.append(f"config key 'datasets.{name}.splits.{split}': {frac:g} of {n} systems is about "
+                                f"{int(n * frac)}; the {split} split needs at least {need}"
+                                + (" (the PDF calibration's minimum)" if split == "val" else "")
+                                + "; raise source.n_systems or the fraction")
+    return problems
+
+
 def _label_problems(config: dict) -> list[str]:
     """A dataset's label_column must be a column its source writes (where the source's columns are known)."""
     from deepred.contracts.processed import source_columns  # pandas: only when a config is checked
@@ -180,7 +200,7 @@ def _photometry_problems(config: dict) -> list[str]:
 
 def _check_semantics(config: dict) -> None:
     problems = (path_problems(config) + name_problems(config) + _model_list_problems(config)
-                + _label_problems(config) + _query_problems(config) + _weights_problems(config)
+                + _split_problems(config) + _label_problems(config) + _query_problems(config) + _weights_problems(config)
                 + _photometry_problems(config))
     for name, ds in config["datasets"].items():
         total = sum(ds["splits"].values())

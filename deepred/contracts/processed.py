@@ -50,6 +50,10 @@ _SIMULATED = {
     "arc_snr": "float64", "n_sn_images": "int16", "sn_mu_total": "float64", "psf_scale": "float64",
     "n_neighbours": "int16", **{k.format(b=b): t for k, t in _PER_BAND.items() for b in BAND_NAMES},
 }
+# The validation rows a PDF calibration needs (deepred.pdfs.calibration); the config check refuses a simulated
+# dataset that cannot have them, since every PDF model's qp file depends on its calibration.
+MIN_CALIBRATION_ROWS = 10
+
 SOURCE_COLUMNS = {
     "simulate": _SIMULATED,  # + high_prob_lens for the kids preset (source_columns)
     "deepgravilens": {"z_lens": "float64", "z_source": "float64", "z_lens_raw": "float64",

@@ -25,13 +25,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from deepred.contracts.processed import MIN_CALIBRATION_ROWS
 from deepred.core.metrics import crps, grid_edges, ks_uniform, nmad, pit
 from deepred.contracts.predictions import PDF_UNCALIBRATED, pdf_summary
 
 FIT_SPLIT = "val"  # the only split a calibration is fitted on (test rows never enter)
 TINY = 1e-300  # floor of a bin's mass before logarithms (a Gaussian's far tail underflows to zero)
 T_BOUNDS = (0.01, 1e4)  # temperatures searched: a point estimator's training residuals can be 10x too narrow
-MIN_FIT_ROWS = 10  # fewer validation rows than this: no calibration (the model gives what it gave before)
+MIN_FIT_ROWS = MIN_CALIBRATION_ROWS  # fewer validation rows: no calibration (the model gives what it gave)
 ROWS_PER_KNOT = 20  # the PIT map gets at most one knot per 20 validation rows (a 24-row CI split: none)
 BASES = ("native", "gaussian", "mixture")
 INTERVAL_LEVELS = (0.025, 0.16, 0.84, 0.975)  # PIT map knots at the central 68% and 95% intervals' ends

@@ -76,7 +76,7 @@ def test_photoz_pdf_sums_to_one():
 
 def test_photoz_pdf_through_registry_sums_to_one():
     registry = pytest.importorskip("deepred.models.registry", reason="models engineer's registry not present yet")
-    cfg = tiny_config({"tiny": {"n": 20}})
+    cfg = tiny_config({"tiny": {"n": 80}})  # enough systems for a validation split (the config check)
     net = registry.build_model("photoz", cfg, 4, 45).eval()
     with torch.no_grad():
         out = net(torch.randn(3, 4, 45, 45))
