@@ -6,7 +6,9 @@ raw folder (read_simulated) both produce one, so normalization and every later r
 
 from __future__ import annotations
 
+import contextlib
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -104,3 +106,20 @@ def read_simulated(raw_dir: str | Path) -> RawSource:
         inputs=inputs,
         meta=meta,
     )
+
+
+# astropy.io.fits reports a file shorter than its header promises only as a warning ("File may have been
+# truncated: actual file length (N) is smaller than the expected size (M)", astropy/io/fits/file.py). That one
+# must stop the read; other header-card warnings of real survey files must not (a harmless card would otherwise
+# delete and download the file again on every run).
+TRUNCATED_FITS = r"File may have been truncated"
+
+
+@contextlib.contextmanager
+def truncation_is_fatal():
+    """A context in which astropy's FITS truncation warning is an AstropyUserWarning exception, others pass."""
+    from astropy.utils.exceptions import AstropyUserWarning
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=TRUNCATED_FITS, category=AstropyUserWarning)
+        yield

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from deepred.contracts.raw import truncation_is_fatal
+
 
 class ProviderError(ValueError):
     """A file cannot be used (truncated, corrupt, not the expected format); the message names it."""
@@ -59,8 +61,7 @@ def read_fits_hdu(path: Path, hdu_index: int | None = None, memmap: bool = True)
 
     src = _decompress(Path(path))
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", AstropyUserWarning)  # "File may have been truncated" is a warning
+        with truncation_is_fatal():  # only "File may have been truncated"; other header warnings pass
             hdul = fits.open(io.BytesIO(src) if isinstance(src, bytes) else src, memmap=memmap and not isinstance(src, bytes))
             try:
                 hdus = [hdul[hdu_index]] if hdu_index is not None else list(hdul)

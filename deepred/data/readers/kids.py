@@ -11,7 +11,6 @@ used (null: all) and `grades.high_prob` the ones flagged `high_prob_lens` (the K
 from __future__ import annotations
 
 import logging
-import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -19,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from deepred.contracts.processed import DataError
-from deepred.contracts.raw import RawChunk, RawSource
+from deepred.contracts.raw import RawChunk, RawSource, truncation_is_fatal
 from deepred.fetch.source_files import read_table, require_columns, source_specs, spec_for, verified
 
 log = logging.getLogger("deepred.readers.kids")
@@ -35,8 +34,7 @@ def read_cutout(path: Path, band: str, band_keyword: str, object_id: str) -> np.
     if not path.is_file():
         raise DataError(f"{path}: object {object_id}: cutout for band {band} missing")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", AstropyUserWarning)  # "File may have been truncated" is a warning
+        with truncation_is_fatal():  # only "File may have been truncated"; other header warnings pass
             with fits.open(path, memmap=False) as hdul:
                 hdu = next((h for h in hdul if h.is_image and h.data is not None and h.data.ndim == 2), None)
                 if hdu is None:
