@@ -88,3 +88,16 @@ def test_every_relative_link_resolves():
 def test_readme_is_short():
     lines = len((ROOT / "README.md").read_text().splitlines())
     assert lines <= README_MAX_LINES, f"README.md has {lines} lines; measured results belong in docs/results.md"
+
+
+def test_the_documented_sdss_query_gives_every_column_the_paper_config_reads():
+    """The SkyServer query of docs/real-data-surveys.md and config/paper.yaml's sdss target table agree."""
+    import yaml
+
+    text = (ROOT / "docs" / "real-data-surveys.md").read_text()
+    query = re.search(r"```sql\n(SELECT .*?)\nFROM", text, re.S).group(1)
+    selected = {re.split(r"\s+AS\s+|\.", item.strip(), flags=re.I)[-1].strip() for item in query[7:].split(",")}
+    src = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())["datasets"]["sdss"]["source"]
+    needed = {src[k] for k in ("id_column", "ra_column", "dec_column")} | set(src["columns"].values())
+    needed |= {src["provider"][k] for k in ("run_column", "camcol_column", "field_column")}
+    assert needed <= selected, sorted(needed - selected)

@@ -1,4 +1,5 @@
-"""DeepGraviLens (Pinciroli Vago & Fraternali 2023, Neural Comput. Appl., doi:10.1007/s00521-023-08766-9; Zenodo record 7860294) raw files of one subset folder:
+"""DeepGraviLens (Pinciroli Vago & Fraternali 2023, Neural Comput. Appl., doi:10.1007/s00521-023-08766-9;
+Zenodo record 7860294) raw files of one subset folder:
 
 - GROUP_{k}_ims_{T}.npy: images, reshaped to (N, 4, 45, 45), bands g, r, i, z (epochs already co-added);
 - GROUP_{k}_lcs_{T}.npy: light curves (N, T, 4) (optional; only checked);
