@@ -34,14 +34,21 @@ from pathlib import Path
 import numpy as np
 import sep
 
-from deepred.core.seeds import derive_seed
-from deepred.contracts.processed import ProcessedDataset, train_subset
-from deepred.data.normalize import BORDER, unscale_images
 from deepred.baselines.gbtrees import TreeEnsemble, TreeError, fit_tree_grid
 from deepred.baselines.hogsvr import split_labels
+from deepred.contracts.model_json import (
+    MODEL_JSON,
+    PHOTOMETRY,
+    PHOTOMETRY_MODEL,
+    WEIGHTS_FILE,
+    read_verified_card,
+    write_card,
+)
+from deepred.contracts.processed import ProcessedDataset, train_subset
 from deepred.core.io import atomic_path, write_json
-from deepred.contracts.model_json import MODEL_JSON, PHOTOMETRY, PHOTOMETRY_MODEL, WEIGHTS_FILE, read_verified_card, write_card
 from deepred.core.provenance import provenance
+from deepred.core.seeds import derive_seed
+from deepred.data.normalize import BORDER, unscale_images
 
 log = logging.getLogger("deepred.baselines.photometry")
 

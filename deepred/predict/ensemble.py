@@ -30,12 +30,18 @@ import numpy as np
 import pandas as pd
 from sklearn.linear_model import LinearRegression
 
-from deepred.pdfs import calibration as cal
-from deepred.core.model_names import ENSEMBLE_METHODS, ENSEMBLES
-from deepred.core.metrics import nmad
 from deepred.contracts.model_json import CALIBRATION, ENSEMBLE, MODEL_JSON, read_card, write_card
-from deepred.contracts.predictions import PRED_COLUMNS, pdf_matrix, prediction_frame, read_predictions, write_predictions
+from deepred.contracts.predictions import (
+    PRED_COLUMNS,
+    pdf_matrix,
+    prediction_frame,
+    read_predictions,
+    write_predictions,
+)
+from deepred.core.metrics import nmad
+from deepred.core.model_names import ENSEMBLE_METHODS, ENSEMBLES
 from deepred.core.provenance import provenance
+from deepred.pdfs import calibration as cal
 
 log = logging.getLogger("deepred.predict.ensemble")
 

@@ -18,15 +18,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from deepred.contracts.predictions import pdf_matrix, test_set_predictions
+from deepred.contracts.processed import DataError, ProcessedDataset, test_set_rows
 from deepred.core import metrics as M
+from deepred.core.io import write_csv
+from deepred.core.model_names import (
+    ENSEMBLES,
+    PHOTOMETRY_BASELINE,
+    PHOTOMETRY_FAMILY,
+    ensemble_members,
+    image_baselines,
+    model_family,
+    table_models,
+)
+from deepred.core.seeds import derive_seed
 from deepred.pdfs.calibration_table import COLUMNS as CALIBRATION_COLUMNS
 from deepred.pdfs.calibration_table import calibration_rows, compare_with_members
-from deepred.core.model_names import ENSEMBLES, PHOTOMETRY_BASELINE, PHOTOMETRY_FAMILY, ensemble_members, image_baselines, model_family, table_models
-from deepred.core.seeds import derive_seed
-from deepred.contracts.processed import DataError, ProcessedDataset, test_set_rows
 from deepred.workflow.plan import nmad_table_names, table_names
-from deepred.core.io import write_csv
-from deepred.contracts.predictions import pdf_matrix, test_set_predictions
 
 log = logging.getLogger("deepred.results.tables")
 

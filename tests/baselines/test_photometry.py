@@ -10,14 +10,22 @@ import pytest
 from conftest import tiny_config
 from sklearn.ensemble import HistGradientBoostingRegressor
 
+from deepred.baselines.gbtrees import TreeEnsemble
+from deepred.baselines.photometry import (
+    MAG_ZP,
+    PhotometryError,
+    PhotometryModel,
+    PhotometryParams,
+    feature_names,
+    measure,
+    photometry_features,
+    train_photometry,
+)
 from deepred.contracts import model_json as card
 from deepred.contracts.config import ConfigError, validate_config
 from deepred.contracts.processed import ProcessedDataset
 from deepred.data.normalize import scale_images
-from deepred.baselines.gbtrees import TreeEnsemble
 from deepred.predict.inputs.items import InferenceError
-from deepred.baselines.photometry import (MAG_ZP, PhotometryError, PhotometryModel, PhotometryParams, feature_names, measure,
-                                photometry_features, train_photometry)
 from deepred.predict.predictor import KINDS, PhotometryPredictor, load_model
 
 SIZE, SIGMA_PSF, NOISE = 45, 2.0, 0.02

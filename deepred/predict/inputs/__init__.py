@@ -21,8 +21,14 @@ from typing import Iterator
 
 from deepred.contracts.table_io import FITS_SUFFIXES
 from deepred.predict.inputs.bands import BAND_KEYWORDS, COMMON_BANDS, match_band, parse_band_map
-from deepred.predict.inputs.catalog import (CATALOG_SUFFIXES, FILE_COLUMNS, ID_COLUMNS, catalog_count, fits_catalog_rows,
-                                    iter_catalog)
+from deepred.predict.inputs.catalog import (
+    CATALOG_SUFFIXES,
+    FILE_COLUMNS,
+    ID_COLUMNS,
+    catalog_count,
+    fits_catalog_rows,
+    iter_catalog,
+)
 from deepred.predict.inputs.fits import header_pixel_scale, read_band_fits, read_object_fits, strip_fits_suffix
 from deepred.predict.inputs.folder import iter_fits_folder, scan_fits_folder
 from deepred.predict.inputs.items import InferenceError, Item, Reject, item_from
