@@ -281,6 +281,17 @@ def test_blank_constant_or_absurd_bands_are_refused(fill, reason):
     assert reason in pixel_problem(image, ["g", "r"])
 
 
+def test_zero_filled_pixels_at_the_centre_are_no_data():
+    from deepred.contracts.pixels import pixel_problem
+
+    image = np.random.default_rng(1).normal(size=(2, 16, 16))
+    image[1, :, 6:9] = 0.0  # a coadd gap across the object
+    assert "band(s) r exactly 0 in the central 5x5 px" in pixel_problem(image, ["g", "r"])
+    image[1, :, 6:9] = 1.0
+    image[1, 0, 0] = 0.0  # a zero in a corner is a pixel like any other
+    assert pixel_problem(image, ["g", "r"]) is None
+
+
 def test_normalization_refuses_a_blank_band_naming_the_object(tmp_path):
     from deepred.contracts.processed import DataError
     from deepred.data.normalize import normalize
