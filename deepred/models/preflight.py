@@ -17,8 +17,8 @@ from importlib import metadata, resources
 from pathlib import Path
 
 from deepred.contracts.config import ConfigError
-from deepred.core.io import write_text
 from deepred.core.model_names import enabled_networks
+from deepred.core.verdicts import cached_check
 from deepred.models.registry import build_model
 
 
@@ -76,14 +76,12 @@ def check_networks(config: dict, cache_dir: str | Path | None = None) -> None:
     networks = enabled_networks(config)
     if not networks:
         return
-    stamp = None
-    if cache_dir is not None:
-        stamp = Path(cache_dir) / f"networks-ok-{_cache_key(config, networks)}"
-        if stamp.is_file():
-            return
-    unknown = unknown_timm_names(config)
-    problems = list(unknown.values()) + build_problems(config, [n for n in networks if n not in unknown])
-    if problems:
-        raise ConfigError("invalid configuration (networks that cannot be built):\n  - " + "\n  - ".join(problems))
-    if stamp is not None:
-        write_text(stamp, "every enabled network builds for every dataset shape\n")
+
+    def check():
+        unknown = unknown_timm_names(config)
+        problems = list(unknown.values()) + build_problems(config, [n for n in networks if n not in unknown])
+        if problems:
+            raise ConfigError("invalid configuration (networks that cannot be built):\n  - " + "\n  - ".join(problems))
+
+    cached_check(cache_dir, "networks", _cache_key(config, networks), check,
+                 "every enabled network builds for every dataset shape")

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from deepred.contracts.config import ConfigError
-from deepred.core.io import write_text
+from deepred.core.verdicts import cached_check
 
 
 def _simulated(config: dict) -> dict[str, tuple[str, list[str]]]:
@@ -40,14 +40,11 @@ def check_bands(config: dict, cache_dir: str | Path | None = None) -> None:
     simulated = _simulated(config)
     if not simulated:
         return
-    stamp = None
-    if cache_dir is not None:
-        key = hashlib.sha256(json.dumps(simulated, sort_keys=True).encode()).hexdigest()[:32]
-        stamp = Path(cache_dir) / f"bands-ok-{key}"
-        if stamp.is_file():
-            return
-    problems = band_problems(config)
-    if problems:
-        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
-    if stamp is not None:
-        write_text(stamp, "every simulated dataset's bands are in its preset\n")
+
+    def check():
+        problems = band_problems(config)
+        if problems:
+            raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+
+    key = hashlib.sha256(json.dumps(simulated, sort_keys=True).encode()).hexdigest()[:32]
+    cached_check(cache_dir, "bands", key, check, "every simulated dataset's bands are in its preset")
