@@ -1,8 +1,18 @@
 # DeepRed: every table and figure of the study is a target of this workflow.
 # Entry point: `snakemake --cores 2` (default target `all`), or `snakemake --profile slurm <target>`.
+import sys
+
 from snakemake.utils import min_version
 
 min_version("9.0")
+
+
+# config.yaml read with duplicate keys refused and syntax errors (a tab) named by file and line, before Snakemake's
+# own loader (which says neither); files given with --configfile are re-read in rules/common.smk.
+sys.path.insert(0, workflow.basedir)
+from deepred.contracts.config_checks import check_config_file
+
+check_config_file("config.yaml")
 
 
 configfile: "config.yaml"

@@ -332,3 +332,17 @@ def test_predict_rejects_a_blank_cutout_instead_of_predicting_it(trained, tmp_pa
     assert list(pd.read_csv(out)["object_id"].astype(str)) == ["0"]
     rejects = pd.read_csv(out.with_name("z.rejects.csv"))
     assert "blank" in rejects["reason"].iloc[0] and "|pixel| above" in rejects["reason"].iloc[1]
+
+
+def test_a_tab_in_config_yaml_stops_snakemake_naming_the_file_and_line(tmp_path):
+    from deepred.workflow.slurm import copy_workflow
+
+    wd = copy_workflow(REPO, tmp_path / "wf")
+    text = (wd / "config.yaml").read_text().splitlines()
+    line = next(i for i, s in enumerate(text) if s.startswith("  des_deep:"))
+    text[line] = "\t" + text[line].lstrip()
+    (wd / "config.yaml").write_text("\n".join(text) + "\n")
+    res = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1"], cwd=wd, capture_output=True,
+                         text=True, timeout=120, stdin=subprocess.DEVNULL)
+    err = res.stdout + res.stderr
+    assert res.returncode != 0 and f"config.yaml:{line + 1}:1:" in err and "not tabs" in err, err[-1500:]

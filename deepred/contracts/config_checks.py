@@ -90,3 +90,15 @@ def load_yaml(path: str | Path):
         raise ValueError(f"{where}: {what}{exc.problem}{hint}") from None
     except yaml.YAMLError as exc:
         raise ValueError(f"{path}: not valid YAML: {exc}") from None
+
+
+def check_config_file(path: str | Path) -> None:
+    """Snakemake's WorkflowError naming the file and line of a config file it could not read right."""
+    from snakemake.exceptions import WorkflowError  # only in a Snakemake process
+
+    if not Path(path).is_file():
+        return  # Snakemake's own message names a missing config file
+    try:
+        load_yaml(path)
+    except ValueError as exc:
+        raise WorkflowError(str(exc)) from None
