@@ -9,7 +9,7 @@ reruns the job or not:
 
 Both sides come from here: `job_config` gives a job only the sections its stage reads (a read of anything else
 is a KeyError in the tests, not a silent dependency), and `rule_params` builds the rule's params from the same
-stage (rules/*.smk: `params: **rule_params("train")`). tests/workflow/test_stages.py checks that every section a
+stage (rules/*.smk: `params: **rule_params(config, "train")`). tests/workflow/test_stages.py checks that every section a
 stage reads is accounted for.
 """
 
@@ -18,9 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from deepred.core.schema import load_schema
 from deepred.fetch.layout import archive_id, source_lock
 from deepred.workflow.triggers import (
-    METRICS_RUN_ONLY,
     metrics_settings,
     model_section,
     shap_figure_params,
@@ -30,8 +30,7 @@ from deepred.workflow.triggers import (
     training_recipe,
 )
 
-SECTIONS = ("seed", "data_dir", "results_dir", "download", "datasets", "test_sets", "architectures", "baselines",
-            "training", "ensemble", "calibration", "scale_study", "metrics", "shap")
+SECTIONS = tuple(load_schema()["properties"])  # every top-level section the config schema allows
 ALL = SECTIONS
 
 
@@ -45,6 +44,8 @@ class Trigger:
 
 @dataclass(frozen=True)
 class Stage:
+    """A rule's job: the sections it reads, its triggers, and the sections that reach it otherwise."""
+
     reads: tuple[str, ...]
     triggers: dict[str, Trigger] = field(default_factory=dict)
     via_inputs: tuple[str, ...] = ()
@@ -169,8 +170,6 @@ STAGES: dict[str, Stage] = {
     "scale_study": Stage(("metrics", "seed", "scale_study"), {"metrics": Trigger(
         ("metrics",), lambda config, wc: metrics_settings(config))}, via_inputs=("seed", "scale_study")),
 }
-# run-only keys inside a section that a trigger leaves out (documentation of the triggers above)
-RUN_ONLY_KEYS = {"metrics": METRICS_RUN_ONLY}
 
 
 def job_config(config: dict, rule: str) -> dict:
