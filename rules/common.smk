@@ -28,7 +28,9 @@ if workflow.overwrite_configfiles:
     config.update(copy.deepcopy(workflow.config_settings.overwrite_config))
 
 try:
-    for _file in workflow.configfiles:  # Snakemake's loader lets a repeated key win silently
+    for (
+        _file
+    ) in workflow.configfiles:  # Snakemake's loader lets a repeated key win silently
         load_yaml(_file)
     validate_config(config)
     if workflow.is_main_process:
