@@ -7,12 +7,13 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-# config.yaml read with duplicate keys refused and syntax errors (a tab) named by file and line, before Snakemake's
-# own loader (which says neither); files given with --configfile are re-read in rules/common.smk.
+# The deepred package of this checkout, even without install. Config files are read with duplicate keys refused
+# and syntax errors (a tab) named by file and line: config.yaml before Snakemake's own loader (which says
+# neither), and the --configfile files, which Snakemake's command line has read already (a repeated key won).
 sys.path.insert(0, workflow.basedir)
-from deepred.contracts.config_checks import check_config_file
+from deepred.contracts.config_checks import check_config_files
 
-check_config_file("config.yaml")
+check_config_files(["config.yaml", *workflow.configfiles])
 
 
 configfile: "config.yaml"

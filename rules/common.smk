@@ -1,25 +1,14 @@
 # Config handling (validation first), the plan of what this config builds, wildcard constraints and the input
 # functions that need Snakemake. Paths, target lists and rerun triggers live in deepred/workflow/ (torch-free).
 import copy
-import sys
-
-# the deepred package of this checkout, even without install
-sys.path.insert(0, workflow.basedir)
 
 from deepred.contracts.config import ConfigError, validate_config
-from deepred.contracts.config_checks import load_yaml
 from deepred.contracts.processed import damaged_shards
 from deepred.core.model_names import PHOTOMETRY_BASELINE
-from deepred.fetch.layout import (
-    ARCHIVE_DONE,
-    ARCHIVES_DIR,
-    FETCH_STAMP,
-    MANIFEST_DONE,
-    source_lock,
-)
+from deepred.fetch.layout import ARCHIVE_DONE, ARCHIVES_DIR, FETCH_STAMP, MANIFEST_DONE
 from deepred.workflow.stages import rule_params
-from deepred.workflow.plan import NEVER, Plan, archive_date, choices
-from deepred.workflow.paths import NETWORK_FILES, SHAP_FILES, SHAP_OCCLUSION_FILE
+from deepred.workflow.plan import Plan, archive_date, choices
+from deepred.workflow.paths import SHAP_FILES, SHAP_OCCLUSION_FILE
 
 # A --configfile given on the command line replaces config.yaml instead of being deep-merged into it
 # (a merge would keep config.yaml's datasets and mix source keys); --config KEY=VALUE still applies.
@@ -28,10 +17,6 @@ if workflow.overwrite_configfiles:
     config.update(copy.deepcopy(workflow.config_settings.overwrite_config))
 
 try:
-    for (
-        _file
-    ) in workflow.configfiles:  # Snakemake's loader lets a repeated key win silently
-        load_yaml(_file)
     validate_config(config)
     if workflow.is_main_process:
         # every network must build before Snakemake may delete an old model to retrain it (cached per config);
@@ -42,7 +27,7 @@ try:
         check_bands(config, cache_dir=".snakemake/deepred")
         check_networks(config, cache_dir=".snakemake/deepred")
     PLAN = Plan(config)
-except (ConfigError, ValueError) as exc:
+except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
 
 P = PLAN.paths  # every file pattern: deepred/workflow/paths.py

@@ -38,7 +38,7 @@ rule download_archive:
         f"logs/download/{ARCHIVES_DIR}/{{archive}}/{{file}}.log",
     wildcard_constraints:
         archive=choices(ARCHIVES),
-        file=choices(a["file"] for a in ARCHIVES.values()),
+        file=choices(ARCHIVES.values()),
     localrule: True
     conda:
         "../envs/deepred.yaml"

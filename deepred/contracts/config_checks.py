@@ -92,13 +92,14 @@ def load_yaml(path: str | Path):
         raise ValueError(f"{path}: not valid YAML: {exc}") from None
 
 
-def check_config_file(path: str | Path) -> None:
-    """Snakemake's WorkflowError naming the file and line of a config file it could not read right."""
+def check_config_files(paths) -> None:
+    """Snakemake's WorkflowError naming the file and line of the first config file that does not read right."""
     from snakemake.exceptions import WorkflowError  # only in a Snakemake process
 
-    if not Path(path).is_file():
-        return  # Snakemake's own message names a missing config file
-    try:
-        load_yaml(path)
-    except ValueError as exc:
-        raise WorkflowError(str(exc)) from None
+    for path in dict.fromkeys(Path(p).resolve() for p in paths):
+        if not path.is_file():
+            continue  # Snakemake's own message names a missing config file
+        try:
+            load_yaml(path)
+        except ValueError as exc:
+            raise WorkflowError(str(exc)) from None

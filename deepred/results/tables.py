@@ -34,6 +34,7 @@ from deepred.core.model_names import (
 from deepred.core.seeds import derive_seed
 from deepred.pdfs.calibration_table import COLUMNS as CALIBRATION_COLUMNS
 from deepred.pdfs.calibration_table import calibration_rows, compare_with_members
+from deepred.workflow.paths import METRIC_KINDS  # the per-test-set files of metrics_test_set
 from deepred.workflow.plan import nmad_table_names, table_names
 
 log = logging.getLogger("deepred.results.tables")
@@ -257,7 +258,6 @@ def improvement_table(config: dict, nmad: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-METRIC_KINDS = ("metrics", "nmad", "binned", "calibration")  # the per-test-set files of metrics_test_set
 
 
 def study_paths(config: dict, metrics_dir: str | Path, tables_dir: str | Path) -> tuple[dict, dict]:

@@ -18,8 +18,6 @@ CUT_FILES = ("truth.parquet", "rejects.parquet", "meta.json")
 # What one explain job writes into results/shap/{model}/{dataset}/ (deepred.explain.attributions), and its control.
 SHAP_FILES = ("per_image.parquet", "attributions.npy", "regions.npy", "explain.json")
 SHAP_OCCLUSION_FILE = "occlusion.parquet"
-# The files of a trained network's folder, and of every model's card.
-NETWORK_FILES = ("model.safetensors", "model.json", "history.csv")
 # The per-test-set metrics files (deepred.results.tables), and the per-test-set figure kinds.
 METRIC_KINDS = ("metrics", "nmad", "binned", "calibration")
 FIGURE_KINDS = ("density", "nmad_vs_z", "pit")

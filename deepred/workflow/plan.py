@@ -10,6 +10,15 @@ from __future__ import annotations
 import datetime as _dt
 import re
 
+from deepred.contracts.model_json import (
+    HOGSVR,
+    HOGSVR_MODEL,
+    MODEL_JSON,
+    NEURAL,
+    PHOTOMETRY,
+    PHOTOMETRY_MODEL,
+    WEIGHTS_FILE,
+)
 from deepred.core.model_names import (
     ENSEMBLE_METHODS,
     FEATURE_BASELINES,
@@ -20,16 +29,7 @@ from deepred.core.model_names import (
     table_models,
     transfer_models,
 )
-from deepred.contracts.model_json import (
-    HOGSVR,
-    HOGSVR_MODEL,
-    MODEL_JSON,
-    NEURAL,
-    PHOTOMETRY,
-    PHOTOMETRY_MODEL,
-    WEIGHTS_FILE,
-)
-from deepred.fetch.layout import ARCHIVE_DONE, FETCH_STAMP, MANIFEST_DONE, archive_id, archive_name, source_lock
+from deepred.fetch.layout import ARCHIVE_DONE, FETCH_STAMP, MANIFEST_DONE, archive_id, archive_name
 from deepred.workflow.paths import CUT_FILES, FIGURE_KINDS, SIMULATED_FILES, Layout
 
 NEVER = "(?!)"  # a wildcard constraint that matches nothing (a rule with no job in this config)
@@ -69,6 +69,17 @@ def table_names(config: dict) -> list[str]:
                                                             "pdf_calibration"]
 
 
+def archive_sources(config: dict) -> dict[str, tuple[str, dict]]:
+    """Archives (source.archive, e.g. DeepGraviLens' dataset.zip), each downloaded once into
+    data/raw/_archives/{id}/ however many datasets extract from it: archive id -> (dataset, source) of the first
+    such dataset, whose lock is the archive's."""
+    out: dict[str, tuple[str, dict]] = {}
+    for name, ds in config["datasets"].items():
+        if ds["source"]["kind"] != "simulate" and ds["source"].get("archive"):
+            out.setdefault(archive_id(ds["source"]["archive"]), (name, ds["source"]))
+    return out
+
+
 def choices(names) -> str:
     """A wildcard constraint matching exactly `names` (none: nothing)."""
     return "|".join(re.escape(n) for n in names) or NEVER
@@ -95,7 +106,8 @@ class Plan:
         self.shap_shuffled = list(config["shap"]["shuffled_models"])
         self.transfer_models = transfer_models(config)
         self.transfer_pairs = transfer_pairs(config)
-        self.archives = self._archives()
+        # archive id -> its file name (rules/download.smk: one download per archive, however many datasets read it)
+        self.archives = {a: archive_name(src["archive"]) for a, (_, src) in archive_sources(config).items()}
         scale = config.get("scale_study") or {}
         self.scale_models = list(scale.get("models", []))
         self.scale_points = [(ds, m, int(n)) for ds in scale.get("datasets", []) for m in self.scale_models
@@ -105,18 +117,6 @@ class Plan:
         return self.config["test_sets"][test_set]["dataset"]
 
     # -- raw data ---------------------------------------------------------------------------------------------
-    def _archives(self) -> dict:
-        """Archives (source.archive, e.g. DeepGraviLens' dataset.zip), downloaded once into data/raw/_archives/{id}/
-        however many datasets extract from them; the lock is the first such dataset's."""
-        out = {}
-        for d in self.real:
-            src = self.sources[d]
-            if src.get("archive"):
-                arch = src["archive"]
-                out.setdefault(archive_id(arch), {"archive": arch, "file": archive_name(arch),
-                                                  "lock": str(source_lock(src, d))})
-        return out
-
     def raw_inputs(self, dataset: str) -> list[str]:
         """The raw files the normalize rule reads for one dataset, by its source kind."""
         kind = self.sources[dataset]["kind"]

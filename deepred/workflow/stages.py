@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from deepred.core.schema import load_schema
-from deepred.fetch.layout import archive_id, source_lock
+from deepred.fetch.layout import source_lock
+from deepred.workflow.plan import archive_sources
 from deepred.workflow.triggers import (
     metrics_settings,
     model_section,
@@ -82,14 +83,8 @@ def _download_spec(config: dict, wc) -> dict:
     return next(f for f in specs if f["name"] == wc["file"])
 
 
-def _archive(config: dict, archive: str) -> tuple[str, dict]:
-    """(dataset, source) of the first dataset that extracts from archive id `archive` (its lock is the archive's)."""
-    return next((d, ds["source"]) for d, ds in config["datasets"].items()
-                if ds["source"].get("archive") and archive_id(ds["source"]["archive"]) == archive)
-
-
 def _archive_lock(config: dict, archive: str) -> str:
-    dataset, source = _archive(config, archive)
+    dataset, source = archive_sources(config)[archive]
     return str(source_lock(source, dataset))
 
 
@@ -115,7 +110,7 @@ STAGES: dict[str, Stage] = {
                                                                           wc["dataset"])))}, run_only=("download",)),
     "download_archive": Stage(("datasets", "download"), {
         "archive": Trigger(("datasets",), lambda config, wc: {
-            k: v for k, v in _archive(config, wc["archive"])[1]["archive"].items() if k in ARCHIVE_IDENTITY}),
+            k: v for k, v in archive_sources(config)[wc["archive"]][1]["archive"].items() if k in ARCHIVE_IDENTITY}),
         "lock": Trigger(("datasets",), lambda config, wc: _archive_lock(config, wc["archive"]))},
         run_only=("download",)),
     "extract_archive": Stage(("datasets", "download"), {"source": _source_keys(("archive", "files", "subset", "lock"))},
