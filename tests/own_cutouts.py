@@ -3,25 +3,15 @@ the shared fixtures of the prediction, CLI, qp and RAIL tests."""
 
 from __future__ import annotations
 
-import json
-import logging
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
-import pytest
 from astropy.io import fits
-
 from conftest import tiny_config
-from deepred.contracts.processed import ProcessedDataset
-from deepred.predict.own_cutouts import InferenceError, load_predictor, predict_cutouts, resolve_model_dir
-from deepred.predict.inputs import header_pixel_scale, match_band, open_input, parse_band_map
-from deepred.models.checkpoint import load_trained
-from deepred.predict.splits import predict_rows
-from deepred.training.train import train_model
 
+from deepred.contracts.processed import ProcessedDataset
+from deepred.training.train import train_model
 
 BANDS = ["g", "r", "i", "z"]
 SCALE = 0.263  # the tiny raw folder's pixel scale (conftest.make_tiny_raw)
@@ -78,3 +68,10 @@ def write_cutouts(folder: Path, processed: Path, n: int) -> pd.DataFrame:
         write_mef(folder / "cutouts" / f"{oid}.fits", images[i])
         recs.append({"object_id": oid, "file": f"cutouts/{oid}.fits", "redshift": float(truth["z_lens"][i])})
     return pd.DataFrame(recs)
+
+
+def noise_cube(folder: Path, n: int = 5) -> Path:
+    """An NPY cube (n, 4, 45, 45) of seeded Gaussian noise: n cutouts a tiny model accepts."""
+    path = folder / "cube.npy"
+    np.save(path, np.random.default_rng(0).normal(size=(n, 4, 45, 45)).astype(np.float32))
+    return path

@@ -31,6 +31,7 @@ from deepred.core.io import atomic_path, write_text
 from deepred.models.preflight import check_networks
 from deepred.results.tables import NO_BASELINE, improvement_table
 from deepred.workflow.slurm import copy_workflow
+from own_cutouts import noise_cube
 from workflow_copy import _jobs, _small_config, _smk, _state, edited, finished_copy  # noqa: F401
 
 REPO = Path(__file__).resolve().parent.parent
@@ -203,12 +204,6 @@ def trained(tmp_path_factory, tiny_dataset) -> Path:
     return results
 
 
-def _cube(tmp_path, n=5) -> Path:
-    path = tmp_path / "cube.npy"
-    np.save(path, np.random.default_rng(0).normal(size=(n, 4, 45, 45)).astype(np.float32))
-    return path
-
-
 @pytest.mark.parametrize("ids, problem", [
     (["a", "b", "c"], "3 ids for the 5 cutouts"),
     (["a", "b", "c", "d", "e", "f"], "6 ids for the 5 cutouts"),
@@ -218,7 +213,7 @@ def test_predict_ids_must_match_the_cube(trained, tmp_path, capsys, ids, problem
     ids_file = tmp_path / "ids.txt"
     ids_file.write_text("\n".join(ids) + "\n")
     out = tmp_path / "out.csv"
-    rc = cli_main(["predict", "netz/tiny", str(_cube(tmp_path)), "--ids", str(ids_file), "-o", str(out),
+    rc = cli_main(["predict", "netz/tiny", str(noise_cube(tmp_path)), "--ids", str(ids_file), "-o", str(out),
                    "--results-dir", str(trained), "--no-progress"])
     err = capsys.readouterr().err
     assert rc == 1 and f"deepred: error: {ids_file}: {problem}" in err and "Traceback" not in err
@@ -234,7 +229,7 @@ def test_unwritable_destination_is_one_line(trained, tmp_path, capsys, make_dest
     (tmp_path / "a_file").write_text("x")
     (tmp_path / "adir").mkdir()
     dest = make_dest(tmp_path)
-    rc = cli_main(["predict", "netz/tiny", str(_cube(tmp_path)), "-o", str(dest), "--format", "csv",
+    rc = cli_main(["predict", "netz/tiny", str(noise_cube(tmp_path)), "-o", str(dest), "--format", "csv",
                    "--results-dir", str(trained), "--no-progress"])
     err = capsys.readouterr().err.strip()
     assert rc == 1 and "Traceback" not in err

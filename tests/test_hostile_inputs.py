@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from own_cutouts import noise_cube, train_tiny
+from workflow_copy import _smk, _state, edited, finished_copy
 
 from deepred.cli import main as cli_main
 from deepred.contracts.config import ConfigError, load_config, validate_config
 from deepred.contracts.query import query_structure_problem, run_query
 from deepred.contracts.weights import safetensors_problem
-from own_cutouts import train_tiny
-from workflow_copy import _smk, _state, edited, finished_copy
 
 REPO = Path(__file__).resolve().parent.parent
 HOSTILE = "high_prob_lens or @Path('pwned').touch()"
@@ -124,17 +124,11 @@ def test_weights_and_resume_checkpoints_get_the_umask_mode(tmp_path, umask, mode
 
 
 # ------------------------------------------------------------------------ deepred predict's own paths
-def _cube(tmp_path, n=5) -> Path:
-    path = tmp_path / "cube.npy"
-    np.save(path, np.random.default_rng(0).normal(size=(n, 4, 45, 45)).astype(np.float32))
-    return path
-
-
 def test_a_blank_line_inside_the_ids_file_is_refused(trained, tmp_path, capsys):
     ids = tmp_path / "ids.txt"
     ids.write_text("a\nb\n\nc\nd\ne\n\n")
     out = tmp_path / "out.csv"
-    rc = cli_main(["predict", "netz/tiny", str(_cube(tmp_path)), "--ids", str(ids), "-o", str(out),
+    rc = cli_main(["predict", "netz/tiny", str(noise_cube(tmp_path)), "--ids", str(ids), "-o", str(out),
                    "--results-dir", str(trained), "--no-progress"])
     err = capsys.readouterr().err
     assert rc == 1 and f"{ids}: line 3 is blank" in err and not out.exists()
@@ -142,7 +136,7 @@ def test_a_blank_line_inside_the_ids_file_is_refused(trained, tmp_path, capsys):
 
 @pytest.mark.parametrize("target", ["input", "card", "weights"])
 def test_output_onto_a_file_the_command_reads_is_refused(trained, tmp_path, capsys, target):
-    cube = _cube(tmp_path)
+    cube = noise_cube(tmp_path)
     model = trained / "models" / "netz" / "tiny"
     dest = {"input": cube, "card": model / "model.json", "weights": model / "model.safetensors"}[target]
     before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (cube, model / "model.json")}
@@ -318,7 +312,7 @@ def test_normalization_refuses_a_blank_band_naming_the_object(tmp_path):
 
 
 def test_predict_rejects_a_blank_cutout_instead_of_predicting_it(trained, tmp_path, capsys):
-    cube = _cube(tmp_path, n=3)
+    cube = noise_cube(tmp_path, n=3)
     data = np.load(cube)
     data[1] = 0.0
     data[2, 0, 5, 5] = 1e30

@@ -8,7 +8,6 @@ written with astropy, qp-prob and pz-rail-base as installed.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

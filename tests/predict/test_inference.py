@@ -24,7 +24,6 @@ from deepred.predict.own_cutouts import InferenceError, load_predictor, predict_
 from deepred.predict.inputs import header_pixel_scale, match_band, open_input, parse_band_map
 from deepred.models.checkpoint import load_trained
 from deepred.predict.splits import predict_rows
-from deepred.training.train import train_model
 from own_cutouts import BANDS, SCALE, train_tiny, raw_of, band_header, write_band_files, write_mef  # noqa: F401
 
 
