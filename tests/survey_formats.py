@@ -5,8 +5,7 @@
   table (ALLSKY, XINTERP, YINTERP), HDU3 an astrometry table, bzip2-compressed as the SAS serves them
   (https://data.sdss.org/datamodel/files/BOSS_PHOTOOBJ/frames/RERUN/RUN/CAMCOL/frame.html). The five bands
   of a field get *different* WCS offsets (arcsec), rotations (degrees) and pixel scales, as real frames do.
-- KiDS DR4 coadd tiles (`KiDS_DR4.0_{ra:.1f}_{dec:.1f}_{band}_sci.fits`, 0.2"/px, PHOTZP keyword) and the
-  tile list (tile, ra, dec).
+- KiDS DR4 tiles with their weights, flag images and catalogues: tests/formats_kids.py.
 - A cutout service answering the Legacy Surveys `fits-cutout` form: one primary HDU holding a float32 cube
   (nbands, size, size) with a TAN WCS, BANDS and BAND0..n; chosen positions answer HTTP 500 (always), 429
   with Retry-After (first time) or stall past the client's timeout (first time).
@@ -30,13 +29,15 @@ import numpy as np
 import pandas as pd
 from astropy.io import fits
 from astropy.wcs import WCS
-from scipy.special import erf
-
 from realformats import LoopbackServer
+from scipy.special import erf
 
 SDSS_BANDS = ("u", "g", "r", "i", "z")
 SDSS_SCALE = 0.396
 PSF_SIGMA_ARCSEC = 0.6
+# nanomaggies per pixel: a sky-subtracted survey image is never exactly 0 off the sources (only a no-data fill
+# is, which the pipeline rejects), so survey-format fixtures carry a little noise by default
+SKY_NOISE = 0.002
 
 
 # ------------------------------------------------------------------------------------------------ images
@@ -140,7 +141,7 @@ def sdss_frame_key(band: str, run: int, camcol: int, field: int, rerun: int = 30
     return f"{rerun}/{run}/{camcol}/frame-{band}-{run:06d}-{camcol}-{field:04d}.fits.bz2"
 
 
-def write_sdss_frames(root: str | Path, fields: list[dict], sources: list[dict], shape=(240, 320), noise: float = 0.0,
+def write_sdss_frames(root: str | Path, fields: list[dict], sources: list[dict], shape=(240, 320), noise: float = SKY_NOISE,
                       seed: int = 0, skip: set = frozenset(), truncate: set = frozenset()) -> dict:
     """Frames under root/301/{run}/{camcol}/ for each field dict (run, camcol, field, ra, dec); every band
     gets its own offset (up to 3"), rotation (up to 2 deg) and pixel scale (0.396" +- 0.5%).
@@ -169,7 +170,7 @@ def write_sdss_frames(root: str | Path, fields: list[dict], sources: list[dict],
 
 
 def sdss_archive(root: str | Path, n_fields: int = 2, per_field: int = 4, shape=(240, 320), seed: int = 1,
-                 noise: float = 0.0, sersic_every: int = 3):
+                 noise: float = SKY_NOISE, sersic_every: int = 3):
     """Fields along a stripe, `per_field` targets inside each (clear of the edges), a point source or a
     Sersic galaxy at every target. Returns (fields, targets DataFrame with objID, ra, dec, z, EBV, run,
     camcol, field, kind, flux)."""
@@ -193,38 +194,6 @@ def sdss_archive(root: str | Path, n_fields: int = 2, per_field: int = 4, shape=
 
 def sources_of(targets: pd.DataFrame) -> list[dict]:
     return [{"ra": r.ra, "dec": r.dec, "flux": r.flux, "kind": r.kind, "r_e": 1.2} for r in targets.itertuples()]
-
-
-# -------------------------------------------------------------------------------------------------- KiDS
-KIDS_BANDS = ("u", "g", "r", "i")
-
-
-def kids_tile_name(ra: float, dec: float) -> str:
-    return f"{ra:.1f}_{dec:.1f}"
-
-
-def write_kids_tiles(root: str | Path, tiles: list[tuple[float, float]], sources: list[dict], size: int = 500,
-                     scale: float = 0.2, photzp: float = 30.0, noise: float = 0.0, seed: int = 0) -> pd.DataFrame:
-    """tiles/KiDS_DR4.0_{R.R}_{D.D}_{band}_sci.fits (float32, PHOTZP; AB mag = -2.5 log10(pixel) + PHOTZP) for
-    each tile centre, each band on its own slightly shifted/rotated grid; returns the tile list."""
-    root = Path(root)
-    (root / "tiles").mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    rows = []
-    to_pixel = 10 ** (0.4 * (photzp - 22.5))  # nanomaggies -> pixel units of a PHOTZP image
-    for ra0, dec0 in tiles:
-        name = kids_tile_name(ra0, dec0)
-        rows.append({"tile": name, "ra": ra0, "dec": dec0})
-        for b in KIDS_BANDS:
-            off = rng.uniform(-1.0, 1.0, 2) / 3600.0
-            w = tan_wcs(ra0 + off[0], dec0 + off[1], (size, size), scale, rng.uniform(-0.3, 0.3))
-            img = render(w, (size, size), sources, scale, noise, rng) * to_pixel
-            hdr = w.to_header()
-            hdr["PHOTZP"] = (photzp, "AB mag = -2.5 log10(pixel) + PHOTZP")
-            hdr["FILTNAM"] = b
-            hdr["OBJECT"] = f"KIDS_{name}"
-            fits.PrimaryHDU(img.astype(np.float32), header=hdr).writeto(root / "tiles" / f"KiDS_DR4.0_{name}_{b}_sci.fits")
-    return pd.DataFrame(rows)
 
 
 # ---------------------------------------------------------------------------------------- cutout service

@@ -6,7 +6,9 @@ deepred.cutouts.source does the rest: downloads, caching, the lock, resampling, 
 - `requests(target)`: for each band, the image file holding the target (an `ImageRequest`: a cache path,
   a URL and, for multi-band cubes, a plane), or a reason string when no image can cover it;
 - `check(path)`: parse a downloaded file once (a truncated or corrupt file raises before it is trusted);
-- `read(path, request)`: one band's pixels (2-D, flux per pixel in nanomaggies) and its celestial WCS.
+- `read(path, request)`: one band's pixels (2-D, flux per pixel in nanomaggies) and its celestial WCS;
+- `read_aux(path, request)`: a companion file of a band (`ImageRequest.companions`: a weight map, a mask, a
+  calibration catalogue), as the provider defines it (see deepred.cutouts.kids_tiles).
 """
 
 from __future__ import annotations
@@ -31,12 +33,19 @@ class MissingBand(ProviderError):
     """The file has no plane for this band (a reject, not an error)."""
 
 
+class CalibrationError(ProviderError):
+    """The file parses, but its flux calibration cannot be established (a missing zero-point keyword): the
+    whole dataset is wrong, not one target, so the fetch stops; the file is kept (no download again)."""
+
+
 @dataclass(frozen=True)
 class ImageRequest:
     key: str  # path under the cache folder (also the name in the lock)
     url: str
     band: str
     plane: int | None = None  # index along the first axis of a 3-D cube (None: a 2-D image)
+    role: str = "sci"  # "sci": the pixels; else a companion's kind (e.g. KiDS "wei", "msk", "cat")
+    companions: tuple = ()  # ImageRequests fetched with this one and read by `Provider.read_aux` when cutting
 
 
 def _decompress(path: Path) -> bytes | Path:
@@ -82,6 +91,45 @@ def read_fits_hdu(path: Path, hdu_index: int | None = None, memmap: bool = True)
         raise
     except (OSError, ValueError, TypeError, EOFError, IndexError, AstropyUserWarning) as exc:
         raise ProviderError(f"{path}: unreadable or truncated FITS ({exc})") from exc
+
+
+def read_fits_header(path: Path, hdu_index: int = 0):
+    """One HDU's header (default the primary), without reading any data; ProviderError on any problem."""
+    from astropy.io import fits
+    from astropy.utils.exceptions import AstropyUserWarning
+
+    src = _decompress(Path(path))
+    try:
+        with truncation_is_fatal(), fits.open(io.BytesIO(src) if isinstance(src, bytes) else src, lazy_load_hdus=True) as hdul:
+            return hdul[hdu_index].header.copy()
+    except (OSError, ValueError, TypeError, EOFError, IndexError, AstropyUserWarning) as exc:
+        raise ProviderError(f"{path}: unreadable or truncated FITS ({exc})") from exc
+
+
+@dataclass(frozen=True)
+class FluxScale:
+    """A companion's answer: multiply the band's fluxes by `factor` (e.g. a per-tile zero-point offset)."""
+
+    factor: float
+    what: str
+
+
+@dataclass(frozen=True)
+class WeightMap:
+    """A companion's answer: the band's weight map; zero weight under the cutout's footprint means no data."""
+
+    data: np.ndarray
+    wcs: object
+
+
+@dataclass(frozen=True)
+class FlagMap:
+    """A companion's answer: the band's flag image; a flag (`bits`, -1: any) in the central `core_px` rejects."""
+
+    data: np.ndarray
+    wcs: object
+    bits: int = -1
+    core_px: int = 9
 
 
 class _KeepOpen(np.ndarray):
@@ -145,3 +193,6 @@ class Provider:
 
     def flux_factor(self, header, path: Path) -> float:
         return 1.0
+
+    def read_aux(self, path: Path, request: ImageRequest):
+        raise ProviderError(f"{self.name}: no companion files of kind {request.role!r}")

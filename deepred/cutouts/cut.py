@@ -13,14 +13,16 @@ import logging
 import shutil
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from deepred.contracts.pixels import pixel_problem
 from deepred.contracts.processed import DataError
 from deepred.core.io import write_json, write_parquet
-from deepred.cutouts.providers import ImageRequest, MissingBand, ProviderError, read_decoded
+from deepred.cutouts.providers import FluxScale, ImageRequest, MissingBand, ProviderError, WeightMap, read_decoded
 from deepred.cutouts.resample import EdgeError, pixel_area, resample, target_wcs
 from deepred.cutouts.targets import (
     OUT,
@@ -37,10 +39,13 @@ from deepred.fetch.pins import Lock
 
 log = logging.getLogger("deepred.cutouts")
 
+REJECT_COLUMNS = ["object_id", "file", "reason", "category", "category_fraction"]
+
 
 class _ImageCache:
     """LRU of opened images (decoded SDSS frames, memory-mapped tiles), keyed by cache key; each entry is
-    (image, WCS, flux factor, input pixel area) or the exception that made the image unusable."""
+    (image, WCS, flux factor, input pixel area), a companion's answer (`Provider.read_aux`), or the exception
+    that made the file unusable."""
 
     def __init__(self, provider, root: Path, size: int, lock=None):
         self.provider, self.root, self.size, self.lock = provider, root, max(1, size), lock
@@ -56,13 +61,16 @@ class _ImageCache:
         return self.provider.read(self.root / req.key, req)
 
     def get(self, req: ImageRequest):
-        k = (req.key, req.plane)
+        k = (req.key, req.plane, req.band if req.role == "cat" else None)
         if k in self.items:
             self.items.move_to_end(k)
             return self.items[k]
         try:
-            image, wcs_in, factor = self._read(req)
-            val = (image, wcs_in, factor, pixel_area(wcs_in))
+            if req.role != "sci":
+                val = self.provider.read_aux(self.root / req.key, req)
+            else:
+                image, wcs_in, factor = self._read(req)
+                val = (image, wcs_in, factor, pixel_area(wcs_in))
         except (ProviderError, OSError) as exc:
             val = exc  # remembered: every target of this image is rejected with the same reason
         self.items[k] = val
@@ -71,32 +79,106 @@ class _ImageCache:
         return val
 
 
-def cut_one(target: dict, reqs: dict, cache: _ImageCache, missing: dict, bands: list[str], size: int,
-            pixel_scale: float, method: str, margin: int) -> tuple[np.ndarray | None, str | None, str]:
-    """(cutout (bands, size, size) or None, reject reason or None, the file the reason is about)."""
-    wout = target_wcs(target["ra"], target["dec"], size, pixel_scale)
-    area_out = (pixel_scale / 3600.0) ** 2
-    out = np.empty((len(bands), size, size), np.float32)
-    for j, b in enumerate(bands):
+@dataclass(frozen=True)
+class Reject:
+    """Why a target has no cutout: the reason, the cache key of the file it is about ("" for the target
+    table) and a short category (its share of the targets is logged and written beside each reject)."""
+
+    reason: str
+    about: str = ""
+    category: str = "other"
+
+
+@dataclass(frozen=True)
+class CutSettings:
+    bands: list
+    size: int
+    pixel_scale: float
+    method: str = "bilinear"
+    margin: int = 3
+    max_zero_fraction: float = 0.01  # exact zeros allowed in a band's footprint (a survey's no-data fill)
+
+
+def cut_one(target: dict, reqs: dict, cache: _ImageCache, missing: dict, cs: CutSettings) -> tuple[np.ndarray | None, Reject | None]:
+    """(cutout (bands, size, size), None) or (None, why not)."""
+    wout = target_wcs(target["ra"], target["dec"], cs.size, cs.pixel_scale)
+    area_out = (cs.pixel_scale / 3600.0) ** 2
+    out = np.empty((len(cs.bands), cs.size, cs.size), np.float32)
+    for j, b in enumerate(cs.bands):
         req = reqs.get(b)
         if req is None or isinstance(req, str):
-            return None, f"band {b}: no coverage ({req or 'no image'})", ""
-        if req.key in missing:
-            return None, f"band {b}: {missing[req.key]}", req.key
+            return None, Reject(f"band {b}: no coverage ({req or 'no image'})", "", "no_coverage")
+        for r in (req, *req.companions):
+            if r.key in missing:
+                return None, Reject(f"band {b}: {missing[r.key]}", r.key, "download")
         got = cache.get(req)
         if isinstance(got, MissingBand):
-            return None, f"band {b}: no coverage ({got})", req.key
+            return None, Reject(f"band {b}: no coverage ({got})", req.key, "no_coverage")
         if isinstance(got, Exception):
-            return None, f"band {b}: unusable image ({got})", req.key
+            return None, Reject(f"band {b}: unusable image ({got})", req.key, "unusable_image")
         image, wcs_in, factor, area_in = got
         try:
-            out[j] = resample(image, wcs_in, wout, size, method=method, margin=margin,
+            out[j] = resample(image, wcs_in, wout, cs.size, method=cs.method, margin=cs.margin,
                               area=area_out / area_in) * factor
         except EdgeError as exc:
-            return None, f"band {b}: too close to the image edge ({exc})", req.key
+            return None, Reject(f"band {b}: too close to the image edge ({exc})", req.key, "edge")
+        for comp in req.companions:
+            scale, why = _companion(cache.get(comp), comp, b, wout, cs.size)
+            if why is not None:
+                return None, why
+            out[j] *= scale
+    why = _pixel_reject(out, cs)
+    return (out, None) if why is None else (None, why)
+
+
+def _companion(got, comp: ImageRequest, band: str, wout, size: int) -> tuple[float, Reject | None]:
+    """(flux factor, reject or None) from one companion file of a band: a zero-point offset, a weight map
+    (zero weight under the footprint: no data) or a flag image (a flag in the central core: masked)."""
+    if isinstance(got, Exception):
+        return 1.0, Reject(f"band {band}: unusable {comp.role} file ({got})", comp.key, "unusable_image")
+    if isinstance(got, FluxScale):
+        return got.factor, None
+    if isinstance(got, WeightMap):
+        box = _box(got, wout, size, size)
+        if box is None or not (box > 0).all():
+            n = "outside the weight map" if box is None else f"{int((box <= 0).sum())} input pixels"
+            return 1.0, Reject(f"band {band}: zero weight under the cutout ({n}: a gap, tile edge or dead area)",
+                               comp.key, "zero_weight")
+        return 1.0, None
+    box = _box(got, wout, size, min(got.core_px, size))
+    flagged = box is None or bool((box.astype(np.int64) & got.bits).any())
+    if flagged:
+        flags = "outside the mask" if box is None else f"flags {sorted({int(v) for v in np.unique(box) if int(v) & got.bits})}"
+        return 1.0, Reject(f"band {band}: masked at the centre ({flags} in the central {got.core_px} px)", comp.key, "masked")
+    return 1.0, None
+
+
+def _box(aux, wout, size: int, core: int) -> np.ndarray | None:
+    """The input pixels of a companion map under the central `core` x `core` output pixels (None: off the map)."""
+    c = (size - 1) / 2.0
+    edge = np.array([c - core / 2.0, c, c + core / 2.0])
+    xx, yy = np.meshgrid(edge, edge)
+    x, y = aux.wcs.world_to_pixel_values(*wout.pixel_to_world_values(xx.ravel(), yy.ravel()))
+    x0, x1 = int(np.floor(np.min(x) + 0.5)), int(np.floor(np.max(x) + 0.5)) + 1
+    y0, y1 = int(np.floor(np.min(y) + 0.5)), int(np.floor(np.max(y) + 0.5)) + 1
+    ny, nx = aux.data.shape
+    if x0 < 0 or y0 < 0 or x1 > nx or y1 > ny:
+        return None
+    return np.asarray(aux.data[y0:y1, x0:x1])
+
+
+def _pixel_reject(out: np.ndarray, cs: CutSettings) -> Reject | None:
+    """The pixel contract (deepred.contracts.pixels) plus the share of exact zeros in each band's footprint."""
     if not np.isfinite(out).all():
-        return None, "non-finite pixels after resampling", ""
-    return out, None, ""
+        return Reject("non-finite pixels after resampling", "", "non_finite")
+    problem = pixel_problem(out, cs.bands)
+    if problem is None:
+        zeros = (out == 0).reshape(len(cs.bands), -1).mean(axis=1)
+        bad = [f"{b} ({z:.1%})" for b, z in zip(cs.bands, zeros) if z > cs.max_zero_fraction]
+        if bad:
+            problem = (f"exactly 0 over more than {cs.max_zero_fraction:.0%} of the footprint in band(s) "
+                       f"{', '.join(bad)}: a survey's no-data fill, not a measured flux")
+    return None if problem is None else Reject(problem, "", "no_data_pixels")
 
 
 def build_cutouts(config: dict, dataset: str, out_dir: str | Path | None = None, stamp: str | Path | None = None) -> dict:
@@ -117,10 +199,12 @@ def build_cutouts(config: dict, dataset: str, out_dir: str | Path | None = None,
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "shards").mkdir(parents=True)
     t0 = time.monotonic()
-    cut = functools.partial(cut_one, cache=cache, missing=missing, bands=bands, size=size,
-                            pixel_scale=provider.pixel_scale, method=method, margin=int(src.get("margin_px", 3)))
+    cs = CutSettings(bands, size, provider.pixel_scale, method, int(src.get("margin_px", 3)),
+                     float(src.get("max_zero_fraction", 0.01)))
+    cut = functools.partial(cut_one, cache=cache, missing=missing, cs=cs)
     kept, rejects, n_shards = _cut_in_order(dataset, targets, order, provider, cut, tmp / "shards",
                                             int(ds.get("rows_per_shard", 512)), (cache.root, tpath))
+    shares = _reject_shares(rejects, len(targets))
     truth = _kept_truth(targets, kept)
     seconds = time.monotonic() - t0
     meta = {
@@ -136,6 +220,7 @@ def build_cutouts(config: dict, dataset: str, out_dir: str | Path | None = None,
         "n_targets": int(len(targets)),
         "n_cut": int(len(truth)),
         "n_rejected": len(rejects),
+        "rejected_by_category": shares,
         "n_shards": n_shards,
         "seconds": round(seconds, 3),
         "images": fetched.get("n_images"),
@@ -143,7 +228,21 @@ def build_cutouts(config: dict, dataset: str, out_dir: str | Path | None = None,
     }
     _install(tmp, out_dir, truth, rejects, meta)
     log.info("%s: %d cutouts, %d rejected, %.1f cutouts/s", dataset, len(truth), len(rejects), len(order) / max(seconds, 1e-9))
+    for category, share in shares.items():
+        log.info("%s: rejected (%s): %d of %d targets (%.1f%%)", dataset, category, share["n"], len(targets),
+                 100 * share["fraction"])
     return meta
+
+
+def _reject_shares(rejects: list[dict], n_targets: int) -> dict:
+    """category -> {n, fraction of the targets}; each reject row carries its category's fraction too."""
+    counts: dict[str, int] = {}
+    for r in rejects:
+        counts[r["category"]] = counts.get(r["category"], 0) + 1
+    shares = {c: {"n": n, "fraction": round(n / max(n_targets, 1), 6)} for c, n in sorted(counts.items())}
+    for r in rejects:
+        r["category_fraction"] = shares[r["category"]]["fraction"]
+    return shares
 
 
 def _read_stamp(stamp: Path) -> dict:
@@ -184,10 +283,10 @@ def _cut_in_order(dataset: str, targets: pd.DataFrame, order, provider, cut, sha
 
     for n_done, i in enumerate(order, 1):
         t = {"object_id": ids[i], "ra": ra[i], "dec": dec[i], **{c: v[i] for c, v in pvals.items()}}
-        image, reason, about = cut(t, provider.requests(t))
+        image, why = cut(t, provider.requests(t))
         if image is None:
-            rejects.append({"object_id": str(ids[i]), "file": str(root / about) if about else str(tpath),
-                            "reason": reason})
+            rejects.append({"object_id": str(ids[i]), "file": str(root / why.about) if why.about else str(tpath),
+                            "reason": why.reason, "category": why.category})
         else:
             kept.append((int(i), k, len(buf)))
             buf.append(image)
@@ -212,7 +311,7 @@ def _kept_truth(targets: pd.DataFrame, kept: list) -> pd.DataFrame:
 def _install(tmp: Path, out_dir: Path, truth: pd.DataFrame, rejects: list, meta: dict) -> None:
     """Write truth, rejects and meta beside the shards in tmp, then put tmp in out_dir's place."""
     write_parquet(tmp / "truth.parquet", truth)
-    write_parquet(tmp / "rejects.parquet", pd.DataFrame(rejects, columns=["object_id", "file", "reason"]))
+    write_parquet(tmp / "rejects.parquet", pd.DataFrame(rejects, columns=REJECT_COLUMNS))
     write_json(tmp / "meta.json", meta)
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)

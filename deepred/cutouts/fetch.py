@@ -15,7 +15,9 @@ file already in the cache is verified, never fetched again.
   (capped at `max_retry_after_s`);
 - checked: each file is parsed by its provider (`Provider.check`) *before* its checksum is recorded, so a
   truncated .bz2 or an HTML error page is deleted and reported, never pinned;
-- a 404 (or another 4xx) is not retried: the image does not exist, which the caller turns into rejects.
+- a 404 (or another 4xx) is not retried: the image does not exist, which the caller turns into rejects;
+- an error answer the provider recognises as "no data here" (`permanent(status, body)`, e.g. the Legacy Surveys
+  viewer's HTTP 500 for a position off its footprint) is not retried either: a reject, asked again next run.
 
 Each URL is requested once per run (`Fetcher.fetch_all` de-duplicates by cache key).
 """
@@ -36,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from deepred.cutouts.base import CalibrationError
 from deepred.fetch.download import USER_AGENT, DownloadError, DownloadSettings
 
 log = logging.getLogger("deepred.cutouts.fetch")
@@ -60,6 +63,7 @@ class Outcome:
     problem: str | None = None  # why there is no file (a reject reason for its targets)
     downloaded: bool = False
     fatal: bool = False  # a transient failure that outlived the retries: the run must stop (rerun resumes)
+    uncalibrated: bool = False  # the file's calibration cannot be established: the dataset's fetch stops
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -100,7 +104,8 @@ class Fetcher:
     def __init__(self, cache_dir: str | Path, lock, settings: DownloadSettings, *, max_connections: int = 4,
                  delay_s: float = 0.0, max_retry_after_s: float = 600.0,
                  check: Callable[[Path, object], object] | None = None,
-                 after: Callable[[str, Path, dict, object], None] | None = None):
+                 after: Callable[[str, Path, dict, object], None] | None = None,
+                 permanent: Callable[[int, bytes], str | None] | None = None):
         self.cache = Path(cache_dir)
         self.lock = lock
         self.settings = settings
@@ -109,6 +114,7 @@ class Fetcher:
         self.max_retry_after_s = float(max_retry_after_s)
         self.check = check
         self.after = after  # after(key, path, lock entry, what check returned or None): e.g. keep a decoded copy
+        self.permanent = permanent  # permanent(status, body) -> a reject reason when an error answer means "no data"
 
     # ----------------------------------------------------------------------------------------------- API
     def fetch_all(self, requests: dict[str, object]) -> dict[str, Outcome]:
@@ -134,6 +140,8 @@ class Fetcher:
             self._download(url, dest)
             self._verify(key, dest, url, request, fresh=True)
             return Outcome(key, dest, downloaded=True)
+        except _Uncalibrated as exc:
+            return Outcome(key, None, str(exc), fatal=True, uncalibrated=True)
         except Permanent as exc:
             return Outcome(key, None, str(exc))
         except _BadFile as exc:
@@ -150,6 +158,8 @@ class Fetcher:
             if self.check is not None:
                 try:
                     checked = self.check(dest, request)
+                except CalibrationError as exc:  # kept: the next run checks it again without downloading
+                    raise _Uncalibrated(f"{exc} (file kept, not locked)") from exc
                 except ValueError as exc:
                     dest.unlink(missing_ok=True)
                     raise _BadFile(f"{exc} (deleted; the next run downloads it again)") from exc
@@ -195,6 +205,8 @@ class Fetcher:
         except urllib.error.HTTPError as exc:
             if exc.code == 416 and have:
                 return  # the partial file is already complete
+            if (reason := self._no_data(exc)) is not None:
+                raise Permanent(f"{url}: {reason}") from None
             if exc.code >= 500 or exc.code in (408, 429):
                 raise _Transient(f"HTTP {exc.code} {exc.reason}", _retry_after(exc.headers.get("Retry-After"))) from None
             raise Permanent(f"{url}: HTTP {exc.code} {exc.reason}") from None
@@ -217,6 +229,20 @@ class Fetcher:
                 raise _Transient(f"transfer interrupted at byte {have}: {exc}") from None
             if end is not None and have < end:
                 raise _Transient(f"connection closed at byte {have} of {end}")
+
+    def _no_data(self, exc: urllib.error.HTTPError) -> str | None:
+        """The provider's reject reason for this error answer, when it says "no data here" (not transient)."""
+        if self.permanent is None:
+            return None
+        try:
+            body = exc.read(1 << 16) or b""
+        except (OSError, http.client.HTTPException):
+            body = b""
+        return self.permanent(exc.code, body)
+
+
+class _Uncalibrated(DownloadError):
+    """Downloaded and readable, but its flux calibration cannot be established (deepred.cutouts.base)."""
 
 
 class _BadFile(DownloadError):

@@ -15,20 +15,25 @@ Decoded copies of compressed frames are kept by deepred.cutouts.decoded.
 from __future__ import annotations
 
 from deepred.cutouts.base import (
+    CalibrationError,
+    FlagMap,
+    FluxScale,
     ImageRequest,
     MissingBand,
     Provider,
     ProviderError,
+    WeightMap,
     celestial_wcs,
     read_fits_hdu,
+    read_fits_header,
 )
 from deepred.cutouts.cutout_service import CutoutService
 from deepred.cutouts.decoded import decoded_path, read_decoded, wcs_cards, write_decoded
 from deepred.cutouts.kids_tiles import KiDSTiles
 from deepred.cutouts.sdss_frames import SDSSFrames
 
-__all__ = ["PROVIDERS", "CutoutService", "ImageRequest", "KiDSTiles", "MissingBand", "Provider", "ProviderError",
-           "SDSSFrames", "celestial_wcs", "decoded_path", "read_decoded", "read_fits_hdu", "wcs_cards",
-           "write_decoded"]
+__all__ = ["PROVIDERS", "CalibrationError", "CutoutService", "FlagMap", "FluxScale", "ImageRequest", "KiDSTiles",
+           "MissingBand", "Provider", "ProviderError", "SDSSFrames", "WeightMap", "celestial_wcs", "decoded_path",
+           "read_decoded", "read_fits_hdu", "read_fits_header", "wcs_cards", "write_decoded"]
 
 PROVIDERS = {p.name: p for p in (SDSSFrames, KiDSTiles, CutoutService)}

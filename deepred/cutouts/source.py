@@ -71,7 +71,8 @@ def fetch_images(config: dict, dataset: str, stamp: str | Path | None = None) ->
     for row in targets.itertuples(index=False):
         for r in provider.requests(_target_dict(row, cols)).values():
             if isinstance(r, ImageRequest):
-                wanted.setdefault(r.key, r)
+                for one in (r, *r.companions):
+                    wanted.setdefault(one.key, one)
     lock = Lock(lock_path(config, dataset))
     root = cache_dir(config, dataset)
     after = None
@@ -83,11 +84,14 @@ def fetch_images(config: dict, dataset: str, stamp: str | Path | None = None) ->
             write_decoded(root, key, entry["sha256"], data, header)
 
     fetcher = Fetcher(root, lock, _settings(config), max_connections=int(src.get("max_connections", 4)),
-                      delay_s=float(src.get("request_delay_s", 0.0)), check=provider.check, after=after)
+                      delay_s=float(src.get("request_delay_s", 0.0)), check=provider.check, after=after,
+                      permanent=getattr(provider, "permanent_answer", None))
     t0 = time.monotonic()
     # new entries are written to the lock once, when the batch ends (also after an error), not once per image
     with lock.batch():
-        outcomes = fetcher.fetch_all(wanted)
+        outcomes = _probe_first(fetcher, wanted, dataset)
+        outcomes.update(fetcher.fetch_all({k: r for k, r in wanted.items() if k not in outcomes}))
+    _stop_if_uncalibrated(outcomes.values(), dataset)
     fatal = [o for o in outcomes.values() if o.fatal]
     if fatal and src.get("download_failures", "error") == "reject":
         for o in fatal:  # their targets become rejects with this reason; the next run asks again
@@ -114,6 +118,25 @@ def fetch_images(config: dict, dataset: str, stamp: str | Path | None = None) ->
              record["n_downloaded"], len(record["missing"]), record["seconds"])
     write_json(stamp or raw_dir(config, dataset) / FETCH_STAMP, record)
     return record
+
+
+def _probe_first(fetcher: Fetcher, wanted: dict, dataset: str) -> dict:
+    """Fetch the first image and its companions alone, and stop if their calibration cannot be established:
+    a wrong assumption about the survey's headers costs one file, not the whole download."""
+    first = next((r for r in wanted.values() if r.role == "sci"), None)
+    if first is None:
+        return {}
+    probe = {r.key: r for r in (first, *first.companions)}
+    outcomes = fetcher.fetch_all(probe)
+    _stop_if_uncalibrated(outcomes.values(), dataset, first=True)
+    return outcomes
+
+
+def _stop_if_uncalibrated(outcomes, dataset: str, first: bool = False) -> None:
+    bad = [o for o in outcomes if o.uncalibrated]
+    if bad:
+        when = "on the first file, before downloading the rest" if first else f"on {len(bad)} file(s)"
+        raise DownloadError(f"dataset '{dataset}': stopped {when}: {bad[0].problem}")
 
 
 # ------------------------------------------------------------------------------------- raw-source adapter

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from formats_kids import KIDS_BANDS, write_kids_dr4
 from realformats import RangeServer
-from survey_formats import KIDS_BANDS, aperture_flux, centroid, cutout_config, render, write_kids_tiles
+from survey_formats import aperture_flux, centroid, cutout_config, render
 
 from deepred.cutouts.resample import target_wcs
 from deepred.cutouts.source import OUT, build_cutouts, fetch_images, raw_dir, read_cutouts
@@ -32,7 +33,7 @@ def test_kids_tiles_to_cutouts(tmp_path):
     t = _targets()
     sources = [{"ra": r.RA, "dec": r.DEC, "flux": 200.0, "kind": r.kind, "r_e": 0.8} for r in t.itertuples()]
     archive = tmp_path / "kids"
-    tiles = write_kids_tiles(archive, TILES, sources, size=500, scale=SCALE)
+    tiles = write_kids_dr4(archive, TILES, sources, size=500)
     # one tile's r band as the ESO archive serves it: under an archive id, its link in the tile list
     (archive / "eso").mkdir()
     (archive / "tiles" / "KiDS_DR4.0_150.1_0.5_r_sci.fits").rename(archive / "eso" / "ADP.2019-02-11T13:02:24.807.fits")
@@ -46,10 +47,12 @@ def test_kids_tiles_to_cutouts(tmp_path):
                             grade_column="grade", grades={"keep": ["A", "B", "C"], "high_prob": ["A"]})
         stamp = fetch_images(cfg, "kids")
         paths = [r["path"] for r in srv.requests]
-    named = [f"tiles/KiDS_DR4.0_{ra:.1f}_{dec:.1f}_{b}_sci.fits" for ra, dec in TILES for b in KIDS_BANDS]
+    named = [f"tiles/KiDS_DR4.0_{ra:.1f}_{dec:.1f}_{b}_{p}.fits" for ra, dec in TILES for b in KIDS_BANDS
+             for p in ("sci", "wei", "msk")]
+    named += [f"tiles/KiDS_DR4.0_{ra:.1f}_{dec:.1f}_ugriZYJHKs_cat.fits" for ra, dec in TILES]
     named.remove("tiles/KiDS_DR4.0_150.1_0.5_r_sci.fits")
-    assert sorted(paths) == sorted(named + ["eso/ADP.2019-02-11T13:02:24.807.fits"])
-    assert stamp["n_images"] == 8
+    assert sorted(paths) == sorted(named + ["eso/ADP.2019-02-11T13:02:24.807.fits"])  # each file once
+    assert stamp["n_images"] == 8 * 3 + 2
     meta = build_cutouts(cfg, "kids")
     rej = pd.read_parquet(raw_dir(cfg, "kids") / OUT / "rejects.parquet").set_index("object_id")
     assert sorted(rej.index) == ["KIDS_edge", "KIDS_far"]

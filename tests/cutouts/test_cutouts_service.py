@@ -1,5 +1,8 @@
 """The cutout-service provider against a loopback server in the Legacy Surveys `fits-cutout` form: a 3-D FITS
-cube per target, an HTTP 500, a 429 with Retry-After and a stalled answer (timeout)."""
+cube per target, an HTTP 500, a 429 with Retry-After and a stalled answer (timeout).
+
+The 500 here is a transient outage (Python's own error page, not the viewer's Django page): retried, then fatal
+by default. The viewer's off-footprint 500, a reject at once, is in test_legacysurvey_real.py."""
 
 from __future__ import annotations
 

@@ -11,8 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from formats_kids import KIDS_BANDS, write_kids_dr4
 from realformats import RangeServer
-from survey_formats import KIDS_BANDS, SDSS_BANDS, sdss_archive, sources_of, write_kids_tiles, write_sdss_frames
+from survey_formats import SDSS_BANDS, sdss_archive, sources_of, write_sdss_frames
 
 from deepred.fetch.download import pin_folder
 
@@ -50,7 +51,7 @@ def test_frames_and_tiles_to_tables(tmp_path):
     write_sdss_frames(sdss_root, fields, sources_of(sdss_t), noise=0.5)
     kids_t = _kids_targets()
     ksrc = [{"ra": r.RA, "dec": r.DEC, "flux": 150 / (1 + r.z), "kind": "point"} for r in kids_t.itertuples()]
-    tiles = write_kids_tiles(kids_root, [(150.0, 0.5), (150.1, 0.5)], ksrc, size=300, noise=0.2)
+    tiles = write_kids_dr4(kids_root, [(150.0, 0.5), (150.1, 0.5)], ksrc, size=300, noise=0.2)
     work = tmp_path / "work"
     with RangeServer(sdss_root) as s_srv, RangeServer(kids_root) as k_srv:
         cfg = yaml.safe_load((REPO / "config.yaml").read_text())
@@ -83,12 +84,12 @@ def test_frames_and_tiles_to_tables(tmp_path):
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
         s_paths = [r["path"] for r in s_srv.requests]
         assert len(s_paths) == len(set(s_paths)) == 15  # 3 fields x 5 bands
-        assert len(k_srv.requests) == 8  # 2 tiles x 4 bands
+        assert len(k_srv.requests) == 26  # 2 tiles x 4 bands x (sci, wei, msk) + 2 catalogues
         # then everything else, offline: cutouts -> shards -> training -> tables
         out = subprocess.run([*smk, "results/tables/sdss_nmad.csv", "results/tables/kids_nmad.csv"], cwd=work,
                              capture_output=True, text=True, env={**env, "DEEPRED_OFFLINE": "1"}, timeout=600)
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-        assert len(s_srv.requests) == 15 and len(k_srv.requests) == 8
+        assert len(s_srv.requests) == 15 and len(k_srv.requests) == 26
     for name, n in (("sdss", 24), ("kids", 24)):
         cat = pd.read_parquet(work / "data" / "processed" / name / "catalog.parquet")
         assert len(cat) + len(pd.read_parquet(work / "data" / "processed" / name / "rejects.parquet")) == n
