@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -201,14 +202,23 @@ def train_subset(rows: pd.DataFrame, n_systems: int | None, master_seed: int, da
     return rows[rows["system_id"].astype(str).isin(keep)].reset_index(drop=True)
 
 
+@functools.lru_cache(maxsize=256)
+def _shard_records(stats_path: str, mtime_ns: int, size: int, inode: int) -> dict:
+    """stats.json's shard records, parsed once per version of the file: the workflow asks for them ~20 times per
+    dataset while it builds the DAG (every job reading the shards), and the file carries the whole provenance."""
+    return dict(json.loads(Path(stats_path).read_text()).get("shards", {}))
+
+
 def damaged_shards(processed_root: str | Path) -> list[str]:
     """Size check of every shard stats.json records (stat calls only): what the workflow runs while it builds
     its DAG, so a truncated or missing shard stops a dry run instead of a training job. [] before normalization."""
     stats_path = Path(processed_root) / "stats.json"
-    if not stats_path.is_file():
+    try:
+        st = stats_path.stat()
+    except FileNotFoundError:
         return []
     try:
-        records = json.loads(stats_path.read_text()).get("shards", {})
+        records = _shard_records(str(stats_path), st.st_mtime_ns, st.st_size, st.st_ino)
     except (ValueError, AttributeError) as exc:
         return [f"{stats_path}: not a JSON object ({exc}); rebuild it with "
                 f"`snakemake -f {Path(processed_root) / 'catalog.parquet'}`"]
