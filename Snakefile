@@ -1,6 +1,7 @@
 # DeepRed: every table and figure of the study is a target of this workflow.
 # Entry point: `snakemake --cores 2` (default target `all`), or `snakemake --profile slurm <target>`.
 import sys
+import time
 
 from snakemake.utils import min_version
 
@@ -17,6 +18,11 @@ check_config_files(["config.yaml", *workflow.configfiles])
 
 
 configfile: "config.yaml"
+
+
+STARTED = (
+    time.time()
+)  # the scheduler's own wall and CPU go to results/benchmarks/scheduler.tsv (onsuccess)
 
 
 report: "report/workflow.rst"  # `snakemake --report results/report.html`
@@ -41,4 +47,14 @@ rule all:
     default_target: True
     input:
         PLAN.all_targets(),
+        P.table("runtime"),
     localrule: True
+
+
+onsuccess:
+    # the scheduler's own CPU for an invocation that ran jobs (the runtime table's `snakemake (scheduler)` row)
+    ran = sum(1 for _ in workflow.dag.needrun_jobs(exclude_finished=False))
+    if ran:
+        from deepred.results.runtime import record_scheduler
+
+        record_scheduler(P.benchmark_dir(), STARTED, ran)

@@ -15,7 +15,7 @@ rule metrics_test_set:
     log:
         "logs/metrics/{test_set}.log",
     benchmark:
-        P.benchmark("metrics", "{test_set}")
+        P.benchmark("metrics_test_set", "{test_set}")
     localrule: True
     conda:
         "../envs/deepred.yaml"
@@ -29,22 +29,49 @@ rule metrics_test_set:
         "../workflow_scripts/metrics_test_set.py"
 
 
+rule nmad_table:
+    input:
+        nmad=lambda wc: PLAN.nmad_table_inputs(wc.table),
+    output:
+        table=report(
+            P.table("{table}_nmad"),
+            category="Tables",
+            subcategory="NMAD per test set",
+            labels={"table": "{table}_nmad"},
+        ),
+        provenance=P.table("{table}_nmad.provenance", ".json"),
+    log:
+        "logs/metrics/{table}_nmad.log",
+    benchmark:
+        P.benchmark("nmad_table", "{table}")
+    wildcard_constraints:
+        table="|".join(PLAN.nmad_tables),
+    localrule: True
+    conda:
+        "../envs/deepred.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime="10m",
+    params:
+        **rule_params(config, "nmad_table"),
+    script:
+        "../workflow_scripts/nmad_table.py"
+
+
 rule tables:
     input:
         **{kind: PLAN.metric_files(kind) for kind in METRIC_KINDS},
     output:
         **{
-            n: report(
-                p,
-                category="Tables",
-                subcategory="NMAD per test set" if n.endswith("_nmad") else "Study",
-                labels={"table": n},
-            )
-            for n, p in PLAN.table_files().items()
+            n: report(p, category="Tables", subcategory="Study", labels={"table": n})
+            for n, p in PLAN.study_table_files().items()
         },
         provenance=P.table("tables.provenance", ".json"),
     log:
         "logs/metrics/tables.log",
+    benchmark:
+        P.benchmark("tables", "all")
     localrule: True
     conda:
         "../envs/deepred.yaml"
@@ -56,6 +83,29 @@ rule tables:
         **rule_params(config, "tables"),
     script:
         "../workflow_scripts/tables.py"
+
+
+rule runtime_table:
+    input:
+        PLAN.all_targets(),  # last: after every job of the default target has written its benchmark file
+    output:
+        table=report(
+            P.table("runtime"),
+            category="Tables",
+            subcategory="Study",
+            labels={"table": "runtime"},
+        ),
+    log:
+        "logs/metrics/runtime_table.log",
+    localrule: True
+    conda:
+        "../envs/deepred.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime="10m",
+    script:
+        "../workflow_scripts/runtime_table.py"
 
 
 rule figures_test_set:
@@ -87,7 +137,7 @@ rule figures_test_set:
     log:
         "logs/figures/{test_set}.log",
     benchmark:
-        P.benchmark("figures", "{test_set}")
+        P.benchmark("figures_test_set", "{test_set}")
     localrule: True
     conda:
         "../envs/deepred.yaml"
@@ -114,6 +164,8 @@ rule improvement_figure:
         pdf=P.figure("improvement", ".pdf"),
     log:
         "logs/figures/improvement.log",
+    benchmark:
+        P.benchmark("improvement_figure", "all")
     localrule: True
     conda:
         "../envs/deepred.yaml"
@@ -137,7 +189,7 @@ rule transfer_predict:
     log:
         "logs/transfer/{model}/{train}__{eval}.log",
     benchmark:
-        P.benchmark("transfer", "{model}", "{train}__{eval}")
+        P.benchmark("transfer_predict", "{model}", "{train}__{eval}")
     wildcard_constraints:
         model=choices(TRANSFER_MODELS),
         train=choices(DATASETS),
@@ -174,6 +226,8 @@ rule transfer_table:
         pdf=P.figure("transfer_nmad", ".pdf"),
     log:
         "logs/metrics/transfer_table.log",
+    benchmark:
+        P.benchmark("transfer_table", "all")
     localrule: True
     conda:
         "../envs/deepred.yaml"

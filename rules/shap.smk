@@ -14,7 +14,7 @@ rule shap_explain:
     log:
         "logs/shap/{model}/{dataset}.log",
     benchmark:
-        P.benchmark("shap", "{model}", "{dataset}")
+        P.benchmark("shap_explain", "{model}", "{dataset}")
     wildcard_constraints:
         model=choices(SHAP_MODELS),
     conda:
@@ -78,6 +78,8 @@ rule shap_table:
         provenance=P.table("shap_localization.provenance", ".json"),
     log:
         "logs/shap/table.log",
+    benchmark:
+        P.benchmark("shap_table", "all")
     localrule: True
     conda:
         "../envs/deepred.yaml"
@@ -133,6 +135,8 @@ rule shap_figures:
         ],
     log:
         "logs/shap/figures_{test_set}.log",
+    benchmark:
+        P.benchmark("shap_figures", "{test_set}")
     localrule: True
     conda:
         "../envs/deepred.yaml"

@@ -67,6 +67,8 @@ rule ensemble:
         mean_model=P.model_file("model.json", "ensemble_mean"),
     log:
         "logs/ensemble/{dataset}.log",
+    benchmark:
+        P.benchmark("ensemble", "{dataset}")
     localrule: True
     conda:
         "../envs/deepred.yaml"

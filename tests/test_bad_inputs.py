@@ -104,17 +104,18 @@ def test_declared_columns_match_the_simulator():
 @pytest.mark.parametrize("edit, expected, pdf_test_sets", [
     # a query edit reruns that test set's metrics, figures, SHAP figures and qp PDF files, and the summaries on top
     (lambda c: c["test_sets"]["kids_hpl"].update(query="high_prob_lens and snr > 5"),
-     {"metrics_test_set": 1, "figures_test_set": 1, "shap_figures": 1, "shap_table": 1, "tables": 1,
-      "improvement_figure": 1, "all": 1}, 1),
+     {"metrics_test_set": 1, "figures_test_set": 1, "shap_figures": 1, "shap_table": 1, "nmad_table": 1, "tables": 1,
+      "improvement_figure": 1, "runtime_table": 1, "all": 1}, 1),
     # a metrics option: every test set's metrics (and what reads them: the SHAP accuracy-vs-S/N intervals too), no
     # training, prediction or explanation
     (lambda c: c["metrics"].update(bootstrap_resamples=50),
-     {"metrics_test_set": 3, "figures_test_set": 3, "shap_figures": 3, "shap_table": 1, "tables": 1,
-      "improvement_figure": 1, "all": 1}, 0),
+     {"metrics_test_set": 3, "figures_test_set": 3, "shap_figures": 3, "shap_table": 1, "nmad_table": 2, "tables": 1,
+      "improvement_figure": 1, "runtime_table": 1, "all": 1}, 0),
     # a figure option: the SHAP example grids only
-    (lambda c: c["shap"].update(n_examples=4), {"shap_figures": 3, "all": 1}, 0),
+    (lambda c: c["shap"].update(n_examples=4), {"shap_figures": 3, "runtime_table": 1, "all": 1}, 0),
     # the published R: the tables (and the figure that reads them) only
-    (lambda c: c["metrics"]["paper_R"].update(des_deep=0.5), {"tables": 1, "improvement_figure": 1, "all": 1}, 0),
+    (lambda c: c["metrics"]["paper_R"].update(des_deep=0.5),
+     {"tables": 1, "improvement_figure": 1, "runtime_table": 1, "all": 1}, 0),
 ])
 def test_config_edits_rerun_exactly_the_affected_jobs(done, edit, expected, pdf_test_sets):
     wd, cfg = done

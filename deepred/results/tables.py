@@ -35,7 +35,7 @@ from deepred.core.seeds import derive_seed
 from deepred.pdfs.calibration_table import COLUMNS as CALIBRATION_COLUMNS
 from deepred.pdfs.calibration_table import calibration_rows, compare_with_members
 from deepred.workflow.paths import METRIC_KINDS  # the per-test-set files of metrics_test_set
-from deepred.workflow.plan import nmad_table_names, table_names
+from deepred.workflow.plan import STUDY_TABLES, nmad_table_names, table_names, table_test_sets
 
 log = logging.getLogger("deepred.results.tables")
 
@@ -267,22 +267,41 @@ def study_paths(config: dict, metrics_dir: str | Path, tables_dir: str | Path) -
     return files, {n: Path(tables_dir) / f"{n}.csv" for n in table_names(config)}
 
 
+def write_nmad_table(config: dict, table: str, nmad_files: dict[str, str | Path], output: str | Path) -> None:
+    """`{table}_nmad`: the NMAD rows of the table's own test sets (`nmad_files[test_set]`), nothing else."""
+    wanted = table_test_sets(config, table)
+    if sorted(nmad_files) != sorted(wanted):
+        raise ValueError(f"table '{table}' is made of test sets {wanted}, given {sorted(nmad_files)}")
+    nmad = _read_all(_existing({ts: Path(p) for ts, p in nmad_files.items()}, "nmad"))
+    write_csv(output, nmad[nmad["table"] == table].drop(columns=["table"]), float_format=FLOAT_FORMAT)
+
+
+def _existing(files: dict[str, Path], kind: str) -> dict[str, Path]:
+    for ts, p in files.items():
+        if not p.exists():
+            raise DataError(f"{p}: per-test-set {kind} file missing (run the metrics rule for '{ts}')")
+    return files
+
+
 def build_tables(config: dict, files: dict[str, dict[str, str | Path]], outputs: dict[str, str | Path]) -> None:
-    """Stack the per-test-set CSVs (`files[kind][test_set]`) into the study's tables (`outputs[name]`); the
-    paths are the workflow's, declared once in rules/metrics.smk."""
-    if set(outputs) != set(table_names(config)):
-        raise ValueError(f"tables to write {sorted(outputs)} differ from the config's {sorted(table_names(config))}")
-    files = {kind: {ts: Path(p) for ts, p in files[kind].items()} for kind in METRIC_KINDS}
-    for kind in files:
-        for ts, p in files[kind].items():
-            if not p.exists():
-                raise DataError(f"{p}: per-test-set {kind} file missing (run the metrics rule for '{ts}')")
+    """Stack the per-test-set CSVs (`files[kind][test_set]`) into the study's tables (`outputs[name]`, any of
+    table_names: the workflow asks for the STUDY_TABLES here and each `{table}_nmad` from write_nmad_table)."""
+    unknown = set(outputs) - set(table_names(config))
+    if unknown or not outputs:
+        raise ValueError(f"tables to write {sorted(outputs)}: not among the config's {sorted(table_names(config))}")
+    files = {kind: _existing({ts: Path(p) for ts, p in files[kind].items()}, kind) for kind in METRIC_KINDS}
+    for table in nmad_table_names(config):
+        if f"{table}_nmad" in outputs:
+            write_nmad_table(config, table, {ts: files["nmad"][ts] for ts in table_test_sets(config, table)},
+                             outputs[f"{table}_nmad"])
+    study = set(STUDY_TABLES) & set(outputs)
+    if not study:
+        return
+    if study != set(STUDY_TABLES):
+        raise ValueError(f"the study tables {list(STUDY_TABLES)} are written together; given only {sorted(study)}")
     long_df = _read_all(files["metrics"])
     nmad = _read_all(files["nmad"])
     binned = _read_all(files["binned"])
-    for table in nmad_table_names(config):
-        write_csv(outputs[f"{table}_nmad"], nmad[nmad["table"] == table].drop(columns=["table"]),
-                  float_format=FLOAT_FORMAT)
     write_csv(outputs["summary"], long_df, float_format=FLOAT_FORMAT)
     write_csv(outputs["improvement"], improvement_table(config, nmad), float_format=FLOAT_FORMAT)
     for by, name in (("z_true", "binned_z"), ("snr", "binned_snr")):

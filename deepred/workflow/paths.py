@@ -94,4 +94,8 @@ class Layout:
 
     def benchmark(self, rule: str, *parts: str) -> str:
         """The rule's benchmark file, one per job: results/benchmarks/<rule>/<wildcards>.tsv."""
-        return f"{self.results}/benchmarks/{rule}/" + "/".join(parts) + ".tsv"
+        return f"{self.benchmark_dir()}/{rule}/" + "/".join(parts) + ".tsv"
+
+    def benchmark_dir(self) -> str:
+        """Where the jobs' benchmark files and the scheduler's record (deepred.results.runtime) go."""
+        return f"{self.results}/benchmarks"

@@ -64,9 +64,16 @@ def nmad_table_names(config: dict) -> list[str]:
     return list(dict.fromkeys(ts["table"] for ts in config["test_sets"].values()))
 
 
+STUDY_TABLES = ("summary", "improvement", "binned_z", "binned_snr", "pdf_calibration")  # across every test set
+
+
 def table_names(config: dict) -> list[str]:
-    return [f"{t}_nmad" for t in nmad_table_names(config)] + ["summary", "improvement", "binned_z", "binned_snr",
-                                                            "pdf_calibration"]
+    return [f"{t}_nmad" for t in nmad_table_names(config)] + list(STUDY_TABLES)
+
+
+def table_test_sets(config: dict, table: str) -> list[str]:
+    """The test sets whose rows make up `{table}_nmad` (e.g. kids: kids_general and kids_hpl)."""
+    return [ts for ts, spec in config["test_sets"].items() if spec["table"] == table]
 
 
 def archive_sources(config: dict) -> dict[str, tuple[str, dict]]:
@@ -95,6 +102,7 @@ class Plan:
         self.sources = sources
         self.datasets = list(config["datasets"])
         self.test_sets = list(config["test_sets"])
+        self.nmad_tables = nmad_table_names(config)
         self.real = [d for d in self.datasets if sources[d]["kind"] != "simulate"]
         self.cutout_datasets = [d for d in self.datasets if sources[d]["kind"] == "cutouts"]
         self.networks = enabled_networks(config)  # trained by rules/train.smk
@@ -192,6 +200,14 @@ class Plan:
 
     def table_files(self) -> dict[str, str]:
         return {n: self.paths.table(n) for n in table_names(self.config)}
+
+    def study_table_files(self) -> dict[str, str]:
+        """The tables built from every test set (rule tables); each `{table}_nmad` has its own job."""
+        return {n: self.paths.table(n) for n in STUDY_TABLES}
+
+    def nmad_table_inputs(self, table: str) -> list[str]:
+        """Only the table's own test sets' NMAD files: asking for kids_nmad.csv builds only the KiDS jobs."""
+        return [self.paths.metrics("nmad", ts) for ts in table_test_sets(self.config, table)]
 
     def figure_files(self) -> list[str]:
         out = [self.paths.figure("improvement")]

@@ -139,6 +139,12 @@ STAGES: dict[str, Stage] = {
                               via_inputs=("datasets", *MODELS)),
     "figures_test_set": Stage(("test_sets", "metrics", "seed", "datasets", *MODELS), {"depends_on": TEST_SET},
                               via_inputs=("datasets", *MODELS)),
+    # which benchmark files count: the config's datasets, test sets and enabled models (deepred.results.runtime)
+    "runtime_table": Stage(("datasets", "test_sets", "architectures", "baselines", "data_dir", "results_dir"),
+                           via_inputs=("datasets", "test_sets", "architectures", "baselines"),
+                           run_only=("data_dir", "results_dir")),
+    "nmad_table": Stage(("test_sets",), {"test_sets": Trigger(("test_sets",), lambda config, wc: {
+        ts: spec for ts, spec in config["test_sets"].items() if spec["table"] == wc["table"]})}),
     "tables": Stage(("test_sets", "metrics"), {
         "test_sets": _section("test_sets"),
         "paper_R": Trigger(("metrics",), lambda config, wc: config["metrics"]["paper_R"])}),

@@ -90,7 +90,7 @@ def test_download_all_locks_extracts_then_trains_and_tabulates(tmp_path):
         assert len(srv.requests) == n
 
         # normalize, a tiny training and the tables, all from the extracted, lock-verified members
-        run = _snakemake(work, "--cores", "2", "results/tables/tables.provenance.json")
+        run = _snakemake(work, "--cores", "2", "results/tables/tables.provenance.json", "results/tables/des_deep_nmad.csv")
         assert run.returncode == 0, run.stderr[-6000:]
         assert len(srv.requests) == n  # nothing after the download touched the network
     cat = pd.read_parquet(work / "data" / "processed" / "des_deep" / "catalog.parquet")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from deepred.contracts.config import validate_config
@@ -62,3 +64,21 @@ def test_triggers_leave_out_run_only_keys():
 def test_the_workflow_layer_imports_no_torch():
     code = "import sys, deepred.workflow.plan, deepred.workflow.triggers; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+@pytest.mark.workflow
+def test_one_nmad_table_plans_only_its_own_dataset(tmp_path):
+    """`snakemake results/tables/kids_nmad.csv` (the README's command) plans the KiDS dataset's jobs and nothing of
+    the other datasets: each {table}_nmad reads only its own test sets' metrics."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--configfile", str(REPO / "config.yaml"),
+           "-n", "results/tables/kids_nmad.csv"]
+    out = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = out.stdout + out.stderr
+    others = set(yaml.safe_load((REPO / "config.yaml").read_text())["datasets"]) - {"kids"}
+    planned = set(re.findall(r"wildcards: .*?dataset=(\w+)", text)) | set(re.findall(r"test_set=(\w+)", text))
+    assert planned and not planned & others, planned
+    assert set(re.findall(r"test_set=(\w+)", text)) == {"kids_general", "kids_hpl"}
+    assert re.search(r"^nmad_table\s+1$", text, re.M) and not re.search(r"^tables\s", text, re.M)
+    assert int(re.search(r"^train\s+(\d+)$", text, re.M)[1]) == 8  # the KiDS dataset's networks only
