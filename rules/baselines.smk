@@ -15,8 +15,7 @@ rule hogsvr:
         predictions=P.predictions("hogsvr"),
     log:
         "logs/hogsvr/{dataset}.log",
-    benchmark:
-        P.benchmark("hogsvr", "{dataset}")
+        usage=P.benchmark("hogsvr", "{dataset}"),
     conda:
         "../envs/deepred.yaml"
     threads: 1
@@ -41,8 +40,7 @@ rule photometry:
         predictions=P.predictions("photometry"),
     log:
         "logs/photometry/{dataset}.log",
-    benchmark:
-        P.benchmark("photometry", "{dataset}")
+        usage=P.benchmark("photometry", "{dataset}"),
     conda:
         "../envs/deepred.yaml"
     threads: 1

@@ -9,8 +9,7 @@ rule simulate:
         meta=P.raw(name="meta.json"),
     log:
         "logs/simulate/{dataset}.log",
-    benchmark:
-        P.benchmark("simulate", "{dataset}")
+        usage=P.benchmark("simulate", "{dataset}"),
     conda:
         "../envs/deepred.yaml"
     threads: 1
@@ -33,8 +32,7 @@ rule normalize:
         shards=directory(P.processed(name="shards")),
     log:
         "logs/normalize/{dataset}.log",
-    benchmark:
-        P.benchmark("normalize", "{dataset}")
+        usage=P.benchmark("normalize", "{dataset}"),
     conda:
         "../envs/deepred.yaml"
     threads: 1

@@ -138,8 +138,7 @@ rule cutouts:
         shards=directory(P.raw(name="cutouts/shards")),
     log:
         "logs/cutouts/{dataset}.log",
-    benchmark:
-        P.benchmark("cutouts", "{dataset}")
+        usage=P.benchmark("cutouts", "{dataset}"),
     wildcard_constraints:
         dataset=choices(PLAN.cutout_datasets),
     conda:

@@ -14,8 +14,7 @@ rule metrics_test_set:
         calibration=P.metrics("calibration"),
     log:
         "logs/metrics/{test_set}.log",
-    benchmark:
-        P.benchmark("metrics_test_set", "{test_set}")
+        usage=P.benchmark("metrics_test_set", "{test_set}"),
     localrule: True
     conda:
         "../envs/deepred.yaml"
@@ -42,8 +41,7 @@ rule nmad_table:
         provenance=P.table("{table}_nmad.provenance", ".json"),
     log:
         "logs/metrics/{table}_nmad.log",
-    benchmark:
-        P.benchmark("nmad_table", "{table}")
+        usage=P.benchmark("nmad_table", "{table}"),
     wildcard_constraints:
         table="|".join(PLAN.nmad_tables),
     localrule: True
@@ -70,8 +68,7 @@ rule tables:
         provenance=P.table("tables.provenance", ".json"),
     log:
         "logs/metrics/tables.log",
-    benchmark:
-        P.benchmark("tables", "all")
+        usage=P.benchmark("tables", "all"),
     localrule: True
     conda:
         "../envs/deepred.yaml"
@@ -136,8 +133,7 @@ rule figures_test_set:
         pit_pdf=P.figure("pit/{test_set}", ".pdf"),
     log:
         "logs/figures/{test_set}.log",
-    benchmark:
-        P.benchmark("figures_test_set", "{test_set}")
+        usage=P.benchmark("figures_test_set", "{test_set}"),
     localrule: True
     conda:
         "../envs/deepred.yaml"
@@ -164,8 +160,7 @@ rule improvement_figure:
         pdf=P.figure("improvement", ".pdf"),
     log:
         "logs/figures/improvement.log",
-    benchmark:
-        P.benchmark("improvement_figure", "all")
+        usage=P.benchmark("improvement_figure", "all"),
     localrule: True
     conda:
         "../envs/deepred.yaml"
@@ -188,8 +183,7 @@ rule transfer_predict:
         P.transfer(),
     log:
         "logs/transfer/{model}/{train}__{eval}.log",
-    benchmark:
-        P.benchmark("transfer_predict", "{model}", "{train}__{eval}")
+        usage=P.benchmark("transfer_predict", "{model}", "{train}__{eval}"),
     wildcard_constraints:
         model=choices(TRANSFER_MODELS),
         train=choices(DATASETS),
@@ -226,8 +220,7 @@ rule transfer_table:
         pdf=P.figure("transfer_nmad", ".pdf"),
     log:
         "logs/metrics/transfer_table.log",
-    benchmark:
-        P.benchmark("transfer_table", "all")
+        usage=P.benchmark("transfer_table", "all"),
     localrule: True
     conda:
         "../envs/deepred.yaml"

@@ -12,8 +12,7 @@ rule pdfs_qp:
         truth=P.pdfs("truth"),
     log:
         "logs/pdfs/{test_set}.log",
-    benchmark:
-        P.benchmark("pdfs_qp", "{test_set}")
+        usage=P.benchmark("pdfs_qp", "{test_set}"),
     localrule: True
     conda:
         "../envs/deepred.yaml"

@@ -16,8 +16,7 @@ rule scale_point:
         meta=P.scale_point("model.json"),
     log:
         "logs/scale_study/{dataset}/{model}/n{n}.log",
-    benchmark:
-        P.benchmark("scale_study", "{dataset}", "{model}", "n{n}")
+        usage=P.benchmark("scale_study", "{dataset}", "{model}", "n{n}"),
     wildcard_constraints:
         model=choices(PLAN.scale_models),
         n=r"[1-9][0-9]*",

@@ -13,8 +13,7 @@ rule shap_explain:
         **shap_job_outputs(),
     log:
         "logs/shap/{model}/{dataset}.log",
-    benchmark:
-        P.benchmark("shap_explain", "{model}", "{dataset}")
+        usage=P.benchmark("shap_explain", "{model}", "{dataset}"),
     wildcard_constraints:
         model=choices(SHAP_MODELS),
     conda:
@@ -42,8 +41,7 @@ rule shap_shuffled:
         history=P.shap_file("model/history.csv", shuffled=True),
     log:
         "logs/shap/shuffled/{model}/{dataset}.log",
-    benchmark:
-        P.benchmark("shap_shuffled", "{model}", "{dataset}")
+        usage=P.benchmark("shap_shuffled", "{model}", "{dataset}"),
     wildcard_constraints:
         model=choices(SHAP_SHUFFLED),
     conda:
@@ -78,8 +76,7 @@ rule shap_table:
         provenance=P.table("shap_localization.provenance", ".json"),
     log:
         "logs/shap/table.log",
-    benchmark:
-        P.benchmark("shap_table", "all")
+        usage=P.benchmark("shap_table", "all"),
     localrule: True
     conda:
         "../envs/deepred.yaml"
@@ -135,8 +132,7 @@ rule shap_figures:
         ],
     log:
         "logs/shap/figures_{test_set}.log",
-    benchmark:
-        P.benchmark("shap_figures", "{test_set}")
+        usage=P.benchmark("shap_figures", "{test_set}"),
     localrule: True
     conda:
         "../envs/deepred.yaml"

@@ -14,8 +14,7 @@ rule train:
         history=P.model_file("history.csv"),
     log:
         "logs/train/{model}/{dataset}.log",
-    benchmark:
-        P.benchmark("train", "{model}", "{dataset}")
+        usage=P.benchmark("train", "{model}", "{dataset}"),
     wildcard_constraints:
         model=choices(NEURAL_MODELS),  # no network enabled: no model matches
     conda:
@@ -42,8 +41,7 @@ rule predict:
         predictions=P.predictions(),
     log:
         "logs/predict/{model}/{dataset}.log",
-    benchmark:
-        P.benchmark("predict", "{model}", "{dataset}")
+        usage=P.benchmark("predict", "{model}", "{dataset}"),
     wildcard_constraints:
         model=choices(NEURAL_MODELS),  # no network enabled: no model matches
     conda:
@@ -67,8 +65,7 @@ rule ensemble:
         mean_model=P.model_file("model.json", "ensemble_mean"),
     log:
         "logs/ensemble/{dataset}.log",
-    benchmark:
-        P.benchmark("ensemble", "{dataset}")
+        usage=P.benchmark("ensemble", "{dataset}"),
     localrule: True
     conda:
         "../envs/deepred.yaml"

@@ -1,8 +1,8 @@
 """Snakemake script: results/archive/deepred-results-<date>.tar.gz with a verified manifest."""
 
-from deepred.core.logs import setup_logging, snakemake_log
+from deepred.core.logs import start_job
 
-log = setup_logging(snakemake_log(snakemake))  # noqa: F821 (snakemake is injected)
+log = start_job(snakemake)  # noqa: F821 (snakemake is injected)
 
 from pathlib import Path  # noqa: E402
 

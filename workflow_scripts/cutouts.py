@@ -1,9 +1,9 @@
 """Snakemake script: fetch a cutouts source's survey images (rule cutout_images) or cut the targets from
 them (rule cutouts)."""
 
-from deepred.core.logs import setup_logging, snakemake_log
+from deepred.core.logs import start_job
 
-setup_logging(snakemake_log(snakemake))  # noqa: F821 (snakemake is injected)
+start_job(snakemake)  # noqa: F821 (snakemake is injected)
 
 from pathlib import Path  # noqa: E402
 

@@ -3,9 +3,9 @@ recorded at first download), every file a manifest lists (rule download_manifest
 download_archive: Zenodo record JSON, published md5, SHA-256 into the lock), or a dataset's members of it
 (rule extract_archive)."""
 
-from deepred.core.logs import setup_logging, snakemake_log
+from deepred.core.logs import start_job
 
-setup_logging(snakemake_log(snakemake))  # noqa: F821 (snakemake is injected)
+start_job(snakemake)  # noqa: F821 (snakemake is injected)
 
 from pathlib import Path  # noqa: E402
 

@@ -1,9 +1,9 @@
 """Snakemake script: fit HOG+SVR on one dataset, calibrate its PDFs on the validation split, then write its
 val/test predictions like any model's."""
 
-from deepred.core.logs import setup_logging, snakemake_log
+from deepred.core.logs import start_job
 
-setup_logging(snakemake_log(snakemake))  # noqa: F821 (snakemake is injected)
+start_job(snakemake)  # noqa: F821 (snakemake is injected)
 
 from pathlib import Path  # noqa: E402
 

@@ -1,8 +1,8 @@
 """Snakemake script: bar chart of R per test set with the paper's values."""
 
-from deepred.core.logs import setup_logging, snakemake_log
+from deepred.core.logs import start_job
 
-setup_logging(snakemake_log(snakemake))  # noqa: F821 (snakemake is injected)
+start_job(snakemake)  # noqa: F821 (snakemake is injected)
 
 import pandas as pd  # noqa: E402
 

@@ -1,8 +1,8 @@
 """Snakemake script: one `{table}_nmad` table from its own test sets' NMAD rows."""
 
-from deepred.core.logs import setup_logging, snakemake_log
+from deepred.core.logs import start_job
 
-setup_logging(snakemake_log(snakemake))  # noqa: F821 (snakemake is injected)
+start_job(snakemake)  # noqa: F821 (snakemake is injected)
 
 from deepred.core.io import write_json  # noqa: E402
 from deepred.core.provenance import provenance  # noqa: E402

@@ -1,9 +1,9 @@
 """Snakemake script (rule pdfs_qp): one test set's PDFs of every PDF model as qp ensembles, and its truth table
 for RAIL's evaluators; deepred.pdfs.qp_io."""
 
-from deepred.core.logs import setup_logging, snakemake_log
+from deepred.core.logs import start_job
 
-log = setup_logging(snakemake_log(snakemake))  # noqa: F821 (snakemake is injected)
+log = start_job(snakemake)  # noqa: F821 (snakemake is injected)
 
 from pathlib import Path  # noqa: E402
 

@@ -1,8 +1,8 @@
 """Snakemake script: predictions of one trained network for the val and test rows of one dataset."""
 
-from deepred.core.logs import setup_logging, snakemake_log
+from deepred.core.logs import start_job
 
-setup_logging(snakemake_log(snakemake))  # noqa: F821 (snakemake is injected)
+start_job(snakemake)  # noqa: F821 (snakemake is injected)
 
 from pathlib import Path  # noqa: E402
 

@@ -1,8 +1,8 @@
 """Snakemake script: the runtime table (per rule: jobs, wall, CPU, max RSS, shares; the scheduler's own CPU)."""
 
-from deepred.core.logs import setup_logging, snakemake_log
+from deepred.core.logs import start_job
 
-setup_logging(snakemake_log(snakemake))  # noqa: F821 (snakemake is injected)
+start_job(snakemake)  # noqa: F821 (snakemake is injected)
 
 from deepred.core.io import write_csv  # noqa: E402
 from deepred.results.runtime import known_names, last_scheduler_record, read_benchmarks, runtime_table  # noqa: E402

@@ -1,9 +1,9 @@
 """Snakemake script: one point of the scale study, a model trained on a nested subset of a dataset's training
 systems, and its test-split predictions (deepred.results.scale_study.fit_point)."""
 
-from deepred.core.logs import setup_logging, snakemake_log
+from deepred.core.logs import start_job
 
-setup_logging(snakemake_log(snakemake))  # noqa: F821 (snakemake is injected)
+start_job(snakemake)  # noqa: F821 (snakemake is injected)
 
 from pathlib import Path  # noqa: E402
 

@@ -1,8 +1,8 @@
 """Snakemake script: the scale study's tables and figure from every point's predictions and model.json."""
 
-from deepred.core.logs import setup_logging, snakemake_log
+from deepred.core.logs import start_job
 
-setup_logging(snakemake_log(snakemake))  # noqa: F821 (snakemake is injected)
+start_job(snakemake)  # noqa: F821 (snakemake is injected)
 
 from deepred.results.figures import scale_study_figure  # noqa: E402
 from deepred.core.io import write_json  # noqa: E402

@@ -1,8 +1,8 @@
 """Snakemake script: one test set's SHAP figures (example grids per model, accuracy vs S/N)."""
 
-from deepred.core.logs import setup_logging, snakemake_log
+from deepred.core.logs import start_job
 
-setup_logging(snakemake_log(snakemake))  # noqa: F821 (snakemake is injected)
+start_job(snakemake)  # noqa: F821 (snakemake is injected)
 
 from deepred.results.shap_figures import shap_figures  # noqa: E402
 from deepred.workflow.stages import job_config  # noqa: E402

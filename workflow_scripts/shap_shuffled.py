@@ -1,9 +1,9 @@
 """Snakemake script: the shuffled-label control of one network on one dataset (train on permuted labels, then
 explain it like the real network)."""
 
-from deepred.core.logs import setup_logging, snakemake_log
+from deepred.core.logs import start_job
 
-setup_logging(snakemake_log(snakemake))  # noqa: F821 (snakemake is injected)
+start_job(snakemake)  # noqa: F821 (snakemake is injected)
 
 from pathlib import Path  # noqa: E402
 

@@ -1,8 +1,8 @@
 """Snakemake script: results/tables/shap_localization.csv from every explain job's per-image scores."""
 
-from deepred.core.logs import setup_logging, snakemake_log
+from deepred.core.logs import start_job
 
-setup_logging(snakemake_log(snakemake))  # noqa: F821 (snakemake is injected)
+start_job(snakemake)  # noqa: F821 (snakemake is injected)
 
 from deepred.results.shap_table import write_localization_table  # noqa: E402
 from deepred.workflow.stages import job_config  # noqa: E402

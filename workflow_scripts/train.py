@@ -1,9 +1,9 @@
 """Snakemake script: train one network (backbone or neural baseline) on one dataset, then calibrate its PDFs on
 the validation split (deepred.predict.splits.calibrate_model)."""
 
-from deepred.core.logs import setup_logging, snakemake_log
+from deepred.core.logs import start_job
 
-setup_logging(snakemake_log(snakemake))  # noqa: F821 (snakemake is injected)
+start_job(snakemake)  # noqa: F821 (snakemake is injected)
 
 from pathlib import Path  # noqa: E402
 

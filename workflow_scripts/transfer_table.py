@@ -1,8 +1,8 @@
 """Snakemake script: the cross-survey transfer NMAD matrix and its heat map."""
 
-from deepred.core.logs import setup_logging, snakemake_log
+from deepred.core.logs import start_job
 
-setup_logging(snakemake_log(snakemake))  # noqa: F821 (snakemake is injected)
+start_job(snakemake)  # noqa: F821 (snakemake is injected)
 
 from deepred.results.figures import transfer_figure  # noqa: E402
 from deepred.results.transfer import transfer_table  # noqa: E402

@@ -60,3 +60,20 @@ def test_the_scheduler_record_is_appended(tmp_path):
     rows = pd.read_csv(tmp_path / "scheduler.tsv", sep="\t")
     assert list(rows["jobs"]) == [3, 7] and rows["cpu_s"].iloc[1] >= first["cpu_s"] > 0
     assert last_scheduler_record(tmp_path)["jobs"] == "7" and second["max_rss_mb"] > 0
+
+
+def test_a_job_records_its_own_usage(tmp_path):
+    """deepred.core.logs.write_usage (what every workflow script registers at exit) writes Snakemake's benchmark
+    columns, which the runtime table reads; the peak memory is this process's, not the forking scheduler's."""
+    import time
+
+    from deepred.core.logs import write_usage
+
+    path = tmp_path / "benchmarks" / "train" / "resnet" / "kids.tsv"
+    t0 = time.time() - 2.0
+    sum(i * i for i in range(200_000))  # some CPU
+    write_usage(path, t0)
+    jobs = read_benchmarks(tmp_path / "benchmarks", {"resnet", "kids"})
+    row = jobs.iloc[0]
+    assert row["rule"] == "train" and row["job"] == "resnet/kids" and row["wall_s"] >= 2.0
+    assert 0 < row["cpu_s"] and 10 < row["max_rss_mb"] < 8000
