@@ -100,8 +100,9 @@ def read_fits_header(path: Path, hdu_index: int = 0):
 
     src = _decompress(Path(path))
     try:
-        with truncation_is_fatal(), fits.open(io.BytesIO(src) if isinstance(src, bytes) else src, lazy_load_hdus=True) as hdul:
-            return hdul[hdu_index].header.copy()
+        with truncation_is_fatal():  # the open itself reads the primary header
+            with fits.open(io.BytesIO(src) if isinstance(src, bytes) else src, lazy_load_hdus=True) as hdul:
+                return hdul[hdu_index].header.copy()
     except (OSError, ValueError, TypeError, EOFError, IndexError, AstropyUserWarning) as exc:
         raise ProviderError(f"{path}: unreadable or truncated FITS ({exc})") from exc
 

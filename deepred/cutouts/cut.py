@@ -99,7 +99,8 @@ class CutSettings:
     max_zero_fraction: float = 0.01  # exact zeros allowed in a band's footprint (a survey's no-data fill)
 
 
-def cut_one(target: dict, reqs: dict, cache: _ImageCache, missing: dict, cs: CutSettings) -> tuple[np.ndarray | None, Reject | None]:
+def cut_one(target: dict, reqs: dict, cache: _ImageCache, missing: dict,
+            cs: CutSettings) -> tuple[np.ndarray | None, Reject | None]:
     """(cutout (bands, size, size), None) or (None, why not)."""
     wout = target_wcs(target["ra"], target["dec"], cs.size, cs.pixel_scale)
     area_out = (cs.pixel_scale / 3600.0) ** 2
@@ -148,8 +149,9 @@ def _companion(got, comp: ImageRequest, band: str, wout, size: int) -> tuple[flo
     box = _box(got, wout, size, min(got.core_px, size))
     flagged = box is None or bool((box.astype(np.int64) & got.bits).any())
     if flagged:
-        flags = "outside the mask" if box is None else f"flags {sorted({int(v) for v in np.unique(box) if int(v) & got.bits})}"
-        return 1.0, Reject(f"band {band}: masked at the centre ({flags} in the central {got.core_px} px)", comp.key, "masked")
+        found = "outside the mask" if box is None else f"flags {sorted({int(v) for v in np.unique(box) if int(v) & got.bits})}"
+        return 1.0, Reject(f"band {band}: masked at the centre ({found} in the central {got.core_px} px)", comp.key,
+                           "masked")
     return 1.0, None
 
 

@@ -117,7 +117,8 @@ class KiDSTiles(Provider):
         return (self.tile_names[i] if np.isfinite(dist[i]) else None), float(dist[i])
 
     def _request(self, tile: str, band: str, product: str, column: str) -> ImageRequest:
-        name = self.CAT_NAME.format(tile=tile) if product == "cat" else self.NAME.format(tile=tile, band=band, product=product)
+        name = (self.CAT_NAME.format(tile=tile) if product == "cat"
+                else self.NAME.format(tile=tile, band=band, product=product))
         template = self.cfg.get("url_template") or self.DEFAULT_TEMPLATE
         url = self.links.get(column, {}).get(tile) or template.format(base=self.base, tile=tile, band=band, name=name)
         return ImageRequest(key=f"tiles/{name}", url=url, band=band, role=product)
@@ -128,7 +129,8 @@ class KiDSTiles(Provider):
             return {b: f"no KiDS tile within {self.half + 0.1:.2f} deg (nearest {tile} at {dist:.2f} deg)" for b in self.bands}
         out = {}
         for b in self.bands:
-            companions = tuple(self._request(tile, b, p, "url_cat" if p == "cat" else f"url_{b}_{p}") for p in self.products)
+            companions = tuple(self._request(tile, b, p, "url_cat" if p == "cat" else f"url_{b}_{p}")
+                               for p in self.products)
             sci = self._request(tile, b, "sci", f"url_{b}")
             out[b] = ImageRequest(sci.key, sci.url, b, role="sci", companions=companions)
         return out
@@ -163,7 +165,7 @@ class KiDSTiles(Provider):
         key = f"DMAG_{band.upper()}"
         if header.get(key) is None:
             found = sorted(k for k in header if k.startswith("DMAG"))
-            raise CalibrationError(f"{path}: no {key} card in the primary header (DMAG cards found: {found or 'none'}); "
+            raise CalibrationError(f"{path}: no {key} card in the primary header (DMAG cards: {found or 'none'}); "
                                    "set provider.dmag: false to cut without the DR4 per-tile offsets")
         return float(header[key])
 

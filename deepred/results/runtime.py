@@ -74,9 +74,10 @@ def runtime_table(jobs: pd.DataFrame, scheduler: dict | None = None) -> pd.DataF
     rows = [per, pd.DataFrame([total])]
     if scheduler:
         cpu = float(scheduler["cpu_s"])
+        share = cpu / total_cpu if total_cpu else float("nan")
         rows.append(pd.DataFrame([{"rule": SCHEDULER_ROW, "jobs": int(scheduler.get("jobs", 0)),
                                    "wall_s": float(scheduler["wall_s"]), "cpu_s": cpu, "max_rss_mb": float("nan"),
-                                   "wall_share": float("nan"), "cpu_share": cpu / total_cpu if total_cpu else float("nan")}]))
+                                   "wall_share": float("nan"), "cpu_share": share}]))
     return pd.concat(rows, ignore_index=True)
 
 

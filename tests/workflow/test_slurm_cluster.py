@@ -243,6 +243,31 @@ def test_rerun_after_one_architecture_changes_submits_only_its_jobs(e2e, timelim
     assert all(run.sacct[j.jobid]["State"] == "COMPLETED" for j in run.jobs), run.sacct
 
 
+def test_one_table_submits_only_its_own_datasets_jobs(cluster, tmp_path):
+    """The README's literal command for one table (`snakemake --profile slurm results/tables/kids_nmad.csv`), on
+    the CI config with a second dataset: the table's dataset only, in a few SLURM jobs, nothing of the other."""
+    workdir = copy_workflow(REPO, tmp_path / "wf")
+    cfg = _config(workdir)
+    cfg["datasets"]["kids_copy"] = dict(cfg["datasets"]["kids"])
+    cfg["test_sets"]["kids_copy"] = {"dataset": "kids_copy", "table": "kids_copy"}
+    (workdir / "two.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    args = [*PROFILE_ARGS, "--configfile", "two.yaml"]
+    plan = subprocess.run([sys.executable, "-m", "snakemake", *args, "-n"], cwd=workdir, capture_output=True,
+                          text=True, timeout=300, stdin=subprocess.DEVNULL)
+    whole = [b for b in _rule_blocks(plan.stdout + plan.stderr)[1] if not b["local"]]
+    run = Run(workdir, [f"{cfg['results_dir']}/tables/kids_nmad.csv", *args], timeout=420)  # --configfile takes several
+    assert run.rc == 0, run.explain()
+    assert {j.wildcards.get("dataset") for j in run.jobs if "dataset" in j.wildcards} == {"kids"}, run.jobs
+    assert not any("kids_copy" in str(j.wildcards) for j in run.jobs)
+    submissions = {j.jobid for j in run.jobs}
+    # the whole DAG's cluster jobs (ungrouped, as one `tables` job asking for every test set made the literal
+    # command plan them) against the SLURM jobs this command submitted
+    print(f"kids_nmad.csv: {len(submissions)} SLURM jobs for {len(run.jobs)} rule runs; "
+          f"the whole two-dataset DAG: {len(whole)} cluster jobs")
+    assert len(whole) >= 2 * len(submissions), (len(whole), len(submissions))
+    assert all(run.sacct[j]["State"] == "COMPLETED" for j in submissions), run.sacct
+
+
 def test_invalid_account_is_refused_before_any_submission(cluster, tmp_path):
     workdir = copy_workflow(REPO, tmp_path / "wf")
     run = Run(workdir, [*PROFILE_ARGS, "--configfile", "config/ci.yaml"], timeout=120,
