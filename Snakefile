@@ -20,9 +20,8 @@ check_config_files(["config.yaml", *workflow.configfiles])
 configfile: "config.yaml"
 
 
-STARTED = (
-    time.time()
-)  # the scheduler's own wall and CPU go to results/benchmarks/scheduler.tsv (onsuccess)
+# the scheduler's own wall and CPU go to results/benchmarks/scheduler.tsv (onsuccess)
+STARTED = time.time()
 
 
 report: "report/workflow.rst"  # `snakemake --report results/report.html`

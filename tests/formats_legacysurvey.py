@@ -41,14 +41,12 @@ from __future__ import annotations
 
 import io
 import threading
-from http.server import BaseHTTPRequestHandler
-from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from realformats import LoopbackServer
-from survey_formats import render, tan_wcs
+from survey_formats import LoggedHandler, render, tan_wcs
 
 NATIVE = 0.262
 DECSPLIT = 32.375
@@ -109,19 +107,11 @@ def _header(wcs, bands: str, w_px: int, h_px: int) -> fits.Header:
     return hdr
 
 
-class _ViewerHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args):
-        pass
-
+class _ViewerHandler(LoggedHandler):
     def do_GET(self):
         srv = self.server
-        url = urlparse(self.path)
-        q = {k: v[0] for k, v in parse_qs(url.query).items()}
-        entry = {"path": url.path, "query": q, "status": None}
+        q, entry = self.logged_query()
         with srv.lock:
-            srv.requests.append(entry)
             key = (round(float(q.get("ra", 0)), 4), round(float(q.get("dec", 0)), 4))
             seen = srv.seen[key] = srv.seen.get(key, 0) + 1
         if seen <= srv.transient.get(key, 0):
@@ -130,22 +120,11 @@ class _ViewerHandler(BaseHTTPRequestHandler):
             return
         cube, hdr = cutout_cube(q, srv.sources, srv.holes, srv.noise)
         if cube is None:  # NoOverlapError, uncaught: Django's generic 500
-            self._send(entry, 500, DJANGO_500, "text/html")
+            self.send_body(entry, 500, DJANGO_500, "text/html")
             return
         buf = io.BytesIO()
         fits.PrimaryHDU(cube, header=hdr).writeto(buf)
-        self._send(entry, 200, buf.getvalue(), "image/fits")
-
-    def _send(self, entry: dict, status: int, body: bytes, ctype: str) -> None:
-        entry["status"] = status
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError):
-            entry["status"] = "client gone"
+        self.send_body(entry, 200, buf.getvalue(), "image/fits")
 
 
 class LegacyViewer(LoopbackServer):

@@ -197,19 +197,39 @@ def sources_of(targets: pd.DataFrame) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------------------- cutout service
-class _ServiceHandler(BaseHTTPRequestHandler):
+class LoggedHandler(BaseHTTPRequestHandler):
+    """A quiet HTTP/1.1 handler that logs each GET (path, query, status) in server.requests, under server.lock."""
+
     protocol_version = "HTTP/1.1"
 
     def log_message(self, *args):
         pass
 
-    def do_GET(self):
-        srv = self.server
+    def logged_query(self) -> tuple[dict, dict]:
+        """(the query as {key: first value}, this request's entry in server.requests)."""
         url = urlparse(self.path)
         q = {k: v[0] for k, v in parse_qs(url.query).items()}
         entry = {"path": url.path, "query": q, "status": None}
-        with srv.lock:
-            srv.requests.append(entry)
+        with self.server.lock:
+            self.server.requests.append(entry)
+        return q, entry
+
+    def send_body(self, entry: dict, status: int, body: bytes, ctype: str) -> None:
+        entry["status"] = status
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            entry["status"] = "client gone"
+
+
+class _ServiceHandler(LoggedHandler):
+    def do_GET(self):
+        srv = self.server
+        q, entry = self.logged_query()
         try:
             ra, dec = float(q["ra"]), float(q["dec"])
             size, pixscale, bands = int(q["size"]), float(q["pixscale"]), q["bands"]
@@ -246,16 +266,7 @@ class _ServiceHandler(BaseHTTPRequestHandler):
             hdr[f"BAND{i}"] = b
         buf = io.BytesIO()
         fits.PrimaryHDU(cube.astype(np.float32), header=hdr).writeto(buf)
-        body = buf.getvalue()
-        entry["status"] = 200
-        try:
-            self.send_response(200)
-            self.send_header("Content-Type", "application/fits")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError):
-            entry["status"] = "client gone"
+        self.send_body(entry, 200, buf.getvalue(), "application/fits")
 
 
 class CutoutServer(LoopbackServer):

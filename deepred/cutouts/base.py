@@ -112,7 +112,6 @@ class FluxScale:
     """A companion's answer: multiply the band's fluxes by `factor` (e.g. a per-tile zero-point offset)."""
 
     factor: float
-    what: str
 
 
 @dataclass(frozen=True)

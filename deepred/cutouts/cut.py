@@ -23,7 +23,7 @@ from deepred.contracts.pixels import pixel_problem
 from deepred.contracts.processed import DataError
 from deepred.core.io import write_json, write_parquet
 from deepred.cutouts.providers import FluxScale, ImageRequest, MissingBand, ProviderError, WeightMap, read_decoded
-from deepred.cutouts.resample import EdgeError, pixel_area, resample, target_wcs
+from deepred.cutouts.resample import EdgeError, box_outline, pixel_area, resample, target_wcs
 from deepred.cutouts.targets import (
     OUT,
     SURVEYS,
@@ -157,10 +157,7 @@ def _companion(got, comp: ImageRequest, band: str, wout, size: int) -> tuple[flo
 
 def _box(aux, wout, size: int, core: int) -> np.ndarray | None:
     """The input pixels of a companion map under the central `core` x `core` output pixels (None: off the map)."""
-    c = (size - 1) / 2.0
-    edge = np.array([c - core / 2.0, c, c + core / 2.0])
-    xx, yy = np.meshgrid(edge, edge)
-    x, y = aux.wcs.world_to_pixel_values(*wout.pixel_to_world_values(xx.ravel(), yy.ravel()))
+    x, y = box_outline(aux.wcs, wout, size, core)
     x0, x1 = int(np.floor(np.min(x) + 0.5)), int(np.floor(np.max(x) + 0.5)) + 1
     y0, y1 = int(np.floor(np.min(y) + 0.5)), int(np.floor(np.max(y) + 0.5)) + 1
     ny, nx = aux.data.shape

@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -131,8 +132,7 @@ class KiDSTiles(Provider):
         for b in self.bands:
             companions = tuple(self._request(tile, b, p, "url_cat" if p == "cat" else f"url_{b}_{p}")
                                for p in self.products)
-            sci = self._request(tile, b, "sci", f"url_{b}")
-            out[b] = ImageRequest(sci.key, sci.url, b, role="sci", companions=companions)
+            out[b] = replace(self._request(tile, b, "sci", f"url_{b}"), companions=companions)
         return out
 
     # ---------------------------------------------------------------------------------------------- files
@@ -174,8 +174,7 @@ class KiDSTiles(Provider):
 
     def read_aux(self, path, request):
         if request.role == "cat":
-            dmag = self.dmag(read_fits_header(path), path, request.band)
-            return FluxScale(float(10 ** (-0.4 * dmag)), f"DMAG_{request.band.upper()} = {dmag:+.4f}")
+            return FluxScale(float(10 ** (-0.4 * self.dmag(read_fits_header(path), path, request.band))))
         data, header = read_fits_hdu(path)
         wcs = celestial_wcs(header, path)
         if request.role == "wei":

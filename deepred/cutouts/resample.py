@@ -51,12 +51,18 @@ def target_wcs(ra: float, dec: float, size: int, pixel_scale: float) -> WCS:
     return w
 
 
+def box_outline(wcs_in: WCS, wcs_out: WCS, size: int, core: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Input-pixel (x, y) of the corners and edge midpoints of the output grid's central `core` x `core` pixels
+    (default: the whole grid)."""
+    c, half = (size - 1) / 2.0, (size if core is None else core) / 2.0
+    edge = np.array([c - half, c, c + half])
+    xx, yy = np.meshgrid(edge, edge)
+    return wcs_in.world_to_pixel_values(*wcs_out.pixel_to_world_values(xx.ravel(), yy.ravel()))
+
+
 def footprint_box(wcs_in: WCS, wcs_out: WCS, size: int, margin: int) -> tuple[int, int, int, int]:
     """(y0, y1, x0, x1) of the input pixels under the output grid (its corners and edge midpoints), plus margin."""
-    edge = np.array([-0.5, (size - 1) / 2.0, size - 0.5])
-    xx, yy = np.meshgrid(edge, edge)
-    sky = wcs_out.pixel_to_world_values(xx.ravel(), yy.ravel())
-    x, y = wcs_in.world_to_pixel_values(*sky)
+    x, y = box_outline(wcs_in, wcs_out, size)
     x0, x1 = int(np.floor(np.min(x))) - margin, int(np.ceil(np.max(x))) + margin + 1
     y0, y1 = int(np.floor(np.min(y))) - margin, int(np.ceil(np.max(y))) + margin + 1
     return y0, y1, x0, x1

@@ -37,6 +37,16 @@ def _cfg(tmp_path, **source):
     return validate_config(cfg)
 
 
+def _rows_and_peak(src, rows=8) -> tuple[int, int]:
+    """(images read, peak traced bytes) of reading the whole source `rows` at a time."""
+    tracemalloc.start()
+    try:
+        n = sum(len(c.images) for c in src.chunks(rows))
+        return n, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def _read_all(src, rows=7):
     chunks = list(src.chunks(rows))
     return pd.concat([c.truth for c in chunks], ignore_index=True), np.concatenate([c.images for c in chunks])
@@ -84,13 +94,7 @@ def test_npz_cube_is_memory_mapped_and_read_a_chunk_at_a_time(tmp_path):
     mm = member_memmap(member)
     assert isinstance(mm, np.memmap) and mm.shape == (200, 64, 64, 5) and member.stored
     np.testing.assert_array_equal(mm[[5, 150]], cube[[5, 150]])  # the data offset is right
-    src = open_source(_cfg(tmp_path, selection=None), "sdss")
-    tracemalloc.start()
-    try:
-        n = sum(len(c.images) for c in src.chunks(8))
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    n, peak = _rows_and_peak(open_source(_cfg(tmp_path, selection=None), "sdss"))
     assert n == 200 and peak < cube.nbytes / 8, f"peak {peak} bytes for a {cube.nbytes}-byte cube"
 
 
@@ -109,13 +113,7 @@ def test_npz_deflated_cube_is_streamed_to_the_same_galaxies(tmp_path, npz):
 def test_npz_deflated_stream_holds_one_chunk(tmp_path):
     path = tmp_path / "raw" / "sdss" / "sdss.npz"
     cube, _ = write_pasquet_npz(path, n=200, compressed=True)
-    src = open_source(_cfg(tmp_path, selection=None), "sdss")
-    tracemalloc.start()
-    try:
-        n = sum(len(c.images) for c in src.chunks(8))
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    n, peak = _rows_and_peak(open_source(_cfg(tmp_path, selection=None), "sdss"))
     assert n == 200 and peak < cube.nbytes / 4, f"peak {peak} bytes for a {cube.nbytes}-byte cube"
 
 
