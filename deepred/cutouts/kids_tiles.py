@@ -138,8 +138,10 @@ class KiDSTiles(Provider):
     # ---------------------------------------------------------------------------------------------- files
     def check(self, path, request):
         role = getattr(request, "role", "sci")
-        if role == "cat":
-            self.dmag(read_fits_header(path), path, request.band)
+        if role == "cat":  # one catalogue serves every band: fetched once, checked for each band's offset
+            header = read_fits_header(path)
+            for band in self.bands:
+                self.dmag(header, path, band)
             return
         data, header = read_fits_hdu(path)
         if data.ndim != 2:

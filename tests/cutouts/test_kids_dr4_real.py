@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from astropy.io import fits
 from formats_kids import KIDS_BANDS, write_kids_dr4
 from realformats import RangeServer
 from survey_formats import aperture_flux, cutout_config, render
@@ -119,6 +120,20 @@ def test_unknown_calibration_stops_on_the_first_tile(tmp_path):
     ref = aperture_flux(render(target_wcs(r.RA, r.DEC, CUT, SCALE), (CUT, CUT), _sources(t), SCALE), 8)
     assert aperture_flux(images[list(truth["object_id"]).index("a")][2], 8) / ref == pytest.approx(1.0, abs=0.01)
     assert json.loads((raw_dir(cfg, "kids") / OUT / "meta.json").read_text())["n_rejected"] == 0
+
+
+def test_a_catalogue_without_one_bands_dmag_stops_the_fetch(tmp_path):
+    """The catalogue is fetched once for all bands (under the first band's request): every band's DMAG is
+    checked then, not only the first's, so a missing DMAG_R stops the fetch instead of rejecting every target."""
+    t = _targets({"a": (-20, -15)})
+    tiles = write_kids_dr4(tmp_path / "kids", [TILE], _sources(t), size=300, dmag=DMAG)
+    cat = tmp_path / "kids" / "tiles" / f"KiDS_DR4.0_{TILE[0]:.1f}_{TILE[1]:.1f}_ugriZYJHKs_cat.fits"
+    with fits.open(cat) as hdul:
+        del hdul[0].header["DMAG_R"]
+        hdul.writeto(cat, overwrite=True)
+    with RangeServer(tmp_path / "kids") as srv:
+        with pytest.raises(DownloadError, match=r"first file, before downloading the rest.*no DMAG_R card"):
+            fetch_images(_config(tmp_path, srv, t, tiles), "kids")
 
 
 def test_tile_names_as_kids_writes_them():
