@@ -33,6 +33,16 @@ FIELD_TYPES = {
 }
 Q_EVOLUTION = 1.0  # mag of passive brightening per unit redshift
 
+# Morphology models of the central and neighbour galaxies. "v1" (the default, bit-for-bit the original): sizes
+# depend on the evolution-corrected luminosity M + Q z only, so at fixed M + Q z the size in kpc does not change
+# with z. "evolving" adds the size evolution at fixed stellar mass of van der Wel et al. 2014 (ApJ 788, 28,
+# 3D-HST+CANDELS, 0 < z < 3): R_eff ~ (1+z)^-1.48 for early types, (1+z)^-0.75 for late types; M + Q z (passive
+# evolution removed) stands in for stellar mass. docs/simulator-morphology.md measures what either carries.
+MORPHOLOGIES = ("v1", "evolving")
+SIZE_EVOLUTION = {"early": 1.48, "late": 0.75}  # van der Wel et al. 2014, abstract and sect. 5
+SIZE_EVOLUTION_ZREF = 0.1  # sizes are unchanged here: the size-luminosity relations are SDSS's (Shen et al. 2003)
+EARLY_SED_MAX = 0.6  # continuous SED types below this are early types (FIELD_TYPES' E range; lens hosts 0-0.3)
+
 
 def _beta_range(rng, n, lo, hi, a, b):
     return lo + (hi - lo) * rng.beta(a, b, n)
@@ -275,3 +285,24 @@ def _add_supernovae(rng, p: dict, n: int, is_sn: np.ndarray, preset) -> None:
     )
     window = preset.epochs * preset.cadence_days
     p["sn_t_peak"] = np.where(is_sn, rng.uniform(-15.0, window + 5.0, n), np.nan)
+
+
+def size_evolution_factor(sed_type, z) -> np.ndarray:
+    """Factor on the half-light radius of morphology "evolving": ((1 + z) / (1 + z_ref))^-beta, beta by SED type."""
+    beta = np.where(np.asarray(sed_type) < EARLY_SED_MAX, SIZE_EVOLUTION["early"], SIZE_EVOLUTION["late"])
+    return ((1.0 + np.asarray(z, dtype=float)) / (1.0 + SIZE_EVOLUTION_ZREF)) ** -beta
+
+
+def apply_morphology(cat: dict, morphology: str) -> None:
+    """Turn a catalogue drawn with the "v1" morphology into `morphology`, in place.
+
+    A deterministic rescaling after the draws, with no random numbers of its own: every other array of a dataset
+    stays identical between the models. Angular size is linear in the physical one, so scaling arcsec scales kpc.
+    The lensed sources keep their own (1+z)^-0.7 (source_galaxies)."""
+    if morphology not in MORPHOLOGIES:
+        raise ValueError(f"unknown morphology '{morphology}'; known: {', '.join(MORPHOLOGIES)}")
+    if morphology == "v1":
+        return
+    cat["re_lens"] = cat["re_lens"] * size_evolution_factor(cat["sed_lens"], cat["z_lens"])
+    if "nb_re_lens" in cat:
+        cat["nb_re_lens"] = cat["nb_re_lens"] * size_evolution_factor(cat["nb_sed_lens"], cat["nb_z_lens"])

@@ -266,6 +266,7 @@ class Renderer:
         T, rd = self.preset.epochs, self.preset.read_noise
         images = np.empty((n, B, H, H), dtype=np.float32)
         var = np.empty((n, B, H, H))
+        f_arc_sum = None  # band-summed arcs (Fourier)
         for j, b in enumerate(self.bands):
             otf = self._psf_transfer(self.band_info[j].psf_fwhm * fwhm_scale)
             fl = np.nan_to_num(np.asarray(p[f"flux_lens_{b}"], dtype=float))[:, None, None]
@@ -275,7 +276,7 @@ class Renderer:
                 fsn = np.nan_to_num(np.asarray(p[f"flux_sn_{b}"], dtype=float))[:, None, None]
                 f_arc = f_arc + fsn * f_sn
             f_arc = f_arc * otf
-            f_arc_sum = f_arc if j == 0 else f_arc_sum + f_arc
+            f_arc_sum = f_arc if f_arc_sum is None else f_arc_sum + f_arc
             central = np.maximum(sfft.irfft2(fl * f_lens * otf + f_arc, s=(P, P), workers=1)[:, :H, :H], 0.0)
             model[:, j] = central
             tot = central.copy()

@@ -73,15 +73,26 @@ def _check_args(preset, n_systems, seed, bands, cutout, class_fractions):
     return p, bands, int(cutout), fr
 
 
+def _check_morphology(morphology) -> str:
+    if morphology not in population.MORPHOLOGIES:
+        raise SimulationError(f"morphology must be one of {', '.join(population.MORPHOLOGIES)}, got {morphology!r}")
+    return morphology
+
+
 def draw_catalog(preset: str, n_systems: int, seed: int, bands=None, class_fractions=None, cutout=None,
-                 neighbours: bool = True) -> dict:
-    """Per-object parameters and apparent magnitudes / fluxes (nanomaggies) for every band."""
+                 neighbours: bool = True, morphology: str = "v1") -> dict:
+    """Per-object parameters and apparent magnitudes / fluxes (nanomaggies) for every band.
+
+    morphology: population.MORPHOLOGIES; "v1" (default) is the original size model, "evolving" adds size
+    evolution at fixed luminosity (docs/simulator-morphology.md)."""
     p, bands, cutout, fr = _check_args(preset, n_systems, seed, bands, cutout, class_fractions)
+    _check_morphology(morphology)
     rng = np.random.default_rng(dataset_seed(seed, preset))
     cat = population.draw_systems(rng, n_systems, p.population, fr, p)
     r_filter = p.bands["r"].filter_name
     cat.update(population.neighbours(np.random.default_rng([dataset_seed(seed, preset), 2]), n_systems, p, cutout,
                                      r_filter))
+    population.apply_morphology(cat, morphology)  # after every draw: the random streams are the same for all models
     if not neighbours:
         cat["nb_present"][:] = False
         cat["n_neighbours"][:] = 0
@@ -148,14 +159,16 @@ def _truth_table(cat: dict, bands, preset: str, extra: dict) -> pd.DataFrame:
 
 
 def simulate_dataset(preset: str, n_systems: int, seed: int, out_dir, bands=None, cutout=None,
-                     class_fractions=None, neighbours: bool = True) -> Path:
+                     class_fractions=None, neighbours: bool = True, morphology: str = "v1") -> Path:
     """Render one dataset into out_dir (see the module docstring). Returns out_dir.
 
-    neighbours=False leaves out the unrelated field galaxies that otherwise share the cutouts."""
+    neighbours=False leaves out the unrelated field galaxies that otherwise share the cutouts; morphology as in
+    draw_catalog (meta.json names it only when it is not the default "v1", so default datasets are unchanged)."""
     p, bands, cutout, fr = _check_args(preset, n_systems, seed, bands, cutout, class_fractions)
+    _check_morphology(morphology)
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
-    cat = draw_catalog(preset, n_systems, seed, bands, fr, cutout, neighbours)
+    cat = draw_catalog(preset, n_systems, seed, bands, fr, cutout, neighbours, morphology)
     renderer = Renderer(p, bands, cutout)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
@@ -166,6 +179,8 @@ def simulate_dataset(preset: str, n_systems: int, seed: int, out_dir, bands=None
         elapsed = time.perf_counter() - t0
         meta = _meta(preset, p, renderer, seed, n_systems, fr, neighbours)
         meta["render_seconds"] = round(elapsed, 2)
+        if morphology != "v1":
+            meta["morphology"] = morphology
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         _install(tmp, out_dir)
     finally:
