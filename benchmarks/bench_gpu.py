@@ -42,7 +42,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 # timm, the trainer and the simulator are imported where used: the no-GPU answer stays quick
-from deepred.core.model_names import enabled_networks  # noqa: E402
+from deepred.core.model_names import enabled_networks, hybrid_control_models  # noqa: E402
 from deepred.contracts.config import load_config, validate_config  # noqa: E402
 from deepred.core.io import write_json  # noqa: E402
 from deepred.models.registry import model_section  # noqa: E402
@@ -97,7 +97,8 @@ def network_throughput(config: dict, device: torch.device, sizes: dict, end: flo
     """{network: {shape: record}}: images/s at the batch of `sizes` with bf16 AMP and channels-last, peak memory."""
     out = report.record.setdefault("networks", {})
     amp = torch.bfloat16 if device.type == "cuda" else None  # the CPU has no fast bf16 (bench_cpu_speed)
-    for name in enabled_networks(config):
+    controls = hybrid_control_models(config)  # the hybrid's own network again: no new throughput figure
+    for name in [n for n in enabled_networks(config) if n not in controls]:
         out[name] = {}
         for key, shape in input_shapes(config).items():
             if time.perf_counter() > end:

@@ -82,6 +82,33 @@ rule tables:
         "../workflow_scripts/tables.py"
 
 
+rule hybrid_controls:
+    input:
+        **PLAN.hybrid_controls_inputs(),
+    output:
+        table=report(
+            P.table("hybrid_controls"),
+            category="Tables",
+            subcategory="Study",
+            labels={"table": "hybrid_controls"},
+        ),
+        provenance=P.table("hybrid_controls.provenance", ".json"),
+    log:
+        "logs/metrics/hybrid_controls.log",
+        usage=P.benchmark("hybrid_controls", "all"),
+    localrule: True
+    conda:
+        "../envs/deepred.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime="10m",
+    params:
+        **rule_params(config, "hybrid_controls"),
+    script:
+        "../workflow_scripts/hybrid_controls.py"
+
+
 rule runtime_table:
     input:
         PLAN.all_targets(),  # last: after every job of the default target has written its benchmark file

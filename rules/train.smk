@@ -8,6 +8,7 @@ rule train:
         catalog=P.processed(),
         stats=P.processed(name="stats.json"),
         shards=shards_of("dataset"),
+        features=lambda wc: PLAN.features_inputs(wc.model, wc.dataset),  # a hybrid's photometric features
     output:
         weights=P.model_file("model.safetensors"),
         meta=P.model_file("model.json"),
@@ -37,6 +38,7 @@ rule predict:
         catalog=P.processed(),
         stats=P.processed(name="stats.json"),
         shards=shards_of("dataset"),
+        features=lambda wc: PLAN.features_inputs(wc.model, wc.dataset),
     output:
         predictions=P.predictions(),
     log:

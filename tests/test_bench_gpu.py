@@ -25,13 +25,14 @@ def test_smoke_writes_every_section(tmp_path):
     rec = json.loads(out.read_text())
     assert rec["finished"] and rec["smoke"] and rec["environment"]["device"] == "cpu"
     # every enabled network of the config, at each distinct input shape of its datasets
-    assert set(rec["networks"]) == {"resnet", "mixer", "netz"}
+    assert set(rec["networks"]) == {"resnet", "mixer", "netz", "hybrid_mixer"}  # not the hybrid's controls
     for shapes in rec["networks"].values():
         assert list(shapes) == ["4x32"] and shapes["4x32"]["train_images_per_s"] > 0
     workers = rec["loader"]["workers"]
     assert set(workers) == {"0", "1"}  # ci.yaml's num_workers 0, and one worker process
     for w in workers.values():
-        assert w["images_per_s"] > 0 and set(w["over_training"]) == {"resnet/4x32", "mixer/4x32", "netz/4x32"}
+        assert w["images_per_s"] > 0 and set(w["over_training"]) == {"resnet/4x32", "mixer/4x32", "netz/4x32",
+                                                                                   "hybrid_mixer/4x32"}
     e2e = rec["end_to_end"]
     assert e2e["model"] == "netz" and e2e["dataset_rows"]["test"] > 0
     assert set(e2e["runs"]) == {"cpu_fp32", "cpu_amp"}

@@ -17,4 +17,5 @@ simulate_dataset(
     bands=snakemake.params.bands,  # noqa: F821
     cutout=snakemake.params.cutout,  # noqa: F821
     class_fractions=source.get("class_fractions"),
+    morphology=source.get("morphology", "v1"),
 )

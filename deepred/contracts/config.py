@@ -15,7 +15,13 @@ import jsonschema
 from deepred.contracts.config_checks import load_yaml, name_problems, path_problems
 from deepred.contracts.query import query_structure_problem
 from deepred.contracts.weights import safetensors_problem
-from deepred.core.model_names import PHOTOMETRY_BASELINE, enabled_architectures, enabled_baselines, enabled_networks
+from deepred.core.model_names import (
+    PHOTOMETRY_BASELINE,
+    enabled_architectures,
+    enabled_baselines,
+    enabled_networks,
+    ensemble_candidates,
+)
 from deepred.core.schema import load_schema
 
 
@@ -89,7 +95,9 @@ def _model_list_problems(config: dict) -> list[str]:
     sections = {**config.get("baselines", {}), **config.get("architectures", {})}
     problems = []
     for key, names, allowed, what in (
-        ("ensemble.members", config["ensemble"]["members"], archs, "enabled architecture"),
+        ("ensemble.members", config["ensemble"]["members"], ensemble_candidates(config),
+         "enabled architecture, hybrid or the enabled photometric baseline"),
+        ("hybrid.backbones", config["hybrid"]["backbones"], archs, "enabled architecture"),
         ("shap.models", config["shap"]["models"], networks, "enabled architecture or neural baseline"),
         ("metrics.transfer_models", config["metrics"]["transfer_models"], networks,
          "enabled architecture or neural baseline"),

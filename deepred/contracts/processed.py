@@ -36,6 +36,7 @@ CATALOG_COLUMNS = {
     "survey": "string",  # survey name
     "quality_flag": "int16",  # 0 = clean; bit flags set by the source
 }
+FEATURES_FILE = "photometry.parquet"  # the photometric features beside the catalogue (deepred.features.table)
 SPLITS = ("train", "val", "test")
 BAND_NAMES = ("u", "g", "r", "i", "z", "y", "Y")  # the schema's band enum
 

@@ -26,6 +26,7 @@ LAYERS = (
     "simulate",  # the survey simulator (the default data)
     "cutouts",  # catalogue-driven cutouts from survey frames, tiles and services
     "data",  # raw readers and normalization into the data contract
+    "features",  # features measured on the cutouts (sep photometry), once per dataset
     "models",  # networks: timm backbones, neural baselines, heads, registry, checkpoints
     "pdfs",  # PDF calibration, qp ensembles
     "baselines",  # HOG+SVR and photometry (feature baselines)

@@ -10,7 +10,10 @@ Where each name lives:
   except the feature-based ones (FEATURE_BASELINES). A new baseline needs a schema section anyway, and the
   schema is readable without torch; its network is registered once with @register_baseline in
   deepred/models/baselines.py (tests/baselines/test_baselines.py checks that every schema name has a builder);
-- ensembles: ENSEMBLE_METHODS (the ensemble job writes one model per method).
+- ensembles: ENSEMBLE_METHODS (the ensemble job writes one model per method);
+- hybrids: `hybrid_<architecture>` for each architecture in hybrid.backbones (image embedding + photometric features,
+  deepred/models/hybrid.py), and their controls `hybrid_<architecture>_<control>` (HYBRID_CONTROLS) when
+  hybrid.controls is on. Hybrids are table rows of their own family; the controls only feed hybrid_controls.csv.
 """
 
 from __future__ import annotations
@@ -25,6 +28,10 @@ PHOTOMETRY_BASELINE = FEATURE_BASELINES[1]  # colours, not images: a family of i
 ENSEMBLE_METHODS = ("stacked", "mean")
 PHOTOMETRY_FAMILY = "baseline_photometry"  # model_family of the photometric baseline
 ENSEMBLES = tuple(f"ensemble_{m}" for m in ENSEMBLE_METHODS)
+HYBRID_FAMILY = "deepred_hybrid"  # model_family of the hybrids: apart from the paper's image-only DeepRed rows
+# The hybrid's controls (results/tables/hybrid_controls.csv): each object's image swapped for another object's of
+# the same split (training and test), the photometry kept; the image branch zeroed (the head on photometry alone).
+HYBRID_CONTROLS = ("shuffled", "noimage")
 
 # The SHAP occlusion control's predictions (deepred/explain/controls.py), a column z_{variant} each: the sky-noise fills
 # of the footprint, the same mask elsewhere, both grown, then the donor swaps of the grown pair. Here, torch-free,
@@ -63,16 +70,54 @@ def enabled_neural_baselines(config: dict) -> list[str]:
     return [b for b in enabled_baselines(config) if b in neural_baselines()]
 
 
+def hybrid_backbones(config: dict) -> list[str]:
+    """hybrid.backbones that are enabled architectures."""
+    archs = enabled_architectures(config)
+    return [a for a in (config.get("hybrid") or {}).get("backbones", []) if a in archs]
+
+
+def hybrid_models(config: dict) -> list[str]:
+    """The hybrids the config trains: one per backbone in hybrid.backbones."""
+    return [f"hybrid_{a}" for a in hybrid_backbones(config)]
+
+
+def hybrid_control_models(config: dict) -> list[str]:
+    """The control networks of every hybrid (none when hybrid.controls is off)."""
+    if not (config.get("hybrid") or {}).get("controls", False):
+        return []
+    return [f"hybrid_{a}_{c}" for a in hybrid_backbones(config) for c in HYBRID_CONTROLS]
+
+
+def parse_hybrid(name: str, config: dict) -> tuple[str, str | None] | None:
+    """(architecture, control or None) of a hybrid or control name of this config, else None."""
+    for arch in (config.get("hybrid") or {}).get("backbones", []):
+        if name == f"hybrid_{arch}":
+            return arch, None
+        for control in HYBRID_CONTROLS:
+            if name == f"hybrid_{arch}_{control}":
+                return arch, control
+    return None
+
+
 def enabled_networks(config: dict) -> list[str]:
-    """The networks the train rule trains: enabled architectures, then enabled neural baselines."""
-    return enabled_architectures(config) + enabled_neural_baselines(config)
+    """The networks the train rule trains: enabled architectures, enabled neural baselines, hybrids and controls."""
+    return (enabled_architectures(config) + enabled_neural_baselines(config) + hybrid_models(config)
+            + hybrid_control_models(config))
+
+
+def ensemble_candidates(config: dict) -> list[str]:
+    """What ensemble.members may name: enabled architectures, hybrids and the enabled photometric baseline."""
+    return (enabled_architectures(config) + hybrid_models(config)
+            + [b for b in enabled_baselines(config) if b == PHOTOMETRY_BASELINE])
 
 
 def ensemble_members(config: dict) -> list[str]:
-    """ensemble.members that are enabled architectures (null, before validation: every one of them)."""
-    archs = enabled_architectures(config)
+    """ensemble.members that the config fits (null, before validation: every enabled architecture)."""
     members = config.get("ensemble", {}).get("members")
-    return archs if members is None else [m for m in members if m in archs]
+    if members is None:
+        return enabled_architectures(config)
+    allowed = ensemble_candidates(config)
+    return [m for m in members if m in allowed]
 
 
 def deepred_models(config: dict) -> list[str]:
@@ -81,8 +126,8 @@ def deepred_models(config: dict) -> list[str]:
 
 
 def table_models(config: dict) -> list[str]:
-    """Every model of the study's tables, in their row order: DeepRed's, then the enabled baselines."""
-    return deepred_models(config) + enabled_baselines(config)
+    """Every model of the study's tables, in their row order: DeepRed's, the hybrids, then the enabled baselines."""
+    return deepred_models(config) + hybrid_models(config) + enabled_baselines(config)
 
 
 def gives_pdfs(config: dict, model: str) -> bool:
@@ -104,8 +149,11 @@ def pdf_models(config: dict) -> list[str]:
 def model_family(config: dict, model: str) -> str:
     if model in config.get("architectures", {}):
         return "deepred_backbone"
-    if model in ENSEMBLES:
-        return "deepred_ensemble"
+    if model in ENSEMBLES:  # an ensemble with a hybrid or photometry member reads photometry too
+        image_only = set(ensemble_members(config)) <= set(enabled_architectures(config))
+        return "deepred_ensemble" if image_only else HYBRID_FAMILY
+    if parse_hybrid(model, config):
+        return HYBRID_FAMILY
     if model == PHOTOMETRY_BASELINE:  # improvement.csv compares with it apart from the image baselines
         return PHOTOMETRY_FAMILY
     if model in FEATURE_BASELINES:

@@ -92,8 +92,10 @@ class TrainedModel:
         return PointModule(self.net).eval()
 
     @torch.no_grad()
-    def predict(self, images: np.ndarray, batch_size: int = 256) -> dict[str, np.ndarray]:
-        """z_pred for float32 (N, C, H, W) images (+ z_mean, z_median, z_mode, z_lo68, z_hi68, pdf for pdf heads)."""
+    def predict(self, images: np.ndarray, batch_size: int = 256, features: np.ndarray | None = None
+                ) -> dict[str, np.ndarray]:
+        """z_pred for float32 (N, C, H, W) images (+ z_mean, z_median, z_mode, z_lo68, z_hi68, pdf for pdf heads);
+        a hybrid also takes the images' photometric features (N, F)."""
         images = np.asarray(images, dtype=np.float32)
         shape = (self.net.in_chans, self.net.cutout, self.net.cutout)
         if images.ndim != 4 or images.shape[1:] != shape:
@@ -104,7 +106,9 @@ class TrainedModel:
         device = next(self.net.parameters()).device
         outs = []
         for s in range(0, len(images), batch_size):
-            outs.append(self.net(torch.from_numpy(images[s : s + batch_size]).to(device)).float().cpu())
+            extra = [] if features is None else [  # a copy: the features may be a read-only view
+                torch.from_numpy(np.array(features[s : s + batch_size], dtype=np.float32)).to(device)]
+            outs.append(self.net(torch.from_numpy(images[s : s + batch_size]).to(device), *extra).float().cpu())
         out = torch.cat(outs) if outs else torch.zeros((0, self.net.num_outputs))
         if self.net.head == "point":
             return {"z_pred": self.net.point(out).numpy().astype(float)}

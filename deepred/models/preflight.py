@@ -17,23 +17,27 @@ from importlib import metadata, resources
 from pathlib import Path
 
 from deepred.contracts.config import ConfigError
-from deepred.core.model_names import enabled_networks
+from deepred.core.model_names import enabled_networks, parse_hybrid
 from deepred.core.verdicts import cached_check
-from deepred.models.registry import build_model
+from deepred.models.registry import build_model, model_section
 
 
 def _section_key(name: str, config: dict) -> str:
+    hybrid = parse_hybrid(name, config)
+    if hybrid:
+        return f"architectures.{hybrid[0]} (as {name}, hybrid.backbones)"
     return f"architectures.{name}" if name in config.get("architectures", {}) else f"baselines.{name}"
 
 
 def _cache_key(config: dict, networks: list[str]) -> str:
     """Digest of everything a build depends on: the network sections, band counts and cutouts, the loss,
     the installed timm/torch and the source of deepred.models."""
-    sections = {n: {**config.get("baselines", {}), **config.get("architectures", {})}[n] for n in networks}
+    sections = {n: model_section(n, config)[1] for n in networks}
+    hybrid = [config.get("hybrid"), config.get("baselines", {}).get("photometry")] if config.get("hybrid") else []
     shapes = sorted({(len(d["bands"]), int(d["cutout"])) for d in config["datasets"].values()})
     code = b"".join(f.read_bytes() for f in sorted(resources.files("deepred.models").iterdir(), key=str)
                     if f.name.endswith(".py"))
-    payload = json.dumps([sections, shapes, config.get("training", {}).get("loss"),
+    payload = json.dumps([sections, hybrid, shapes, config.get("training", {}).get("loss"),
                           metadata.version("timm"), metadata.version("torch")], sort_keys=True, default=str)
     return hashlib.sha256(payload.encode() + code).hexdigest()[:32]
 

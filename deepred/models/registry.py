@@ -1,7 +1,8 @@
 """build_model: the one place that turns a model name into a RedshiftNet (backbone or neural baseline).
 
-A model name is an architecture key of config["architectures"] (a timm backbone) or a neural baseline
-(deepred.core.model_names.neural_baselines; deepred.models.baselines.build_baseline, imported lazily).
+A model name is an architecture key of config["architectures"] (a timm backbone), a neural baseline
+(deepred.core.model_names.neural_baselines; deepred.models.baselines.build_baseline, imported lazily), or a hybrid or
+hybrid control (`hybrid_<architecture>[_<control>]`, deepred.models.hybrid): that architecture's section, kind "hybrid".
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from deepred.contracts.config import ConfigError
-from deepred.core.model_names import neural_baselines
+from deepred.core.model_names import hybrid_control_models, hybrid_models, neural_baselines, parse_hybrid
 
 if TYPE_CHECKING:
     from deepred.models.heads import RedshiftNet
@@ -18,13 +19,18 @@ DEFAULT_BINS = 100  # pdf heads of architectures without n_bins
 
 
 def known_models(config: dict) -> list[str]:
-    return list(config.get("architectures", {})) + list(neural_baselines())
+    return (list(config.get("architectures", {})) + list(neural_baselines()) + hybrid_models(config)
+            + hybrid_control_models(config))
 
 
 def model_section(model_name: str, config: dict) -> tuple[str, dict]:
-    """("architecture" | "baseline", its config section); unknown names list the known ones."""
+    """("architecture" | "baseline" | "hybrid", its config section: a hybrid's is its architecture's); unknown names
+    list the known ones."""
     if model_name in config.get("architectures", {}):
         return "architecture", config["architectures"][model_name]
+    hybrid = parse_hybrid(model_name, config)
+    if hybrid and hybrid[0] in config.get("architectures", {}):
+        return "hybrid", config["architectures"][hybrid[0]]
     if model_name in neural_baselines():
         return "baseline", config.get("baselines", {}).get(model_name, {})
     raise ConfigError(
@@ -53,6 +59,8 @@ def build_model(model_name: str, config: dict, in_chans: int, img_size: int) -> 
     head, n_bins = head_of(model_name, config)
     num_outputs = n_bins if head == "pdf" else 1
     loss = config.get("training", {}).get("loss", "huber")
+    if kind == "hybrid":
+        return _build_hybrid(model_name, config, in_chans, img_size, num_outputs, head, n_bins, loss)
     if kind == "architecture":
         size = input_size(img_size, int(section.get("pad_multiple", 1)))
         body = create_backbone(model_name, section, in_chans, size, num_outputs)
@@ -62,3 +70,22 @@ def build_model(model_name: str, config: dict, in_chans: int, img_size: int) -> 
         size = img_size
         body = build_baseline(model_name, in_chans, img_size, num_outputs, **section)
     return RedshiftNet(body, head=head, in_chans=in_chans, cutout=img_size, input_size=size, n_bins=n_bins, loss=loss)
+
+
+def _build_hybrid(model_name: str, config: dict, in_chans: int, img_size: int, num_outputs: int, head: str,
+                  n_bins: int | None, loss: str):
+    """A HybridNet: the architecture's backbone without its classifier (the pooled embedding) and the fusion head."""
+    # imported here, as in build_model: timm, torch and sep load only where a network is built
+    from deepred.features.photometry import PhotometryParams, feature_names
+    from deepred.models.backbones import create_backbone, input_size
+    from deepred.models.hybrid import HybridNet
+
+    arch, control = parse_hybrid(model_name, config)
+    section, settings = config["architectures"][arch], config["hybrid"]
+    size = input_size(img_size, int(section.get("pad_multiple", 1)))
+    body = create_backbone(arch, section, in_chans, size, 0)  # num_classes=0: timm's pooled features
+    params = PhotometryParams.from_config(config["baselines"]["photometry"], img_size)
+    n_features = len(feature_names([f"b{i}" for i in range(in_chans)], params))
+    return HybridNet(body, embed_dim=int(body.num_features), n_features=n_features, hidden=int(settings["hidden"]),
+                     dropout=float(settings["dropout"]), image_branch=control != "noimage", head=head,
+                     in_chans=in_chans, cutout=img_size, input_size=size, n_bins=n_bins, loss=loss)

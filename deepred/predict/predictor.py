@@ -3,7 +3,9 @@ and ensembles.
 
 Modelled on rail_base's CatEstimator: the base class owns the template methods and each kind fills two hooks,
 `_load` (read and verify its files; return its model.json) and `_predict_scaled` (scaled float32 (N, C, H, W)
-images -> {z_pred, and for PDF heads the PDF_SUMMARY columns and pdf}). The templates:
+images, and the photometric features of the kinds that read them, None: measure them -> {z_pred, and for PDF heads
+the PDF_SUMMARY columns and pdf}). Kinds that read features (photometry, the hybrids) also fill `_features` (the
+rows' features from the dataset's features file, deepred.features.table). The templates:
 - `predict(images)`: the kind's outputs, then the calibration of model.json (deepred.pdfs.calibration), whatever the kind:
   a point estimator gains a PDF, every PDF is calibrated (pdf_uncalibrated keeps the one before); z_pred stays;
 - `predict_rows(ds, rows)`: chunk by chunk, read the rows' (already scaled) images from a processed dataset,
@@ -91,14 +93,23 @@ class Predictor:
     def _load(self) -> dict:
         raise NotImplementedError
 
-    def _predict_scaled(self, images: np.ndarray) -> dict:
+    def _predict_scaled(self, images: np.ndarray, features: np.ndarray | None = None) -> dict:
         raise NotImplementedError
+
+    def _features(self, ds: ProcessedDataset, rows: pd.DataFrame) -> np.ndarray | None:
+        """The rows' photometric features for a kind that reads them (None: this kind does not)."""
+        return None
+
+    def _rows_as_seen(self, rows: pd.DataFrame) -> pd.DataFrame:
+        """The rows whose images the model is shown (the hybrid's shuffled-pixels control swaps them)."""
+        return rows
 
     # ------------------------------------------------------------------------------------ templates
 
-    def predict(self, images: np.ndarray) -> dict:
-        """Outputs for scaled float32 (N, C, H, W) cutouts (the processed shards' pixels), calibrated."""
-        res = self._predict_scaled(images)
+    def predict(self, images: np.ndarray, features: np.ndarray | None = None) -> dict:
+        """Outputs for scaled float32 (N, C, H, W) cutouts (the processed shards' pixels), calibrated; `features`:
+        their photometric features where already measured (kinds that read them measure them otherwise)."""
+        res = self._predict_scaled(images, features)
         return res if self.calibration is None else self.calibration.apply(res, self.output_grid)
 
     def predict_raw(self, images: np.ndarray) -> dict:
@@ -130,11 +141,14 @@ class Predictor:
         if adapt is None:
             self.check_dataset(ds)
         label, pdf = ds.stats["label_column"], self.gives_pdf
+        seen = self._rows_as_seen(rows)
+        features = self._features(ds, rows) if adapt is None else None  # adapted images: measured on them
         parts = []
         for s in range(0, len(rows), CHUNK_ROWS):
             chunk = rows.iloc[s : s + CHUNK_ROWS]
-            images = ds.images(chunk)
-            res = self.predict(adapt(images) if adapt is not None else images)
+            images = ds.images(seen.iloc[s : s + CHUNK_ROWS])
+            res = self.predict(adapt(images) if adapt is not None else images,
+                               None if features is None else features[s : s + CHUNK_ROWS])
             parts.append(prediction_frame(chunk, label, res, pdf))
         out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=prediction_columns(pdf))
         out.attrs["pdf_grid"] = None if self.output_grid is None else [float(g) for g in self.output_grid]
@@ -179,6 +193,7 @@ class NeuralPredictor(Predictor):
             raise InferenceError(f"{self.model_dir}: cannot load the trained model: {exc}") from exc
         if self.device != "cpu":
             self.trained.net.to(self.device)
+        self.hybrid = self.trained.meta.get("hybrid")  # a hybrid's record (deepred.models.hybrid.hybrid_record)
         return self.trained.meta
 
     @property
@@ -188,8 +203,30 @@ class NeuralPredictor(Predictor):
         # A point head's PDFs come on its calibration's grid.
         return self.trained.grid if self.trained.grid is not None else self.grid
 
-    def _predict_scaled(self, images: np.ndarray) -> dict:
-        return self.trained.predict(images, batch_size=self.batch_size)
+    def _predict_scaled(self, images: np.ndarray, features: np.ndarray | None = None) -> dict:
+        if self.hybrid and features is None:  # users' cutouts: measured as the features file measures them
+            # imported here, as every kind's libraries: sep loads with the hybrids only
+            from deepred.features.photometry import photometry_features
+            from deepred.models.hybrid import record_params
+
+            features = photometry_features(images, self.scaling, record_params(self.hybrid))
+        return self.trained.predict(images, batch_size=self.batch_size,
+                                    features=features if self.hybrid else None)
+
+    def _features(self, ds: ProcessedDataset, rows: pd.DataFrame) -> np.ndarray | None:
+        if not self.hybrid:
+            return None
+        from deepred.features.table import feature_matrix  # with the hybrids only (sep, pyarrow)
+        from deepred.models.hybrid import record_params
+
+        return feature_matrix(ds, rows, record_params(self.hybrid))
+
+    def _rows_as_seen(self, rows: pd.DataFrame) -> pd.DataFrame:
+        if not self.hybrid:
+            return rows
+        from deepred.models.hybrid import rows_as_seen  # with the hybrids only
+
+        return rows_as_seen(self.hybrid, rows)
 
     def point_module(self):
         """nn.Module (B, C, H, W) -> (B, 1) of the point estimate (what SHAP explains)."""
@@ -211,7 +248,7 @@ class NumpyModelPredictor(Predictor):
             raise InferenceError(str(exc)) from exc
         return card.read_card(self.model_dir, InferenceError)
 
-    def _predict_scaled(self, images: np.ndarray) -> dict:
+    def _predict_scaled(self, images: np.ndarray, features: np.ndarray | None = None) -> dict:
         return {"z_pred": self.model.predict_images(images)}
 
 
@@ -239,6 +276,16 @@ class PhotometryPredictor(NumpyModelPredictor):
 
         return PhotometryModel, PhotometryError
 
+    def _predict_scaled(self, images: np.ndarray, features: np.ndarray | None = None) -> dict:
+        if features is None:
+            return super()._predict_scaled(images)
+        return {"z_pred": self.model.trees.predict(features)}
+
+    def _features(self, ds: ProcessedDataset, rows: pd.DataFrame) -> np.ndarray:
+        from deepred.features.table import feature_matrix  # as the model class: with this kind only
+
+        return feature_matrix(ds, rows, self.model.params)
+
 
 @register_kind(card.ENSEMBLE)
 class EnsemblePredictor(Predictor):
@@ -262,8 +309,8 @@ class EnsemblePredictor(Predictor):
                                      f"{meta.get('cutout')} px")
         return meta
 
-    def _predict_scaled(self, images: np.ndarray) -> dict:
-        outs = [m.predict(images) for m in self.members]
+    def _predict_scaled(self, images: np.ndarray, features: np.ndarray | None = None) -> dict:
+        outs = [m.predict(images) for m in self.members]  # each member measures what it reads
         res = {"z_pred": self.ensemble.combine(np.stack([o["z_pred"] for o in outs], axis=1))}
         if self.calibration is not None:  # the members' calibrated PDFs mixed with the calibration's weights
             res["pdf"] = self.ensemble.combine_pdfs([o.get("pdf") for o in outs], [m.output_grid for m in self.members],

@@ -24,6 +24,7 @@ from deepred.core import metrics as M
 from deepred.core.io import write_csv
 from deepred.core.model_names import (
     ENSEMBLES,
+    HYBRID_FAMILY,
     PHOTOMETRY_BASELINE,
     PHOTOMETRY_FAMILY,
     ensemble_members,
@@ -218,14 +219,16 @@ def _read_all(paths: dict[str, str | Path]) -> pd.DataFrame:
 
 
 def improvement_table(config: dict, nmad: pd.DataFrame) -> pd.DataFrame:
-    """Per test set: DeepRed's best model vs the best image baseline (every baseline but photometry), R = NMAD ratio,
-    the paper's R, and R_photometry = the same ratio against the photometric baseline."""
+    """Per test set: DeepRed's best image-only model vs the best image baseline (every baseline but photometry),
+    R = NMAD ratio, the paper's R, and R_photometry = the same ratio against the photometric baseline; then the best
+    hybrid (images + photometry, not part of the paper's R) and R_hybrid_photometry, its ratio against photometry."""
     mcfg = config["metrics"]
     paper = mcfg.get("paper_R", {})
     out = []
     for ts in config["test_sets"]:
         d = nmad[nmad["test_set"] == ts].set_index("model")
-        ours = d[d["family"].str.startswith("deepred")]
+        ours = d[d["family"].str.startswith("deepred") & (d["family"] != HYBRID_FAMILY)]
+        hybrids = d[d["family"] == HYBRID_FAMILY]
         theirs = d[d["family"].str.startswith("baseline") & (d["family"] != PHOTOMETRY_FAMILY)]
         phot = d[d["family"] == PHOTOMETRY_FAMILY]
         row = {"test_set": ts, "dataset": config["test_sets"][ts]["dataset"], "n": int(d["n"].iloc[0]),
@@ -254,10 +257,27 @@ def improvement_table(config: dict, nmad: pd.DataFrame) -> pd.DataFrame:
             row.update(R_photometry=row["best_deepred_nmad"] / nph if nph else np.nan,
                        R_photometry_ci_lo=1 - d.loc[bo, "improvement_photometry_ci_hi"],
                        R_photometry_ci_hi=1 - d.loc[bo, "improvement_photometry_ci_lo"])
+        row.update(_best_hybrid(hybrids, row["photometry_nmad"]))
         out.append(row)
     return pd.DataFrame(out)
 
 
+
+
+def _best_hybrid(hybrids: pd.DataFrame, photometry_nmad: float) -> dict:
+    """improvement.csv's hybrid columns: the best hybrid and its paired ratio against photometry (NaN: none)."""
+    row = {"best_hybrid": "", "best_hybrid_nmad": np.nan, "R_hybrid_photometry": np.nan,
+           "R_hybrid_photometry_ci_lo": np.nan, "R_hybrid_photometry_ci_hi": np.nan}
+    if hybrids.empty:
+        return row
+    bh = min(hybrids.index, key=lambda m: (hybrids.loc[m, "nmad"], m))
+    nh = hybrids.loc[bh, "nmad"]
+    row.update(best_hybrid=bh, best_hybrid_nmad=nh)
+    if photometry_nmad == photometry_nmad and photometry_nmad:  # not NaN, not zero
+        row.update(R_hybrid_photometry=nh / photometry_nmad,
+                   R_hybrid_photometry_ci_lo=1 - hybrids.loc[bh, "improvement_photometry_ci_hi"],
+                   R_hybrid_photometry_ci_hi=1 - hybrids.loc[bh, "improvement_photometry_ci_lo"])
+    return row
 
 
 def study_paths(config: dict, metrics_dir: str | Path, tables_dir: str | Path) -> tuple[dict, dict]:

@@ -46,11 +46,14 @@ class ShardImages(Dataset):
     whichever worker reads it and after a resume.
     """
 
-    def __init__(self, proc: ProcessedDataset, rows: pd.DataFrame, label: str, augment: bool, seed: int):
+    def __init__(self, proc: ProcessedDataset, rows: pd.DataFrame, label: str, augment: bool, seed: int,
+                 features: np.ndarray | None = None):
         self.proc, self.augment, self.seed = proc, augment, seed
         self.rows = rows[["shard", "row"]].reset_index(drop=True)
         self.z = rows[label].to_numpy(dtype=np.float32)
         self.n = len(rows)
+        # a hybrid's photometric features (n, F), yielded between image and label; flips and rotations leave them be
+        self.features = None if features is None else torch.from_numpy(np.asarray(features, dtype=np.float32))
 
     def __len__(self):
         return self.n
@@ -65,7 +68,9 @@ class ShardImages(Dataset):
                 img = np.rot90(img, r % 4, axes=(1, 2))
                 if r >= 4:
                     img = img[:, :, ::-1]
-            out.append((torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32)), torch.tensor(self.z[i])))
+            x = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))
+            out.append((x, torch.tensor(self.z[i])) if self.features is None else
+                       (x, self.features[i], torch.tensor(self.z[i])))
         return out
 
     def __getitem__(self, i):
@@ -101,12 +106,16 @@ def make_loader(dataset: Dataset, batch_size: int, params: dict, device: torch.d
 
 
 def training_loaders(proc: ProcessedDataset, train_rows: pd.DataFrame, val_rows: pd.DataFrame, label: str,
-                     params: dict, device: torch.device, seed: int) -> tuple[EpochSampler, DataLoader, DataLoader]:
-    """(sampler, train loader, val loader): shuffled and augmented training batches, plain validation ones."""
+                     params: dict, device: torch.device, seed: int,
+                     features: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[EpochSampler, DataLoader, DataLoader]:
+    """(sampler, train loader, val loader): shuffled and augmented training batches, plain validation ones
+    (batches of (images, features, labels) when the train and val `features` are given)."""
     bs = int(params["batch_size"])
-    train_set = ShardImages(proc, train_rows, label, augment=bool(params["augment"]), seed=seed)
+    f_train, f_val = features if features is not None else (None, None)
+    train_set = ShardImages(proc, train_rows, label, augment=bool(params["augment"]), seed=seed, features=f_train)
     sampler = EpochSampler(len(train_set), seed)
     # drop_last: a last batch of one image breaks BatchNorm in training mode
     loader = make_loader(train_set, bs, params, device, sampler=sampler, drop_last=len(train_set) > bs)
-    val_loader = make_loader(ShardImages(proc, val_rows, label, False, seed), max(bs, 256), params, device)
+    val_loader = make_loader(ShardImages(proc, val_rows, label, False, seed, features=f_val), max(bs, 256), params,
+                             device)
     return sampler, loader, val_loader

@@ -59,6 +59,7 @@ class TrainingRun:
     sampler: EpochSampler
     loader: DataLoader
     val_loader: DataLoader
+    hybrid: dict | None = None  # a hybrid's model.json record (deepred.models.hybrid.hybrid_record)
 
     @property
     def label(self) -> str:

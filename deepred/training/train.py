@@ -33,13 +33,14 @@ from deepred.contracts.config import ConfigError, dataset_config
 from deepred.contracts.processed import ProcessedDataset, train_subset
 from deepred.core.io import write_csv
 from deepred.core.metrics import nmad
-from deepred.core.model_names import MODEL_TRAINING_KEYS
+from deepred.core.model_names import MODEL_TRAINING_KEYS, parse_hybrid
 from deepred.core.provenance import provenance
 from deepred.core.seeds import derive_seed
 from deepred.models.backbones import load_local_weights
 from deepred.models.baselines import baseline_z_range
 from deepred.models.checkpoint import write_model
 from deepred.models.heads import RedshiftNet, make_grid
+from deepred.models.hybrid import hybrid_data, hybrid_record
 from deepred.models.registry import build_model, head_of, model_section
 from deepred.pdfs.calibration import label_grid
 from deepred.training.loader import check_inputs, training_loaders
@@ -76,10 +77,10 @@ def predict_points(net: RedshiftNet, loader: DataLoader, device: torch.device, a
                    amp_dtype: torch.dtype | None = None) -> np.ndarray:
     net.eval()
     out = []
-    for x, _ in loader:
-        x = x.to(device, non_blocking=True)
+    for batch in loader:  # (images, labels), or (images, features, labels) for a hybrid
+        inputs = [t.to(device, non_blocking=True) for t in batch[:-1]]
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
-            out.append(net.point(net(x)).float().cpu())
+            out.append(net.point(net(*inputs)).float().cpu())
     return torch.cat(out).numpy().astype(float)
 
 
@@ -101,16 +102,20 @@ def _configure_torch(params: dict, threads: int | None) -> tuple[torch.device, b
 
 
 def _build_network(model_name: str, dataset: str, config: dict, proc: ProcessedDataset, z_train: np.ndarray,
-                   shape: tuple[int, int]) -> tuple[RedshiftNet, dict, np.ndarray | None, float, float]:
-    """(net, init, grid, label_loc, label_scale): the fresh network, normalized for this data, and its start."""
+                   shape: tuple[int, int], f_train: np.ndarray | None = None
+                   ) -> tuple[RedshiftNet, dict, np.ndarray | None, float, float]:
+    """(net, init, grid, label_loc, label_scale): the fresh network, normalized for this data (a hybrid's features
+    by f_train), and its start."""
     net = build_model(model_name, config, *shape)
     head, n_bins = head_of(model_name, config)
     grid = pdf_grid(model_name, config, dataset, n_bins, z_train) if head == "pdf" else None
     label_loc, label_scale = float(np.mean(z_train)), float(np.std(z_train)) or 1.0
     net.set_normalization(proc.stats["band_mean"], proc.stats["band_std"], label_loc, label_scale, grid)
+    if f_train is not None:
+        net.set_feature_normalization(f_train.mean(axis=0), f_train.std(axis=0))
     kind, section = model_section(model_name, config)
     init = {"weights": "scratch"}
-    if kind == "architecture" and section.get("weights"):
+    if kind in ("architecture", "hybrid") and section.get("weights"):
         init = load_local_weights(net.body, section["weights"], model_name)
     return net, init, grid, label_loc, label_scale
 
@@ -132,20 +137,24 @@ def setup_run(model_name: str, dataset: str, config: dict, processed_dir, thread
         raise TrainingError(f"{processed_dir}: {exc}") from None
     if len(train_rows) < 2 or len(val_rows) < 1:
         raise TrainingError(f"{processed_dir}: {len(train_rows)} train / {len(val_rows)} val rows; need >= 2 / >= 1")
+    hybrid = hybrid_record(model_name, config, dataset, proc) if parse_hybrid(model_name, config) else None
+    features = None
+    if hybrid:
+        train_rows, val_rows, features = hybrid_data(hybrid, proc, train_rows, val_rows)
     device, amp = _configure_torch(params, threads)
     seed = derive_seed(config["seed"], model_name, dataset)
     torch.manual_seed(seed)
     z_train = train_rows[label].to_numpy(dtype=float)
     net, init, grid, label_loc, label_scale = _build_network(model_name, dataset, config, proc, z_train,
-                                                             (in_chans, cutout))
+                                                             (in_chans, cutout), None if features is None else features[0])
     net.to(device)
     if uses_channels_last(params, device):
         net.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(net.parameters(), lr=params["lr"], weight_decay=params["weight_decay"])
     scaler = torch.amp.GradScaler("cuda", enabled=amp and params.get("amp_dtype", "bfloat16") == "float16")
-    sampler, loader, val_loader = training_loaders(proc, train_rows, val_rows, label, params, device, seed)
+    sampler, loader, val_loader = training_loaders(proc, train_rows, val_rows, label, params, device, seed, features)
     return TrainingRun(model_name, dataset, params, seed, device, amp, proc, in_chans, cutout, train_rows, val_rows,
-                       net, init, grid, label_loc, label_scale, opt, scaler, sampler, loader, val_loader)
+                       net, init, grid, label_loc, label_scale, opt, scaler, sampler, loader, val_loader, hybrid)
 
 
 def train_one_epoch(run: TrainingRun, epoch: int) -> dict:
@@ -155,15 +164,15 @@ def train_one_epoch(run: TrainingRun, epoch: int) -> dict:
     run.sampler.epoch = epoch
     run.net.train()
     t0, loss_sum, seen, lr = time.time(), 0.0, 0, run.params["lr"]
-    for step, (x, z) in enumerate(run.loader):
+    for step, batch in enumerate(run.loader):  # (images, labels), or (images, features, labels) for a hybrid
         lr = run.lr(epoch * len(run.loader) + step)
         for g in run.opt.param_groups:
             g["lr"] = lr
-        x, z = x.to(run.device, non_blocking=True), z.to(run.device, non_blocking=True)
+        x, *extra, z = (t.to(run.device, non_blocking=True) for t in batch)
         if run.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(run.device.type, dtype=run.amp_dtype, enabled=run.amp):
-            out = run.net(x)
+            out = run.net(x, *extra)
         loss = run.net.loss(out, z)
         if not torch.isfinite(loss):
             raise TrainingError(
@@ -224,6 +233,7 @@ def model_card(run: TrainingRun, state: dict, config: dict, processed_dir: Path,
         "label_standardization": {"loc": run.label_loc, "scale": run.label_scale,
                                   "note": "point heads predict (z - loc) / scale"},
         "architecture": section,
+        **({"hybrid": run.hybrid} if run.hybrid else {}),
         "training": run.params,
         "init": run.init,
         "seed": run.seed,

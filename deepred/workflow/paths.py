@@ -9,6 +9,7 @@ Torch-free: rules/common.smk imports it at parse time.
 
 from __future__ import annotations
 
+from deepred.contracts.processed import FEATURES_FILE
 from deepred.fetch.layout import ARCHIVES_DIR
 
 # What a simulate job writes into data/raw/{dataset}/ (deepred.simulate.simulate_dataset), in its order.
@@ -46,6 +47,10 @@ class Layout:
 
     def processed_dir(self, dataset: str = W["dataset"]) -> str:
         return f"{self.data}/processed/{dataset}"
+
+    def features(self, dataset: str = W["dataset"]) -> str:
+        """A processed dataset's photometric features (deepred.features.table), beside its catalogue."""
+        return self.processed(dataset, FEATURES_FILE)
 
     # -- models and predictions -------------------------------------------------------------------------------
     def model_dir(self, model: str = W["model"], dataset: str = W["dataset"]) -> str:

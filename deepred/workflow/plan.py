@@ -25,6 +25,10 @@ from deepred.core.model_names import (
     enabled_networks,
     ensemble_members,
     explained_models,
+    hybrid_backbones,
+    hybrid_control_models,
+    hybrid_models,
+    parse_hybrid,
     pdf_models,
     table_models,
     transfer_models,
@@ -106,6 +110,8 @@ class Plan:
         self.real = [d for d in self.datasets if sources[d]["kind"] != "simulate"]
         self.cutout_datasets = [d for d in self.datasets if sources[d]["kind"] == "cutouts"]
         self.networks = enabled_networks(config)  # trained by rules/train.smk
+        self.hybrids = hybrid_models(config)
+        self.hybrid_controls = hybrid_control_models(config)
         self.ensemble_members = ensemble_members(config)
         self.table_models = table_models(config)
         self.pdf_models = pdf_models(config)
@@ -175,7 +181,26 @@ class Plan:
         targets += [p.predictions(m, d) for m in self.networks for d in self.datasets]
         if self.ensemble_members:
             targets += [p.predictions(f"ensemble_{e}", d) for e in ENSEMBLE_METHODS for d in self.datasets]
-        return targets + self.shap_targets() + self.pdf_targets() + self.metrics_targets()
+        return targets + self.shap_targets() + self.pdf_targets() + self.metrics_targets() + self.hybrid_targets()
+
+    def hybrid_targets(self) -> list[str]:
+        """The hybrid controls table (none without hybrids, their controls or the photometric baseline)."""
+        ok = self.hybrid_controls and self.config["baselines"]["photometry"]["enabled"]
+        return [self.paths.table("hybrid_controls")] if ok else []
+
+    def features_inputs(self, model: str, dataset: str) -> list[str]:
+        """The features file a model reads: the photometric baseline's and the hybrids' (none for other models)."""
+        reads = model == FEATURE_BASELINES[1] or parse_hybrid(model, self.config) is not None
+        return [self.paths.features(dataset)] if reads else []
+
+    def hybrid_controls_inputs(self) -> dict[str, str]:
+        """pred__{model}__{test set} for photometry, every hybrid, its controls and its image-only backbone, and
+        cat__{test set} (deepred.results.hybrid_controls)."""
+        models = [FEATURE_BASELINES[1], *self.hybrids, *self.hybrid_controls, *hybrid_backbones(self.config)]
+        out = {f"pred__{m}__{ts}": self.paths.predictions(m, self.test_set_dataset(ts)) for m in models
+               for ts in self.test_sets}
+        out.update({f"cat__{ts}": self.paths.processed(self.test_set_dataset(ts)) for ts in self.test_sets})
+        return out
 
     def shap_targets(self) -> list[str]:
         """The SHAP table and every test set's figures (none when no model is explained)."""

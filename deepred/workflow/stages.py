@@ -24,6 +24,7 @@ from deepred.workflow.plan import archive_sources
 from deepred.workflow.triggers import (
     metrics_settings,
     model_section,
+    photometry_measurement,
     shap_figure_params,
     shap_settings,
     shap_table_params,
@@ -59,7 +60,8 @@ def _section(name: str) -> Trigger:
 
 SEED = _section("seed")
 CALIBRATION = _section("calibration")
-MODEL_SECTION = Trigger(("architectures", "baselines"), lambda config, wc: model_section(config, wc["model"]))
+MODEL_SECTION = Trigger(("architectures", "baselines", "hybrid"),
+                        lambda config, wc: model_section(config, wc["model"]))
 TRAINING = Trigger(("training",), lambda config, wc: training_recipe(config))
 TEST_SET = Trigger(("test_sets", "seed", "metrics"), lambda config, wc: test_set_params(config, wc["test_set"]))
 SHAP_SETTINGS = Trigger(("shap",), lambda config, wc: shap_settings(config, wc["model"], wc["dataset"]))
@@ -121,12 +123,14 @@ STAGES: dict[str, Stage] = {
     "cutouts": Stage(("datasets", "download", "data_dir"), {"dataset_cfg": Trigger(
         ("datasets",), lambda config, wc: config["datasets"][wc["dataset"]])}, run_only=("download", "data_dir")),
     # models
-    "train": Stage(("datasets", "architectures", "baselines", "training", "seed", "calibration"),
+    "train": Stage(("datasets", "architectures", "baselines", "hybrid", "training", "seed", "calibration"),
                    {"section": MODEL_SECTION, "training": TRAINING, "seed": SEED, "calibration": CALIBRATION},
                    via_inputs=("datasets",)),
     "hogsvr": Stage(("datasets", "baselines", "seed", "calibration"),
                     {"section": Trigger(("baselines",), lambda config, wc: config["baselines"]["hogsvr"]),
                      "seed": SEED, "calibration": CALIBRATION}, via_inputs=("datasets",)),
+    "photometry_features": Stage(("baselines",), {"measurement": Trigger(
+        ("baselines",), lambda config, wc: photometry_measurement(config))}),
     "photometry": Stage(("datasets", "baselines", "seed", "calibration"),
                         {"section": Trigger(("baselines",), lambda config, wc: config["baselines"]["photometry"]),
                          "seed": SEED, "calibration": CALIBRATION}, via_inputs=("datasets",)),
@@ -145,6 +149,11 @@ STAGES: dict[str, Stage] = {
                            run_only=("data_dir", "results_dir")),
     "nmad_table": Stage(("test_sets",), {"test_sets": Trigger(("test_sets",), lambda config, wc: {
         ts: spec for ts, spec in config["test_sets"].items() if spec["table"] == wc["table"]})}),
+    "hybrid_controls": Stage(("test_sets", "metrics", "seed", "datasets", "hybrid", *MODELS),
+                             {"depends_on": Trigger(("test_sets", "metrics", "seed"), lambda config, wc: {
+                                 "test_sets": config["test_sets"], "seed": config["seed"],
+                                 "metrics": metrics_settings(config)})},
+                             via_inputs=("datasets", "hybrid", *MODELS)),
     "tables": Stage(("test_sets", "metrics"), {
         "test_sets": _section("test_sets"),
         "paper_R": Trigger(("metrics",), lambda config, wc: config["metrics"]["paper_R"])}),

@@ -7,7 +7,10 @@ job; the rules call them (rules/*.smk), so two rules that fit the same thing can
 
 from __future__ import annotations
 
-from deepred.core.model_names import OCCLUSION_VARIANTS, RUN_ONLY_TRAINING_KEYS
+from deepred.core.model_names import OCCLUSION_VARIANTS, RUN_ONLY_TRAINING_KEYS, parse_hybrid
+
+# baselines.photometry keys that decide the measured features (deepred.features.photometry.PhotometryParams)
+PHOTOMETRY_MEASUREMENT_KEYS = ("aperture_radii_px", "detect_thresh", "mask_neighbours")
 
 # metrics keys that select jobs or name files, and change no number of a per-test-set file
 METRICS_RUN_ONLY = ("transfer_models", "paper_R", "archive_date")
@@ -36,8 +39,19 @@ def test_set_params(config: dict, test_set: str) -> dict:
 
 
 def model_section(config: dict, model: str) -> dict:
-    """The config section of the model a training job fits: editing one model's section reruns only its jobs."""
+    """The config section of the model a training job fits: editing one model's section reruns only its jobs (a
+    hybrid's: its architecture's section and the hybrid head's settings, with its control)."""
+    hybrid = parse_hybrid(model, config)
+    if hybrid:
+        arch, control = hybrid
+        head = {k: v for k, v in config["hybrid"].items() if k not in ("backbones", "controls")}
+        return {"architecture": config["architectures"][arch], "hybrid": head, "control": control}
     return {**config["baselines"], **config["architectures"]}[model]
+
+
+def photometry_measurement(config: dict) -> dict:
+    """What the photometric features depend on: baselines.photometry's measurement keys (not the trees' grid)."""
+    return {k: config["baselines"]["photometry"][k] for k in PHOTOMETRY_MEASUREMENT_KEYS}
 
 
 def training_recipe(config: dict) -> dict:

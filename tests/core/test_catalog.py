@@ -25,10 +25,11 @@ def test_lists_of_the_default_config():
     cfg = tiny_config({"t": {}})
     archs = list(cfg["architectures"])
     assert C.neural_baselines() == ("photoz", "netz", "a1", "a3")
-    assert C.enabled_networks(cfg) == archs + ["photoz", "netz", "a1", "a3"]
+    hybrids = ["hybrid_resnet", "hybrid_resnet_shuffled", "hybrid_resnet_noimage"]  # hybrid.backbones: [resnet]
+    assert C.enabled_networks(cfg) == archs + ["photoz", "netz", "a1", "a3"] + hybrids
     assert C.ensemble_members(cfg) == [m for m in cfg["ensemble"]["members"] if m in archs]
-    assert C.table_models(cfg) == archs + ["ensemble_stacked", "ensemble_mean", "photoz", "netz", "a1", "a3",
-                                           "hogsvr", "photometry"]
+    assert C.table_models(cfg) == archs + ["ensemble_stacked", "ensemble_mean", "hybrid_resnet", "photoz", "netz",
+                                           "a1", "a3", "hogsvr", "photometry"]  # the controls are no table rows
     assert [C.model_family(cfg, m) for m in (archs[0], "ensemble_mean", "netz", "hogsvr", "photometry")] == [
         "deepred_backbone", "deepred_ensemble", "baseline_neural", "baseline_features", "baseline_photometry"]
     assert C.image_baselines(cfg) == ["photoz", "netz", "a1", "a3", "hogsvr"]  # the paper's R compares with these
@@ -41,6 +42,9 @@ def test_disabled_models_leave_every_list():
     cfg["baselines"]["netz"]["enabled"] = cfg["baselines"]["hogsvr"]["enabled"] = False
     cfg["baselines"]["photometry"]["enabled"] = False
     first = next(iter(cfg["architectures"]))
+    cfg["hybrid"]["controls"] = False
+    assert C.enabled_networks(cfg) == [first, "photoz", "a1", "a3", f"hybrid_{first}"]
+    cfg["hybrid"]["backbones"] = []
     assert C.enabled_networks(cfg) == [first, "photoz", "a1", "a3"]
     assert C.enabled_baselines(cfg) == ["photoz", "a1", "a3"]
     cfg["ensemble"]["members"] = [m for m in cfg["ensemble"]["members"] if m != first]

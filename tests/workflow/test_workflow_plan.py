@@ -46,7 +46,8 @@ def test_every_pattern_is_spelled_once_in_the_package():
 
 def test_plan_of_the_ci_config():
     plan = _ci_plan()
-    assert plan.datasets == ["kids"] and plan.networks == ["resnet", "mixer", "netz"]
+    assert plan.datasets == ["kids"] and plan.networks == ["resnet", "mixer", "netz", "hybrid_mixer",
+                                                           "hybrid_mixer_shuffled", "hybrid_mixer_noimage"]
     targets = plan.all_targets()
     assert "results/ci/tables/kids_nmad.csv" in targets and "data/ci/processed/kids/catalog.parquet" in targets
     assert plan.test_set_inputs("kids_hpl")["pred_photometry"] == "results/ci/predictions/photometry/kids.parquet"
@@ -81,4 +82,5 @@ def test_one_nmad_table_plans_only_its_own_dataset(tmp_path):
     assert planned and not planned & others, planned
     assert set(re.findall(r"test_set=(\w+)", text)) == {"kids_general", "kids_hpl"}
     assert re.search(r"^nmad_table\s+1$", text, re.M) and not re.search(r"^tables\s", text, re.M)
-    assert int(re.search(r"^train\s+(\d+)$", text, re.M)[1]) == 8  # the KiDS dataset's networks only
+    # the KiDS dataset's 8 networks and its hybrid row; the hybrid's controls feed hybrid_controls.csv only
+    assert int(re.search(r"^train\s+(\d+)$", text, re.M)[1]) == 9
