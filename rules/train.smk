@@ -1,6 +1,7 @@
-# DeepRed networks (backbones and neural baselines): one training job per (model, dataset), which also calibrates
-# the network's PDFs on the validation split (deepred/pdfs/calibration.py), its predictions on the val and test splits,
-# and the two ensembles over the backbones (deepred/predict/ensemble.py).
+# DeepRed networks (backbones, neural baselines, hybrids and their controls): one training job per (model, dataset),
+# which also calibrates the network's PDFs on the validation split (deepred/pdfs/calibration.py) and writes its
+# predictions on the val and test splits, from one pass over them (deepred.predict.splits.calibrate_and_predict);
+# and the two ensembles (deepred/predict/ensemble.py).
 
 
 rule train:
@@ -13,6 +14,7 @@ rule train:
         weights=P.model_file("model.safetensors"),
         meta=P.model_file("model.json"),
         history=P.model_file("history.csv"),
+        predictions=P.predictions(),
     log:
         "logs/train/{model}/{dataset}.log",
         usage=P.benchmark("train", "{model}", "{dataset}"),
@@ -29,31 +31,6 @@ rule train:
         **rule_params(config, "train"),
     script:
         "../workflow_scripts/train.py"
-
-
-rule predict:
-    input:
-        weights=P.model_file("model.safetensors"),
-        meta=P.model_file("model.json"),
-        catalog=P.processed(),
-        stats=P.processed(name="stats.json"),
-        shards=shards_of("dataset"),
-        features=lambda wc: PLAN.features_inputs(wc.model, wc.dataset),
-    output:
-        predictions=P.predictions(),
-    log:
-        "logs/predict/{model}/{dataset}.log",
-        usage=P.benchmark("predict", "{model}", "{dataset}"),
-    wildcard_constraints:
-        model=choices(NEURAL_MODELS),  # no network enabled: no model matches
-    conda:
-        "../envs/deepred.yaml"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime="1h",
-    script:
-        "../workflow_scripts/predict.py"
 
 
 rule ensemble:

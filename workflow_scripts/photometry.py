@@ -8,7 +8,7 @@ start_job(snakemake)  # noqa: F821 (snakemake is injected)
 from pathlib import Path  # noqa: E402
 
 from deepred.baselines.photometry import train_photometry  # noqa: E402
-from deepred.predict.splits import calibrate_model, predict_model  # noqa: E402
+from deepred.predict.splits import calibrate_and_predict  # noqa: E402
 from deepred.workflow.stages import job_config  # noqa: E402
 
 config = job_config(snakemake.config, snakemake.rule)  # noqa: F821 (only the sections the rule reads)
@@ -16,5 +16,4 @@ config = job_config(snakemake.config, snakemake.rule)  # noqa: F821 (only the se
 processed_dir = Path(snakemake.input.catalog).parent  # noqa: F821
 model_dir = Path(snakemake.output.model).parent  # noqa: F821
 train_photometry(snakemake.wildcards.dataset, config, processed_dir, model_dir)  # noqa: F821
-calibrate_model(model_dir, processed_dir, config)  # noqa: F821
-predict_model(model_dir, processed_dir, snakemake.output.predictions)  # noqa: F821
+calibrate_and_predict(model_dir, processed_dir, config, snakemake.output.predictions)  # noqa: F821

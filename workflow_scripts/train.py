@@ -1,5 +1,6 @@
-"""Snakemake script: train one network (backbone or neural baseline) on one dataset, then calibrate its PDFs on
-the validation split (deepred.predict.splits.calibrate_model)."""
+"""Snakemake script: train one network (backbone, neural baseline, hybrid or control) on one dataset, then calibrate
+its PDFs on the validation split and write its val/test predictions (deepred.predict.splits.calibrate_and_predict:
+one pass over those rows, in this process)."""
 
 from deepred.core.logs import start_job
 
@@ -7,7 +8,7 @@ start_job(snakemake)  # noqa: F821 (snakemake is injected)
 
 from pathlib import Path  # noqa: E402
 
-from deepred.predict.splits import calibrate_model  # noqa: E402
+from deepred.predict.splits import calibrate_and_predict  # noqa: E402
 from deepred.training.train import train_model  # noqa: E402
 from deepred.workflow.stages import job_config  # noqa: E402
 
@@ -23,4 +24,5 @@ train_model(
     model_dir,
     threads=snakemake.threads,  # noqa: F821
 )
-calibrate_model(model_dir, processed_dir, config, device=config["training"]["device"])
+calibrate_and_predict(model_dir, processed_dir, config, snakemake.output.predictions,  # noqa: F821
+                      device=config["training"]["device"])

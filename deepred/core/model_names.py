@@ -83,7 +83,8 @@ def hybrid_models(config: dict) -> list[str]:
 
 def hybrid_control_models(config: dict) -> list[str]:
     """The control networks of every hybrid (none when hybrid.controls is off)."""
-    if not (config.get("hybrid") or {}).get("controls", False):
+    photometry = (config.get("baselines") or {}).get(PHOTOMETRY_BASELINE, {}).get("enabled", True)
+    if not (config.get("hybrid") or {}).get("controls", False) or not photometry:  # controls compare with it
         return []
     return [f"hybrid_{a}_{c}" for a in hybrid_backbones(config) for c in HYBRID_CONTROLS]
 

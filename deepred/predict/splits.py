@@ -15,7 +15,14 @@ from deepred.pdfs import calibration as cal
 from deepred.contracts.processed import ProcessedDataset
 from deepred.core.metrics import nmad
 from deepred.contracts.model_json import add_calibration
-from deepred.contracts.predictions import PDF_GRID_KEY, PDF_SUMMARY, pdf_matrix, read_predictions, write_predictions  # noqa: F401
+from deepred.contracts.predictions import (  # noqa: F401 (PDF_GRID_KEY, PDF_SUMMARY, read_predictions: importable here)
+    PDF_GRID_KEY,
+    PDF_SUMMARY,
+    pdf_matrix,
+    prediction_frame,
+    read_predictions,
+    write_predictions,
+)
 from deepred.predict.predictor import load_model
 
 log = logging.getLogger("deepred.predict.splits")
@@ -34,12 +41,7 @@ def predict_model(model_dir, processed_dir, out_path, splits=SPLITS) -> pd.DataF
     proc = ProcessedDataset(processed_dir)
     rows = proc.catalog[proc.catalog["split"].isin(list(splits))].reset_index(drop=True)
     out = predictor.predict_rows(proc, rows)
-    write_predictions(out_path, out, meta=predictor.file_record())
-    for split in splits:
-        sel = out[out["split"] == split]
-        if len(sel):
-            log.info("%s on %s: %s NMAD %.4f (%d rows)", predictor.name, processed_dir, split,
-                     nmad(sel["z_pred"], sel["z_true"]), len(sel))
+    _write(predictor, out, out_path, processed_dir, splits)
     return out
 
 
@@ -52,8 +54,16 @@ def calibrate_model(model_dir, processed_dir, config: dict, device: str | None =
     predictor = load_model(model_dir, device)
     predictor.calibration = None  # fitted on the uncalibrated outputs, even when refitting
     proc = ProcessedDataset(processed_dir)
-    settings, what = config["calibration"], f"{predictor.name}/{predictor.dataset}"
     val = predictor.predict_rows(proc, proc.split(cal.FIT_SPLIT))
+    train = None if predictor.gives_pdf else predictor.predict_rows(proc, proc.split("train"))
+    fitted = _fit_calibration(predictor, val, train, config, model_dir)
+    return None if fitted is None else fitted.record()
+
+
+def _fit_calibration(predictor, val: pd.DataFrame, train: pd.DataFrame | None, config: dict, model_dir):
+    """The calibration fitted on the uncalibrated val (and, for point estimators, train) predictions, stored in
+    model.json; None (logged) when the validation split is too small."""
+    settings, what = config["calibration"], f"{predictor.name}/{predictor.dataset}"
     z_val = val["z_true"].to_numpy(float)
     if len(val) < cal.MIN_FIT_ROWS:
         log.warning("%s: %d validation rows, too few to calibrate a PDF (>= %d); point estimates only", what,
@@ -63,7 +73,6 @@ def calibrate_model(model_dir, processed_dir, config: dict, device: str | None =
         grid = predictor.output_grid
         fitted = cal.fit_calibration(pdf_matrix(val, grid, model_dir), grid, z_val, settings["pit_knots"])
     else:
-        train = predictor.predict_rows(proc, proc.split("train"))
         fitted = cal.fit_point_calibration(train["z_pred"].to_numpy(float), train["z_true"].to_numpy(float),
                                            val["z_pred"].to_numpy(float), z_val, settings["n_bins"],
                                            settings["pit_knots"])
@@ -72,4 +81,39 @@ def calibrate_model(model_dir, processed_dir, config: dict, device: str | None =
     log.info("%s: PDF calibration (%s) on %d validation rows: temperature %.3f, PIT KS %.3f -> %.3f, NLL %.3f -> %.3f",
              what, fitted.base, len(val), fitted.temperature, record["val_pit_ks_uncalibrated"], record["val_pit_ks"],
              record["val_nll_uncalibrated"], record["val_nll"])
-    return record
+    return fitted
+
+
+def calibrate_and_predict(model_dir, processed_dir, config: dict, out_path, device: str | None = "cpu") -> pd.DataFrame:
+    """A fitting job's last step, predicting every row once: the model's uncalibrated outputs for the val and test
+    rows (and the train rows a point estimator's calibration reads), the calibration fitted on them
+    (calibrate_model) and applied to the same outputs, and the val/test prediction file (predict_model's, the
+    same numbers without a second pass over the images or a second process)."""
+    predictor = load_model(model_dir, device)
+    predictor.calibration = None
+    proc = ProcessedDataset(processed_dir)
+    rows = proc.catalog[proc.catalog["split"].isin(list(SPLITS))].reset_index(drop=True)
+    raw = predictor.predict_rows(proc, rows)
+    train = None if predictor.gives_pdf else predictor.predict_rows(proc, proc.split("train"))
+    fitted = _fit_calibration(predictor, raw[raw["split"] == cal.FIT_SPLIT].reset_index(drop=True), train, config,
+                              model_dir)
+    out = raw
+    if fitted is not None:
+        predictor.calibration = fitted
+        grid = predictor.output_grid
+        res = {"z_pred": raw["z_pred"].to_numpy(float)}
+        if predictor.grid is not None and "pdf" in raw:  # a PDF head's raw PDFs; a point estimator's come from z_pred
+            res["pdf"] = pdf_matrix(raw, grid, model_dir)
+        out = prediction_frame(rows, proc.stats["label_column"], fitted.apply(res, grid), pdf=True)
+        out.attrs["pdf_grid"] = [float(g) for g in grid]
+    _write(predictor, out, out_path, processed_dir, SPLITS)
+    return out
+
+
+def _write(predictor, out: pd.DataFrame, out_path, processed_dir, splits) -> None:
+    write_predictions(out_path, out, meta=predictor.file_record())
+    for split in splits:
+        sel = out[out["split"] == split]
+        if len(sel):
+            log.info("%s on %s: %s NMAD %.4f (%d rows)", predictor.name, processed_dir, split,
+                     nmad(sel["z_pred"], sel["z_true"]), len(sel))

@@ -184,11 +184,11 @@ def test_end_to_end_runs_every_job_as_a_slurm_job(e2e):
         expected = f"rule_{job.rule}" if job.group is None else "rule_" + Path(job.log).parent.name[len("group_"):]
         assert rec["Comment"].startswith(expected), (job, rec)
         assert rec["JobName"] == e2e.sacct[e2e.jobs[0].jobid]["JobName"]  # one run, one job name (its UUID)
-    # the profile's groups: a dataset's preparation is one SLURM job, a network's training and predictions
-    # (and its SHAP explanation) another
+    # the profile's groups: a dataset's preparation is one SLURM job, a network's training (which writes its
+    # predictions) and its SHAP explanation another
     groups = {j.group for j in e2e.jobs}
     assert {"prepare", "model"} <= groups, groups
-    for job in e2e.of_rule("predict") + e2e.of_rule("shap_explain"):
+    for job in e2e.of_rule("shap_explain"):
         trained = [t for t in e2e.of_rule("train") if t.wildcards == job.wildcards]
         assert trained and trained[0].jobid == job.jobid, f"{job} did not run in its training's SLURM job"
     # every other job ran in the main Snakemake process: only the rules that declare `localrule: True`
