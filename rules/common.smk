@@ -9,12 +9,17 @@ from deepred.fetch.layout import ARCHIVE_DONE, ARCHIVES_DIR, FETCH_STAMP, MANIFE
 from deepred.workflow.stages import rule_params
 from deepred.workflow.plan import Plan, archive_date, choices
 from deepred.workflow.paths import SHAP_FILES, SHAP_OCCLUSION_FILE
+from deepred.workflow.scheduler import coalesce_reevaluation
 
 # A --configfile given on the command line replaces config.yaml instead of being deep-merged into it
 # (a merge would keep config.yaml's datasets and mix source keys); --config KEY=VALUE still applies.
 if workflow.overwrite_configfiles:
     config.clear()
     config.update(copy.deepcopy(workflow.config_settings.overwrite_config))
+
+if workflow.is_main_process:
+    # one pending re-evaluation timer, not one more per scheduling pass (deepred/workflow/scheduler.py)
+    coalesce_reevaluation()
 
 try:
     validate_config(config)
