@@ -6,10 +6,10 @@
 
 rule train:
     input:
+        unpack(lambda wc: PLAN.features_inputs(wc.model, wc.dataset)),  # a hybrid's photometry
         catalog=P.processed(),
         stats=P.processed(name="stats.json"),
         shards=shards_of("dataset"),
-        features=lambda wc: PLAN.features_inputs(wc.model, wc.dataset),  # a hybrid's photometric features
     output:
         weights=P.model_file("model.safetensors"),
         meta=P.model_file("model.json"),

@@ -16,6 +16,9 @@ config = job_config(snakemake.config, snakemake.rule)  # noqa: F821 (only the se
 
 processed_dir = Path(snakemake.input.catalog).parent  # noqa: F821
 model_dir = Path(snakemake.output.weights).parent  # noqa: F821
+# a residual hybrid's photometric baseline (PLAN.features_inputs), else None
+photometry_model = dict(snakemake.input.items()).get("photometry_model")  # noqa: F821
+photometry_dir = Path(photometry_model).parent if photometry_model else None
 train_model(
     snakemake.wildcards.model,  # noqa: F821
     snakemake.wildcards.dataset,  # noqa: F821
@@ -23,6 +26,7 @@ train_model(
     processed_dir,
     model_dir,
     threads=snakemake.threads,  # noqa: F821
+    photometry_dir=photometry_dir,
 )
 calibrate_and_predict(model_dir, processed_dir, config, snakemake.output.predictions,  # noqa: F821
                       device=config["training"]["device"])

@@ -142,3 +142,25 @@ def fit_tree_grid(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y
             best = (scores[stage], gbr, grid[-1])
     _, gbr, chosen = best
     return TreeEnsemble.from_sklearn(gbr, chosen["n_trees"]), {"chosen": chosen, "grid": grid}
+
+
+def out_of_fold(x: np.ndarray, y: np.ndarray, chosen: dict, cfg: dict, seed: int, folds: int) -> np.ndarray:
+    """Predictions for the rows of (x, y), each from trees fitted without it: `folds` seeded folds, each fitted at
+    the chosen grid point and tree count (no grid search). What a model stacked on these trees may train on: their
+    in-sample predictions are far better than they are on rows they never saw."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from threadpoolctl import threadpool_limits
+
+    if len(x) < folds or folds < 2:
+        raise TreeError(f"out-of-fold predictions need >= 2 folds and as many rows, got {folds} folds, {len(x)} rows")
+    fold = np.random.default_rng(seed).permutation(len(x)) % folds
+    out = np.empty(len(x))
+    for k in range(folds):
+        gbr = HistGradientBoostingRegressor(
+            max_iter=int(chosen["n_trees"]), learning_rate=float(chosen["learning_rate"]),
+            max_leaf_nodes=int(chosen["max_leaf_nodes"]), min_samples_leaf=int(chosen["min_samples_leaf"]),
+            l2_regularization=float(cfg["l2_regularization"]), early_stopping=False, random_state=seed)
+        with threadpool_limits(limits=1, user_api="openmp"):
+            gbr.fit(x[fold != k], y[fold != k])
+            out[fold == k] = gbr.predict(x[fold == k])
+    return out

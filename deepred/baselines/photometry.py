@@ -5,7 +5,8 @@ The redshift a referee asks about first: colours. The features (aperture and Kro
 radius, axis ratio) are measured by deepred/features/photometry.py, once per dataset (deepred/features/table.py).
 
 The regressor and its file format live in deepred/baselines/gbtrees.py; `fit_photometry` picks learning rate, leaf count,
-leaf size and the number of trees on the validation split by NMAD. The rule fits (`train_photometry`) and then
+leaf size and the number of trees on the validation split by NMAD. The pipeline's fit also writes its training rows'
+out-of-fold predictions (`write_oof`), which the residual hybrids train on. The rule fits (`train_photometry`), then
 predicts like any other model (deepred.predict.splits.predict_model, through deepred.predict.predictor).
 """
 
@@ -17,11 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
-from deepred.baselines.gbtrees import TreeEnsemble, TreeError, fit_tree_grid
+from deepred.baselines.gbtrees import TreeEnsemble, TreeError, fit_tree_grid, out_of_fold
 from deepred.baselines.hogsvr import split_labels
 from deepred.contracts.model_json import (
     MODEL_JSON,
+    OOF_FILE,
     PHOTOMETRY,
     PHOTOMETRY_MODEL,
     WEIGHTS_FILE,
@@ -29,7 +32,8 @@ from deepred.contracts.model_json import (
     write_card,
 )
 from deepred.contracts.processed import ProcessedDataset, train_subset
-from deepred.core.io import atomic_path, write_json
+from deepred.core.io import atomic_path, write_json, write_parquet
+from deepred.core.metrics import nmad
 from deepred.core.provenance import provenance
 from deepred.core.seeds import derive_seed
 from deepred.features.photometry import (  # noqa: F401 (MAG_ZP, measure: importable from here as before)
@@ -47,6 +51,7 @@ from deepred.features.table import feature_matrix
 log = logging.getLogger("deepred.baselines.photometry")
 
 FORMAT_VERSION = 1
+OOF_FOLDS = 5
 
 
 @dataclass
@@ -67,6 +72,10 @@ class PhotometryModel:
             raise PhotometryError(f"images of shape {images.shape[1:]} do not match the model's "
                                   f"({len(self.bands)}, {self.cutout}, {self.cutout}) (bands {self.bands})")
         return self.trees.predict(photometry_features(images, self.scaling, self.params))
+
+    def with_prediction(self, features: np.ndarray) -> np.ndarray:
+        """The features with the trees' prediction as one more column: a residual hybrid's inputs."""
+        return np.column_stack([features, self.trees.predict(features)])
 
     def save(self, model_dir: str | Path, extra_meta: dict | None = None) -> None:
         """model.npz (tree arrays, no pickle) + model.json (settings, SHA-256 of model.npz), atomically."""
@@ -120,6 +129,32 @@ def fit_photometry(x_train, y_train, x_val, y_val, cfg: dict, seed: int, params:
     return PhotometryModel(params, list(bands), int(cutout), scaling, feature_names(bands, params), trees, hyper)
 
 
+def write_oof(model_dir, rows: pd.DataFrame, x: np.ndarray, y: np.ndarray, chosen: dict, cfg: dict, seed: int) -> None:
+    """model_dir/OOF_FILE: object_id and z_oof, each training row predicted by trees that never saw it."""
+    try:
+        z = out_of_fold(x, y, chosen, cfg, seed, OOF_FOLDS)
+    except TreeError as exc:
+        raise PhotometryError(f"baselines.photometry: {exc}") from exc
+    write_parquet(Path(model_dir) / OOF_FILE, pd.DataFrame({"object_id": rows["object_id"].astype(str).to_numpy(),
+                                                            "z_oof": z}))
+    log.info("photometry: out-of-fold predictions of %d training rows (%d folds): NMAD %.4f", len(z), OOF_FOLDS,
+             nmad(z, y))
+
+
+def read_oof(model_dir, rows: pd.DataFrame) -> np.ndarray:
+    """The training rows' out-of-fold predictions (write_oof), in the rows' order; a missing row names the file."""
+    path = Path(model_dir) / OOF_FILE
+    try:
+        frame = pd.read_parquet(path).set_index("object_id")["z_oof"]
+    except (OSError, KeyError, ValueError) as exc:
+        raise PhotometryError(f"{path}: no out-of-fold predictions ({exc}); rerun the photometry job") from exc
+    ids = rows["object_id"].astype(str)
+    if not ids.isin(frame.index).all():
+        raise PhotometryError(f"{path}: {int((~ids.isin(frame.index)).sum())} training rows have no out-of-fold "
+                              "prediction; rerun the photometry job")
+    return frame.loc[ids.to_numpy()].to_numpy(dtype=np.float64)
+
+
 def train_photometry(dataset: str, config: dict, processed_dir: str | Path, model_dir: str | Path,
                      train_systems: int | None = None) -> PhotometryModel:
     """Measure the train and val cutouts, fit and tune the trees, save to model_dir with provenance.
@@ -146,6 +181,9 @@ def train_photometry(dataset: str, config: dict, processed_dir: str | Path, mode
                            derive_seed(config["seed"], "photometry", dataset), params, ds.bands, cutout, scaling)
     model.hyper.update(timing_s={"features": round(t_feat, 3), "grid_fit": round(time.perf_counter() - t0, 3)},
                        n_train=int(len(train)))
+    if train_systems is None:  # the pipeline's model (not a scale-study point): what the residual hybrids stack on
+        write_oof(model_dir, train, x_train, split_labels(ds, train, label), model.hyper["chosen"], cfg,
+                  derive_seed(config["seed"], "photometry_oof", dataset))
     prov = provenance(config, [Path(processed_dir) / "catalog.parquet", Path(processed_dir) / "stats.json"])
     model.save(model_dir, extra_meta={"dataset": dataset, "label_column": label,
                                       "pixel_scale": ds.stats.get("pixel_scale"), "provenance": prov})

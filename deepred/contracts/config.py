@@ -206,10 +206,27 @@ def _photometry_problems(config: dict) -> list[str]:
             for name, ds in config["datasets"].items() if radius > (ds["cutout"] - 1) / 2]
 
 
+def _hybrid_problems(config: dict) -> list[str]:
+    """A residual hybrid corrects the photometric baseline's point prediction: it needs both."""
+    hybrid = config["hybrid"]
+    if hybrid["fusion"] != "residual" or not hybrid["backbones"]:
+        return []
+    problems = []
+    if not config["baselines"]["photometry"]["enabled"]:
+        problems.append("config key 'hybrid.fusion': residual hybrids correct the photometric baseline, which is "
+                        "disabled (baselines.photometry.enabled: false); enable it or use fusion: concat")
+    for arch in hybrid["backbones"]:
+        head = config["architectures"].get(arch, {}).get("head", "point")
+        if head != "point":
+            problems.append(f"config key 'hybrid.fusion': residual hybrids correct a point prediction, but "
+                            f"architectures.{arch}.head is '{head}'; use fusion: concat for it")
+    return problems
+
+
 def _check_semantics(config: dict) -> None:
     problems = (path_problems(config) + name_problems(config) + _model_list_problems(config)
                 + _split_problems(config) + _label_problems(config) + _query_problems(config) + _weights_problems(config)
-                + _photometry_problems(config))
+                + _photometry_problems(config) + _hybrid_problems(config))
     for name, ds in config["datasets"].items():
         total = sum(ds["splits"].values())
         if abs(total - 1.0) > 1e-6:

@@ -27,6 +27,9 @@ NEURAL, HOGSVR, PHOTOMETRY, ENSEMBLE = "neural", "hogsvr", "photometry", "ensemb
 WEIGHTS_FILE = {NEURAL: "model.safetensors", HOGSVR: "model.npz", PHOTOMETRY: "model.npz"}
 # the weights' SHA-256, per kind (see above)
 DIGEST_KEY = {NEURAL: "sha256", HOGSVR: "weights_sha256", PHOTOMETRY: "weights_sha256"}
+# the photometric baseline's folder also holds its training rows' out-of-fold predictions (object_id, z_oof), what
+# the residual hybrids train on (deepred.baselines.photometry.write_oof)
+OOF_FILE = "oof_train.parquet"
 CALIBRATION = "calibration"  # the calibration record (deepred.pdfs.calibration.Calibration.record), any kind
 # the "model" name in a feature baseline's card (deepred.core.model_names.FEATURE_BASELINES): it tells the two model.npz apart
 HOGSVR_MODEL, PHOTOMETRY_MODEL = FEATURE_BASELINES

@@ -9,16 +9,23 @@ as the backbones' `zero_init_head`). The LayerNorm keeps a wide embedding (512 n
 standardized features on one scale. The feature mean and std are buffers (the training rows'), so they travel
 with the weights like the band standardization.
 
-Concatenation before the MLP was chosen over a residual on the photometric baseline's prediction: the residual
-would need the trees' predictions for the training rows, which are fitted on those rows (in-sample, too good), so
-the network would learn to correct a prediction it never sees at test time.
+`hybrid.fusion` chooses what the head predicts:
+- `residual` (point heads): the photometric baseline's prediction z_phot is one more input column, and the head
+  predicts a correction to it: z = z_phot + head(...) (in label-standardized units; the zero-initialized output
+  layer starts exactly at the trees' prediction). The trees' in-sample predictions of the training rows are far
+  better than on unseen rows, so the hybrid trains on their out-of-fold predictions (the photometry job writes
+  them) and sees the full trees' predictions on every other row (the trees travel in the hybrid's folder);
+- `concat`: the head predicts the redshift from the embedding and the features alone.
+Chosen by measurement (docs/results.md): on the default run's validation splits the concatenated head on photometry
+alone (the noimage control) lost to the trees on every dataset, so the hybrid stacks on the trees instead.
 
 Controls (deepred.core.model_names.HYBRID_CONTROLS): `noimage` zeroes the image branch (the head on photometry
 alone; the backbone is never run), `shuffled` trains and predicts on other objects' images (the row swap of
 `swap_images`, applied by the trainer and the predictor alike).
 
-`hybrid_record` is what model.json keeps of a hybrid (its control, the swap seed, how its features are measured), so
-the trainer (`hybrid_data`) and the predictor read the features and swap the images the same way.
+`hybrid_record` is what model.json keeps of a hybrid (its control, fusion, swap seed, how its features are measured),
+so the trainer (deepred/training/hybrid_data.py) and the predictor read the features and swap the images the same
+way.
 
 Called without features (SHAP's point module), the network sees the training mean of every feature: the image
 input is explained with the photometric input held at its background expectation.
@@ -35,7 +42,7 @@ from deepred.contracts.processed import ProcessedDataset
 from deepred.core.model_names import parse_hybrid
 from deepred.core.seeds import derive_seed
 from deepred.features.photometry import PhotometryParams
-from deepred.features.table import feature_matrix, measurement_record
+from deepred.features.table import measurement_record
 from deepred.models.heads import RedshiftNet
 
 
@@ -43,9 +50,12 @@ class HybridNet(RedshiftNet):
     """RedshiftNet whose body gives an embedding; forward(x, features) -> the head's outputs."""
 
     def __init__(self, body: nn.Module, *, embed_dim: int, n_features: int, hidden: int, dropout: float,
-                 image_branch: bool = True, **kwargs):
+                 image_branch: bool = True, residual: bool = False, **kwargs):
         super().__init__(body, **kwargs)
+        if residual and self.head != "point":
+            raise ValueError("a residual hybrid corrects a point prediction: it needs head 'point'")
         self.embed_dim, self.n_features, self.image_branch = embed_dim, n_features, image_branch
+        self.residual = residual  # the last feature column is the photometric baseline's prediction
         self.register_buffer("feature_mean", torch.zeros(n_features))
         self.register_buffer("feature_std", torch.ones(n_features))
         self.embed_norm = nn.LayerNorm(embed_dim)
@@ -60,19 +70,21 @@ class HybridNet(RedshiftNet):
         self.feature_std.copy_(torch.as_tensor(np.maximum(np.asarray(std, dtype=float), 1e-6), dtype=torch.float32))
 
     def forward(self, x: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
-        if features is None:  # the training mean: standardized zeros
-            f = x.new_zeros((x.shape[0], self.n_features), dtype=torch.float32)
-        else:
-            if features.ndim != 2 or features.shape != (x.shape[0], self.n_features):
-                raise ValueError(f"features of shape {tuple(features.shape)}: this hybrid takes ({x.shape[0]}, "
-                                 f"{self.n_features})")
-            f = (features.float() - self.feature_mean) / self.feature_std
+        if features is None:  # the training mean
+            features = self.feature_mean.expand(x.shape[0], self.n_features)
+        if features.ndim != 2 or features.shape != (x.shape[0], self.n_features):
+            raise ValueError(f"features of shape {tuple(features.shape)}: this hybrid takes ({x.shape[0]}, "
+                             f"{self.n_features})")
+        f = (features.float() - self.feature_mean) / self.feature_std
         if self.image_branch:
             emb = self.embed_norm(self.body(self.prepare(x)).float())
         else:
             self.prepare(x)  # the input checks still apply
             emb = f.new_zeros((x.shape[0], self.embed_dim))
-        return self.fusion(torch.cat([emb, f.to(emb.dtype)], dim=1))
+        out = self.fusion(torch.cat([emb, f.to(emb.dtype)], dim=1))
+        if self.residual:  # a correction to the photometric prediction, in the point head's standardized units
+            out = out + ((features[:, -1:].float() - self.label_loc) / self.label_scale).to(out.dtype)
+        return out
 
 
 def swap_images(rows: pd.DataFrame, seed: int) -> pd.DataFrame:
@@ -98,7 +110,7 @@ def hybrid_record(model_name: str, config: dict, dataset: str, proc: ProcessedDa
     arch, control = parse_hybrid(model_name, config)
     params = PhotometryParams.from_config(config["baselines"]["photometry"], int(proc.stats["cutout"]))
     return {"backbone": arch, "control": control, "hidden": config["hybrid"]["hidden"],
-            "dropout": config["hybrid"]["dropout"],
+            "dropout": config["hybrid"]["dropout"], "fusion": config["hybrid"]["fusion"],
             "swap_seed": derive_seed(config["seed"], "hybrid_shuffled", dataset) if control == "shuffled" else None,
             "features": measurement_record(params, proc.bands, proc.stats.get("scaling") or {})}
 
@@ -112,11 +124,3 @@ def record_params(record: dict) -> PhotometryParams:
 def rows_as_seen(record: dict, rows: pd.DataFrame) -> pd.DataFrame:
     """The rows whose images the model sees: swapped for the shuffled-pixels control, else as they are."""
     return rows if record.get("swap_seed") is None else swap_images(rows, int(record["swap_seed"]))
-
-
-def hybrid_data(record: dict, proc: ProcessedDataset, train_rows: pd.DataFrame, val_rows: pd.DataFrame
-                ) -> tuple[pd.DataFrame, pd.DataFrame, tuple[np.ndarray, np.ndarray]]:
-    """(train rows, val rows, (train features, val features)) as the hybrid trains on them."""
-    params = record_params(record)
-    features = (feature_matrix(proc, train_rows, params), feature_matrix(proc, val_rows, params))
-    return rows_as_seen(record, train_rows), rows_as_seen(record, val_rows), features

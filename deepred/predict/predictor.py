@@ -209,7 +209,7 @@ class NeuralPredictor(Predictor):
             from deepred.features.photometry import photometry_features
             from deepred.models.hybrid import record_params
 
-            features = photometry_features(images, self.scaling, record_params(self.hybrid))
+            features = self._hybrid_inputs(photometry_features(images, self.scaling, record_params(self.hybrid)))
         return self.trained.predict(images, batch_size=self.batch_size,
                                     features=features if self.hybrid else None)
 
@@ -219,7 +219,22 @@ class NeuralPredictor(Predictor):
         from deepred.features.table import feature_matrix  # with the hybrids only (sep, pyarrow)
         from deepred.models.hybrid import record_params
 
-        return feature_matrix(ds, rows, record_params(self.hybrid))
+        return self._hybrid_inputs(feature_matrix(ds, rows, record_params(self.hybrid)))
+
+    def _hybrid_inputs(self, features: np.ndarray) -> np.ndarray:
+        """A residual hybrid's inputs: the features and the prediction of the trees kept in its folder."""
+        if self.hybrid.get("fusion") != "residual":
+            return features
+        if not hasattr(self, "_trees"):
+            # imported here, as every kind's libraries: the trees load with the residual hybrids only
+            from deepred.baselines.photometry import PhotometryError, PhotometryModel
+            from deepred.training.hybrid_data import PHOTOMETRY_DIR
+
+            try:
+                self._trees = PhotometryModel.load(self.model_dir / PHOTOMETRY_DIR)
+            except PhotometryError as exc:
+                raise InferenceError(f"{self.model_dir}: the residual hybrid's photometric trees: {exc}") from exc
+        return self._trees.with_prediction(features)
 
     def _rows_as_seen(self, rows: pd.DataFrame) -> pd.DataFrame:
         if not self.hybrid:

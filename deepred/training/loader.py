@@ -107,7 +107,8 @@ def make_loader(dataset: Dataset, batch_size: int, params: dict, device: torch.d
 
 def training_loaders(proc: ProcessedDataset, train_rows: pd.DataFrame, val_rows: pd.DataFrame, label: str,
                      params: dict, device: torch.device, seed: int,
-                     features: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[EpochSampler, DataLoader, DataLoader]:
+                     features: tuple[np.ndarray, np.ndarray] | None = None
+                     ) -> tuple[EpochSampler, DataLoader, DataLoader]:
     """(sampler, train loader, val loader): shuffled and augmented training batches, plain validation ones
     (batches of (images, features, labels) when the train and val `features` are given)."""
     bs = int(params["batch_size"])

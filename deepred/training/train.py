@@ -40,9 +40,10 @@ from deepred.models.backbones import load_local_weights
 from deepred.models.baselines import baseline_z_range
 from deepred.models.checkpoint import write_model
 from deepred.models.heads import RedshiftNet, make_grid
-from deepred.models.hybrid import hybrid_data, hybrid_record
+from deepred.models.hybrid import hybrid_record
 from deepred.models.registry import build_model, head_of, model_section
 from deepred.pdfs.calibration import label_grid
+from deepred.training.hybrid_data import hybrid_data, keep_photometry
 from deepred.training.loader import check_inputs, training_loaders
 from deepred.training.resume import fingerprint, new_state, restore_state, save_state
 from deepred.training.run import TrainingRun, uses_channels_last
@@ -121,7 +122,7 @@ def _build_network(model_name: str, dataset: str, config: dict, proc: ProcessedD
 
 
 def setup_run(model_name: str, dataset: str, config: dict, processed_dir, threads: int | None = None,
-              train_systems: int | None = None) -> TrainingRun:
+              train_systems: int | None = None, photometry_dir=None) -> TrainingRun:
     """Everything one training job needs. The order fixes its random numbers: the seed is set right before
     the network is built, so the initial weights depend on (seed, model, dataset) alone. `train_systems`: train on
     that many systems of the training split (a nested subset, deepred.contracts.processed.train_subset; the scale study)."""
@@ -140,13 +141,14 @@ def setup_run(model_name: str, dataset: str, config: dict, processed_dir, thread
     hybrid = hybrid_record(model_name, config, dataset, proc) if parse_hybrid(model_name, config) else None
     features = None
     if hybrid:
-        train_rows, val_rows, features = hybrid_data(hybrid, proc, train_rows, val_rows)
+        train_rows, val_rows, features = hybrid_data(hybrid, proc, train_rows, val_rows, photometry_dir)
     device, amp = _configure_torch(params, threads)
     seed = derive_seed(config["seed"], model_name, dataset)
     torch.manual_seed(seed)
     z_train = train_rows[label].to_numpy(dtype=float)
+    f_train = None if features is None else features[0]
     net, init, grid, label_loc, label_scale = _build_network(model_name, dataset, config, proc, z_train,
-                                                             (in_chans, cutout), None if features is None else features[0])
+                                                             (in_chans, cutout), f_train)
     net.to(device)
     if uses_channels_last(params, device):
         net.to(memory_format=torch.channels_last)
@@ -274,13 +276,14 @@ def _record_epoch(state: dict, row: dict, patience: int) -> None:
 
 
 def train_model(model_name: str, dataset: str, config: dict, processed_dir, out_dir, threads: int | None = None,
-                train_systems: int | None = None) -> dict:
+                train_systems: int | None = None, photometry_dir=None) -> dict:
     """Train `model_name` on `dataset` (or on `train_systems` of its training systems); write model.safetensors,
-    model.json, history.csv into out_dir."""
+    model.json, history.csv into out_dir. `photometry_dir`: the fitted photometric baseline a residual hybrid
+    corrects (copied into out_dir)."""
     t_start = time.time()
     processed_dir, out_dir = Path(processed_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    run = setup_run(model_name, dataset, config, processed_dir, threads, train_systems)
+    run = setup_run(model_name, dataset, config, processed_dir, threads, train_systems, photometry_dir)
     key, last_path = fingerprint(run, config, processed_dir), out_dir / "last.safetensors"
     state, best = restore_state(run, last_path, key) or (new_state(), _weights(run.net))
     _log_start(run)
@@ -305,6 +308,8 @@ def train_model(model_name: str, dataset: str, config: dict, processed_dir, out_
                      model_name, dataset, epoch + 1, run.params["patience"], state["best_nmad"], state["best_epoch"])
             break
     run.net.load_state_dict(best)
+    if run.hybrid and run.hybrid["fusion"] == "residual":
+        keep_photometry(photometry_dir, out_dir)
     write_csv(out_dir / "history.csv", pd.DataFrame(state["history"]))
     meta = write_model(out_dir, run.net, model_card(run, state, config, processed_dir, t_start))
     log.info("%s/%s: best val NMAD %.4f at epoch %d (training-median predictor %.4f); wrote %s", model_name, dataset,

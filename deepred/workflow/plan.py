@@ -15,6 +15,7 @@ from deepred.contracts.model_json import (
     HOGSVR_MODEL,
     MODEL_JSON,
     NEURAL,
+    OOF_FILE,
     PHOTOMETRY,
     PHOTOMETRY_MODEL,
     WEIGHTS_FILE,
@@ -188,10 +189,18 @@ class Plan:
         ok = self.hybrid_controls and self.config["baselines"]["photometry"]["enabled"]
         return [self.paths.table("hybrid_controls")] if ok else []
 
-    def features_inputs(self, model: str, dataset: str) -> list[str]:
-        """The features file a model reads: the photometric baseline's and the hybrids' (none for other models)."""
-        reads = model == FEATURE_BASELINES[1] or parse_hybrid(model, self.config) is not None
-        return [self.paths.features(dataset)] if reads else []
+    def features_inputs(self, model: str, dataset: str) -> dict[str, str]:
+        """What a hybrid's training job reads beyond the images: the features file and, for a residual hybrid, the
+        photometric baseline it corrects (model.json, its trees, the training rows' out-of-fold predictions)."""
+        if parse_hybrid(model, self.config) is None:
+            return {}
+        out = {"features": self.paths.features(dataset)}
+        if self.config["hybrid"]["fusion"] == "residual":
+            phot = FEATURE_BASELINES[1]
+            out.update(photometry_model=self.paths.model_file(MODEL_JSON, phot, dataset),
+                       photometry_trees=self.paths.model_file(WEIGHTS_FILE[PHOTOMETRY], phot, dataset),
+                       photometry_oof=self.paths.model_file(OOF_FILE, phot, dataset))
+        return out
 
     def hybrid_controls_inputs(self) -> dict[str, str]:
         """pred__{model}__{test set} for photometry, every hybrid, its controls and its image-only backbone, and

@@ -12,6 +12,7 @@ import pytest
 import torch
 from conftest import make_tiny_dataset, tiny_config
 
+from deepred.baselines.photometry import PhotometryModel, train_photometry
 from deepred.contracts.config import ConfigError, validate_config
 from deepred.contracts.predictions import write_predictions
 from deepred.contracts.processed import FEATURES_FILE, ProcessedDataset
@@ -19,6 +20,7 @@ from deepred.core.model_names import HYBRID_FAMILY, model_family, table_models
 from deepred.features.photometry import PhotometryError, PhotometryParams, photometry_features
 from deepred.features.table import feature_matrix, read_record, write_features
 from deepred.models.hybrid import HybridNet, swap_images
+from deepred.models.registry import build_model
 from deepred.predict.predictor import load_model
 from deepred.predict.splits import calibrate_model
 from deepred.results.hybrid_controls import controls_table
@@ -27,13 +29,20 @@ from deepred.training.train import train_model
 
 @pytest.fixture(scope="module")
 def hybrid_data(tmp_path_factory):
-    """A tiny processed dataset of its own (the features file is written into it) and its config."""
+    """A tiny processed dataset of its own (the features file is written into it), its config, and the results folder
+    with the fitted photometric baseline the residual hybrids correct."""
     root = tmp_path_factory.mktemp("hybrid")
     proc = make_tiny_dataset(root / "data")
     cfg = tiny_config({"tiny": {"n": 240}}, data_dir=root / "data", results_dir=root / "results")
     cfg["training"].update(epochs=1, threads=1)
+    cfg["baselines"]["photometry"].update(learning_rate=[0.1], max_leaf_nodes=[15], max_iter=60)
     write_features(proc, cfg["baselines"]["photometry"], proc / FEATURES_FILE, cfg)
+    train_photometry("tiny", cfg, proc, _photometry_dir(root / "results"))
     return proc, cfg, root / "results"
+
+
+def _photometry_dir(results):
+    return results / "models" / "photometry" / "tiny"
 
 
 def _params(cfg):
@@ -69,8 +78,9 @@ def test_features_file_problems_name_the_file(hybrid_data, tmp_path):
 def test_hybrid_trains_predicts_and_is_explained_like_any_network(hybrid_data):
     proc, cfg, results = hybrid_data
     model_dir = results / "models" / "hybrid_resnet" / "tiny"
-    meta = train_model("hybrid_resnet", "tiny", cfg, proc, model_dir, threads=1)
+    meta = train_model("hybrid_resnet", "tiny", cfg, proc, model_dir, threads=1, photometry_dir=_photometry_dir(results))
     assert meta["kind"] == "hybrid" and meta["hybrid"]["backbone"] == "resnet" and meta["hybrid"]["control"] is None
+    assert meta["hybrid"]["fusion"] == "residual" and (model_dir / "photometry" / "model.npz").is_file()
     assert meta["hybrid"]["features"]["features"] == read_record(proc / FEATURES_FILE)["features"]
     calibrate_model(model_dir, proc, cfg)
     pred = load_model(model_dir)
@@ -89,11 +99,11 @@ def test_hybrid_trains_predicts_and_is_explained_like_any_network(hybrid_data):
 def test_noimage_control_never_looks_at_the_pixels(hybrid_data):
     proc, cfg, results = hybrid_data
     model_dir = results / "models" / "hybrid_resnet_noimage" / "tiny"
-    train_model("hybrid_resnet_noimage", "tiny", cfg, proc, model_dir, threads=1)
+    train_model("hybrid_resnet_noimage", "tiny", cfg, proc, model_dir, threads=1, photometry_dir=_photometry_dir(results))
     pred = load_model(model_dir)
     ds = ProcessedDataset(proc)
     test = ds.split("test")
-    f = feature_matrix(ds, test, _params(cfg))
+    f = pred._features(ds, test)  # the features and the trees' prediction
     images = ds.images(test)
     z = pred.predict(images, f)["z_pred"]
     np.testing.assert_array_equal(pred.predict(images[::-1].copy(), f)["z_pred"], z)
@@ -117,14 +127,15 @@ def test_swap_images_is_a_seeded_derangement_within_each_split(hybrid_data):
 def test_shuffled_control_predicts_on_the_images_it_trained_on(hybrid_data):
     proc, cfg, results = hybrid_data
     model_dir = results / "models" / "hybrid_resnet_shuffled" / "tiny"
-    meta = train_model("hybrid_resnet_shuffled", "tiny", cfg, proc, model_dir, threads=1)
+    meta = train_model("hybrid_resnet_shuffled", "tiny", cfg, proc, model_dir, threads=1,
+                       photometry_dir=_photometry_dir(results))
     assert meta["hybrid"]["control"] == "shuffled" and meta["hybrid"]["swap_seed"] is not None
     pred = load_model(model_dir)
     ds = ProcessedDataset(proc)
     test = ds.split("test")
     seen = pred._rows_as_seen(test)
     assert (seen["row"].to_numpy() != test["row"].to_numpy()).any()
-    f = feature_matrix(ds, test, _params(cfg))  # the object's own photometry, another object's image
+    f = pred._features(ds, test)  # the object's own photometry, another object's image
     np.testing.assert_allclose(pred.predict_rows(ds, test)["z_pred"].to_numpy(),
                                pred.predict(ds.images(seen), f)["z_pred"], rtol=0, atol=1e-6)
 
@@ -141,6 +152,32 @@ def test_hybrid_config_names_and_families():
     bad["hybrid"]["backbones"] = ["resnett"]
     with pytest.raises(ConfigError, match=r"'hybrid.backbones': 'resnett' is not an enabled architecture .*'resnet'"):
         validate_config(bad)
+    no_trees = copy.deepcopy(cfg)
+    no_trees["baselines"]["photometry"]["enabled"] = False
+    with pytest.raises(ConfigError, match=r"'hybrid.fusion': residual hybrids correct the photometric baseline"):
+        validate_config(no_trees)
+    pdf = copy.deepcopy(cfg)
+    pdf["architectures"]["resnet"]["head"] = "pdf"
+    with pytest.raises(ConfigError, match=r"architectures.resnet.head is 'pdf'; use fusion: concat"):
+        validate_config(pdf)
+    pdf["hybrid"]["fusion"] = "concat"
+    validate_config(pdf)
+
+
+def test_a_residual_hybrid_starts_at_the_trees_prediction(hybrid_data):
+    """Zero-initialized output layer: before any step the residual hybrid predicts the photometric baseline's z."""
+    proc, cfg, results = hybrid_data
+    net = build_model("hybrid_resnet", cfg, 4, 45).eval()
+    ds = ProcessedDataset(proc)
+    test = ds.split("test")
+    f = feature_matrix(ds, test, _params(cfg))
+    trees = PhotometryModel.load(_photometry_dir(results))
+    inputs = trees.with_prediction(f)
+    net.set_normalization(ds.stats["band_mean"], ds.stats["band_std"], 0.5, 0.3)
+    net.set_feature_normalization(inputs.mean(axis=0), inputs.std(axis=0))
+    with torch.no_grad():
+        z = net.point(net(torch.from_numpy(ds.images(test)), torch.from_numpy(inputs).float())).numpy()
+    np.testing.assert_allclose(z, trees.trees.predict(f), rtol=0, atol=1e-5)
 
 
 def _pred_file(path, ids, z_true, err):
