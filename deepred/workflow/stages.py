@@ -144,8 +144,8 @@ STAGES: dict[str, Stage] = {
     "figures_test_set": Stage(("test_sets", "metrics", "seed", "datasets", *MODELS), {"depends_on": TEST_SET},
                               via_inputs=("datasets", *MODELS)),
     # which benchmark files count: the config's datasets, test sets and enabled models (deepred.results.runtime)
-    "runtime_table": Stage(("datasets", "test_sets", "architectures", "baselines", "data_dir", "results_dir"),
-                           via_inputs=("datasets", "test_sets", "architectures", "baselines"),
+    "runtime_table": Stage(("datasets", "test_sets", "architectures", "baselines", "hybrid", "data_dir", "results_dir"),
+                           via_inputs=("datasets", "test_sets", "architectures", "baselines", "hybrid"),
                            run_only=("data_dir", "results_dir")),
     "nmad_table": Stage(("test_sets",), {"test_sets": Trigger(("test_sets",), lambda config, wc: {
         ts: spec for ts, spec in config["test_sets"].items() if spec["table"] == wc["table"]})}),
