@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from deepred.contracts.config import validate_config
+from deepred.core.model_names import enabled_networks, table_models
 from deepred.workflow.stages import SECTIONS, STAGES, Stage, job_config, rule_params, unaccounted
 
 REPO = Path(__file__).resolve().parents[2]
@@ -69,3 +70,16 @@ def test_rule_params_are_the_triggers_in_declaration_order():
     assert "threads" not in params["training"](wc) and params["seed"](wc) == 7
     figures = rule_params(config, "shap_figures")["depends_on"]({"test_set": "kids_hpl"})
     assert figures["bootstrap"] == [config["metrics"]["bootstrap_resamples"]] and figures["seed"] == 7
+
+
+@pytest.mark.parametrize("rule", sorted(STAGES))
+def test_a_job_that_reads_models_sees_the_same_models_as_the_plan(rule):
+    """A job given `architectures` and `baselines` lists the models from them; without `hybrid` it would not see the
+    hybrids (the metrics job at 8791b54 left them out of every table, and runtime.csv out of its counts)."""
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    validate_config(config)
+    job = job_config(config, rule)
+    if not {"architectures", "baselines"} <= set(job):
+        return
+    assert table_models(job) == table_models(config), rule
+    assert enabled_networks(job) == enabled_networks(config), rule
