@@ -2,6 +2,8 @@
 # functions that need Snakemake. Paths, target lists and rerun triggers live in deepred/workflow/ (torch-free).
 import copy
 
+from snakemake.logging import logger
+
 from deepred.contracts.config import ConfigError, validate_config
 from deepred.contracts.processed import damaged_shards
 from deepred.core.model_names import PHOTOMETRY_BASELINE
@@ -34,6 +36,12 @@ try:
     PLAN = Plan(config)
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
+
+if config["hybrid"]["backbones"] and not PLAN.hybrids and workflow.is_main_process:
+    logger.warning(
+        "hybrid.backbones is set but no hybrid is trained: residual hybrids correct the photometric baseline, "
+        "which is disabled (enable baselines.photometry or set hybrid.fusion: concat)"
+    )
 
 P = PLAN.paths  # every file pattern: deepred/workflow/paths.py
 DATASETS = PLAN.datasets

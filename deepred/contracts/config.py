@@ -207,14 +207,11 @@ def _photometry_problems(config: dict) -> list[str]:
 
 
 def _hybrid_problems(config: dict) -> list[str]:
-    """A residual hybrid corrects the photometric baseline's point prediction: it needs both."""
+    """A residual hybrid corrects a point prediction: its backbone needs a point head."""
     hybrid = config["hybrid"]
     if hybrid["fusion"] != "residual" or not hybrid["backbones"]:
         return []
-    problems = []
-    if not config["baselines"]["photometry"]["enabled"]:
-        problems.append("config key 'hybrid.fusion': residual hybrids correct the photometric baseline, which is "
-                        "disabled (baselines.photometry.enabled: false); enable it or use fusion: concat")
+    problems = []  # without the photometric baseline there are no residual hybrids (model_names.hybrid_backbones)
     for arch in hybrid["backbones"]:
         head = config["architectures"].get(arch, {}).get("head", "point")
         if head != "point":

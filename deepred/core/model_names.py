@@ -71,9 +71,17 @@ def enabled_neural_baselines(config: dict) -> list[str]:
 
 
 def hybrid_backbones(config: dict) -> list[str]:
-    """hybrid.backbones that are enabled architectures."""
+    """hybrid.backbones that are enabled architectures; none when the hybrids are residual (the default) and the
+    photometric baseline they correct is disabled."""
     archs = enabled_architectures(config)
-    return [a for a in (config.get("hybrid") or {}).get("backbones", []) if a in archs]
+    hybrid = config.get("hybrid") or {}
+    if hybrid.get("fusion", "residual") == "residual" and not photometry_enabled(config):
+        return []
+    return [a for a in hybrid.get("backbones", []) if a in archs]
+
+
+def photometry_enabled(config: dict) -> bool:
+    return bool((config.get("baselines") or {}).get(PHOTOMETRY_BASELINE, {}).get("enabled", True))
 
 
 def hybrid_models(config: dict) -> list[str]:
@@ -83,8 +91,7 @@ def hybrid_models(config: dict) -> list[str]:
 
 def hybrid_control_models(config: dict) -> list[str]:
     """The control networks of every hybrid (none when hybrid.controls is off)."""
-    photometry = (config.get("baselines") or {}).get(PHOTOMETRY_BASELINE, {}).get("enabled", True)
-    if not (config.get("hybrid") or {}).get("controls", False) or not photometry:  # controls compare with it
+    if not (config.get("hybrid") or {}).get("controls", False) or not photometry_enabled(config):  # their reference
         return []
     return [f"hybrid_{a}_{c}" for a in hybrid_backbones(config) for c in HYBRID_CONTROLS]
 

@@ -42,7 +42,8 @@ def test_disabled_models_leave_every_list():
     cfg["baselines"]["netz"]["enabled"] = cfg["baselines"]["hogsvr"]["enabled"] = False
     cfg["baselines"]["photometry"]["enabled"] = False
     first = next(iter(cfg["architectures"]))
-    cfg["hybrid"]["controls"] = False
+    assert C.enabled_networks(cfg) == [first, "photoz", "a1", "a3"]  # residual hybrids need photometry
+    cfg["hybrid"]["fusion"] = "concat"  # no controls either: they are compared with photometry
     assert C.enabled_networks(cfg) == [first, "photoz", "a1", "a3", f"hybrid_{first}"]
     cfg["hybrid"]["backbones"] = []
     assert C.enabled_networks(cfg) == [first, "photoz", "a1", "a3"]

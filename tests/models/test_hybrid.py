@@ -16,7 +16,7 @@ from deepred.baselines.photometry import PhotometryModel, train_photometry
 from deepred.contracts.config import ConfigError, validate_config
 from deepred.contracts.predictions import write_predictions
 from deepred.contracts.processed import FEATURES_FILE, ProcessedDataset
-from deepred.core.model_names import HYBRID_FAMILY, model_family, table_models
+from deepred.core.model_names import HYBRID_FAMILY, enabled_networks, model_family, table_models
 from deepred.features.photometry import PhotometryError, PhotometryParams, photometry_features
 from deepred.features.table import feature_matrix, read_record, write_features
 from deepred.models.hybrid import HybridNet, swap_images
@@ -153,9 +153,10 @@ def test_hybrid_config_names_and_families():
     with pytest.raises(ConfigError, match=r"'hybrid.backbones': 'resnett' is not an enabled architecture .*'resnet'"):
         validate_config(bad)
     no_trees = copy.deepcopy(cfg)
-    no_trees["baselines"]["photometry"]["enabled"] = False
-    with pytest.raises(ConfigError, match=r"'hybrid.fusion': residual hybrids correct the photometric baseline"):
-        validate_config(no_trees)
+    no_trees["baselines"]["photometry"]["enabled"] = False  # residual hybrids: nothing to correct, none trained
+    assert "hybrid_resnet" not in enabled_networks(validate_config(no_trees))
+    no_trees["hybrid"]["fusion"] = "concat"  # the concatenated head needs only the features
+    assert "hybrid_resnet" in enabled_networks(validate_config(no_trees))
     pdf = copy.deepcopy(cfg)
     pdf["architectures"]["resnet"]["head"] = "pdf"
     with pytest.raises(ConfigError, match=r"architectures.resnet.head is 'pdf'; use fusion: concat"):
