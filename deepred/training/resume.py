@@ -45,6 +45,8 @@ def fingerprint(run: TrainingRun, config: dict, processed: Path) -> str:
         "data": [sha256_file(processed / "catalog.parquet"), sha256_file(processed / "stats.json")],
         "code": trainer_code_digest(),
     }
+    if run.hybrid:  # its head, control and the digest of its feature inputs (the trees' predictions among them)
+        key["hybrid"] = run.hybrid
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -18,6 +18,7 @@ randomness of epoch e are seeded by (seed, e) alone.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import socket
@@ -142,6 +143,10 @@ def setup_run(model_name: str, dataset: str, config: dict, processed_dir, thread
     features = None
     if hybrid:
         train_rows, val_rows, features = hybrid_data(hybrid, proc, train_rows, val_rows, photometry_dir)
+        # what the hybrid learns from beyond the images (features, the trees' predictions): in model.json and in the
+        # resume fingerprint, so that refitted trees retrain the hybrid instead of resuming its finished run
+        hybrid["inputs_sha256"] = hashlib.sha256(b"".join(np.ascontiguousarray(f, dtype=np.float64).tobytes()
+                                                          for f in features)).hexdigest()
     device, amp = _configure_torch(params, threads)
     seed = derive_seed(config["seed"], model_name, dataset)
     torch.manual_seed(seed)

@@ -5,6 +5,7 @@ predict and explain through the same interfaces as every network, and the two co
 from __future__ import annotations
 
 import copy
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -24,7 +25,8 @@ from deepred.models.registry import build_model
 from deepred.predict.predictor import load_model
 from deepred.predict.splits import calibrate_model
 from deepred.results.hybrid_controls import controls_table
-from deepred.training.train import train_model
+from deepred.training.resume import fingerprint
+from deepred.training.train import setup_run, train_model
 
 
 @pytest.fixture(scope="module")
@@ -207,3 +209,15 @@ def test_controls_table_reads_the_paired_intervals(hybrid_data, tmp_path):
     assert table.loc["shuffled", "R_photometry"] == 1.0 and table.loc["shuffled", "R_ci_lo"] == 1.0
     assert table.loc["shuffled", "reading"] == "no different from photometry"
     assert (table["photometry_nmad"] > 0).all() and (table["n"] == len(z)).all()
+
+
+def test_refitted_trees_change_the_resume_fingerprint(hybrid_data, tmp_path):
+    """A rerun after the photometric baseline changed must retrain the hybrid, not resume its finished run."""
+    proc, cfg, results = hybrid_data
+    other = tmp_path / "photometry"
+    shutil.copytree(_photometry_dir(results), other)
+    oof = pd.read_parquet(other / "oof_train.parquet")
+    oof.assign(z_oof=oof["z_oof"] + 0.01).to_parquet(other / "oof_train.parquet")
+    keys = [fingerprint(setup_run("hybrid_resnet", "tiny", cfg, proc, threads=1, photometry_dir=d), cfg, proc)
+            for d in (_photometry_dir(results), _photometry_dir(results), other)]
+    assert keys[0] == keys[1] != keys[2]
