@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from deepred.core.model_names import RUN_ONLY_TRAINING_KEYS
 from deepred.core.imports import closure, package_modules
 from deepred.core.io import sha256_file, write_json
+from deepred.core.model_names import RUN_ONLY_TRAINING_KEYS
 from deepred.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from deepred.models.registry import model_section
 from deepred.training.run import TrainingRun
