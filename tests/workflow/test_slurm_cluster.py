@@ -9,6 +9,7 @@ comment) and from the rule and SLURM logs.
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import shutil
@@ -23,6 +24,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from deepred.contracts.config import validate_config
+from deepred.core.model_names import enabled_networks
 from deepred.workflow.slurm import copy_workflow
 
 pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
@@ -204,8 +207,8 @@ def test_end_to_end_runs_every_job_as_a_slurm_job(e2e):
 
 def test_training_jobs_ran_with_the_gpu_request(e2e):
     cfg = _config(e2e.workdir)
-    networks = [m for m, c in cfg["architectures"].items() if c.get("enabled", True)]
-    networks += [b for b in ("photoz", "netz", "a1", "a3") if cfg["baselines"][b]["enabled"]]
+    networks = enabled_networks(validate_config(copy.deepcopy(cfg)))  # backbones, neural baselines, hybrids
+    assert "hybrid_mixer_shuffled" in networks
     trained = {(j.wildcards["model"], j.wildcards["dataset"]): (j.jobid, j.log) for j in e2e.of_rule("train")}
     assert set(trained) == {(m, d) for m in networks for d in cfg["datasets"]}
     for (model, dataset), (jobid, slurm_log) in trained.items():
@@ -216,7 +219,7 @@ def test_training_jobs_ran_with_the_gpu_request(e2e):
         assert re.search(rf"SLURM job {jobid} on \S+, CUDA_VISIBLE_DEVICES=\d", rule_log), rule_log[-1500:]
         # the executor's per-job log under logs/slurm/ is kept and shows the job step ran the rule
         assert Path(slurm_log).is_relative_to(e2e.workdir / "logs" / "slurm")
-        assert f"rule train:" in Path(slurm_log).read_text()
+        assert "rule train:" in Path(slurm_log).read_text()
     for job in e2e.of_rule("shap_explain"):
         assert "gres/gpu=1" in e2e.sacct[job.jobid]["AllocTRES"]
     for rule in ("simulate", "normalize", "hogsvr"):
@@ -234,12 +237,15 @@ def test_rerun_after_one_architecture_changes_submits_only_its_jobs(e2e, timelim
     run = Run(e2e.workdir, [*PROFILE_ARGS, "--configfile", "config/ci.yaml"], timeout=300)
     assert run.rc == 0, run.explain()
     submitted = [(j.rule, j.wildcards) for j in run.jobs]
+    # the mixer and the hybrids built on it (ci.yaml's hybrid.backbones), whose section is the mixer's
+    models = {changed} | {m for m in enabled_networks(validate_config(copy.deepcopy(cfg))) if m.startswith(
+        f"hybrid_{changed}")}
     trained = sorted((wc["model"], wc["dataset"]) for rule, wc in submitted if rule == "train")
-    assert trained == sorted((changed, d) for d in cfg["datasets"]), submitted
+    assert trained == sorted((m, d) for m in models for d in cfg["datasets"]), submitted
     for rule, wc in submitted:
-        assert rule not in ("simulate", "normalize", "hogsvr"), submitted
+        assert rule not in ("simulate", "normalize", "hogsvr", "photometry", "photometry_features"), submitted
         if "model" in wc:
-            assert wc["model"] == changed, f"{rule} {wc} resubmitted though only {changed} changed"
+            assert wc["model"] in models, f"{rule} {wc} resubmitted though only {changed} changed"
     assert all(run.sacct[j.jobid]["State"] == "COMPLETED" for j in run.jobs), run.sacct
 
 
