@@ -113,10 +113,18 @@ class TreeEnsemble:
                    n_features=int(n_features))
 
 
+def _regressor(max_iter: int, lr, leaves, min_leaf, cfg: dict, seed: int):
+    """One grid point's regressor (no early stopping: the tree count is chosen on validation, or given)."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    return HistGradientBoostingRegressor(
+        max_iter=max_iter, learning_rate=float(lr), max_leaf_nodes=int(leaves), min_samples_leaf=int(min_leaf),
+        l2_regularization=float(cfg["l2_regularization"]), early_stopping=False, random_state=seed)
+
+
 def fit_tree_grid(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, cfg: dict,
                   seed: int) -> tuple[TreeEnsemble, dict]:
     """The grid point and stage with the lowest validation NMAD: (trees, {"chosen", "grid"})."""
-    from sklearn.ensemble import HistGradientBoostingRegressor
     from threadpoolctl import threadpool_limits
 
     if len(x_train) < 2 or len(x_val) < 1:
@@ -125,10 +133,7 @@ def fit_tree_grid(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y
     grid, best = [], None
     for lr, leaves, min_leaf in itertools.product(cfg["learning_rate"], cfg["max_leaf_nodes"], cfg["min_samples_leaf"]):
         t0 = time.perf_counter()
-        gbr = HistGradientBoostingRegressor(
-            max_iter=int(cfg["max_iter"]), learning_rate=float(lr), max_leaf_nodes=int(leaves),
-            min_samples_leaf=int(min_leaf), l2_regularization=float(cfg["l2_regularization"]), early_stopping=False,
-            random_state=seed)
+        gbr = _regressor(int(cfg["max_iter"]), lr, leaves, min_leaf, cfg, seed)
         with threadpool_limits(limits=1, user_api="openmp"):
             gbr.fit(x_train, y_train)
             scores = [nmad(p, y_val) for p in gbr.staged_predict(x_val)]
@@ -148,7 +153,6 @@ def out_of_fold(x: np.ndarray, y: np.ndarray, chosen: dict, cfg: dict, seed: int
     """Predictions for the rows of (x, y), each from trees fitted without it: `folds` seeded folds, each fitted at
     the chosen grid point and tree count (no grid search). What a model stacked on these trees may train on: their
     in-sample predictions are far better than they are on rows they never saw."""
-    from sklearn.ensemble import HistGradientBoostingRegressor
     from threadpoolctl import threadpool_limits
 
     if len(x) < folds or folds < 2:
@@ -156,10 +160,8 @@ def out_of_fold(x: np.ndarray, y: np.ndarray, chosen: dict, cfg: dict, seed: int
     fold = np.random.default_rng(seed).permutation(len(x)) % folds
     out = np.empty(len(x))
     for k in range(folds):
-        gbr = HistGradientBoostingRegressor(
-            max_iter=int(chosen["n_trees"]), learning_rate=float(chosen["learning_rate"]),
-            max_leaf_nodes=int(chosen["max_leaf_nodes"]), min_samples_leaf=int(chosen["min_samples_leaf"]),
-            l2_regularization=float(cfg["l2_regularization"]), early_stopping=False, random_state=seed)
+        gbr = _regressor(int(chosen["n_trees"]), chosen["learning_rate"], chosen["max_leaf_nodes"],
+                         chosen["min_samples_leaf"], cfg, seed)
         with threadpool_limits(limits=1, user_api="openmp"):
             gbr.fit(x[fold != k], y[fold != k])
             out[fold == k] = gbr.predict(x[fold == k])

@@ -43,6 +43,7 @@ from deepred.features.photometry import (  # noqa: F401 (MAG_ZP, measure: import
     PhotometryError,
     PhotometryParams,
     feature_names,
+    flux_scaling,
     measure,
     photometry_features,
 )
@@ -162,9 +163,7 @@ def train_photometry(dataset: str, config: dict, processed_dir: str | Path, mode
     cfg = config["baselines"]["photometry"]
     label = config["datasets"][dataset]["label_column"]
     ds = ProcessedDataset(processed_dir)
-    cutout, scaling = int(ds.stats["cutout"]), ds.stats.get("scaling") or {}
-    if scaling.get("method") not in ("asinh", "none", "minmax"):
-        raise PhotometryError(f"{ds.root / 'stats.json'}: scaling {scaling!r} cannot be turned back into flux")
+    cutout, scaling = int(ds.stats["cutout"]), flux_scaling(ds.stats, ds.root / "stats.json")
     params = PhotometryParams.from_config(cfg, cutout)
     try:
         train = train_subset(ds.split("train"), train_systems, config["seed"], dataset)

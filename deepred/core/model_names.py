@@ -115,8 +115,8 @@ def enabled_networks(config: dict) -> list[str]:
 
 def ensemble_candidates(config: dict) -> list[str]:
     """What ensemble.members may name: enabled architectures, hybrids and the enabled photometric baseline."""
-    return (enabled_architectures(config) + hybrid_models(config)
-            + [b for b in enabled_baselines(config) if b == PHOTOMETRY_BASELINE])
+    photometry = [PHOTOMETRY_BASELINE] if photometry_enabled(config) else []
+    return enabled_architectures(config) + hybrid_models(config) + photometry
 
 
 def ensemble_members(config: dict) -> list[str]:

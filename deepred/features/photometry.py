@@ -55,6 +55,14 @@ class PhotometryParams:
         return cls(radii, float(cfg["detect_thresh"]), bool(cfg["mask_neighbours"]))
 
 
+def flux_scaling(stats: dict, where) -> dict:
+    """stats.json's scaling record when its pixels can be turned back into flux; PhotometryError naming `where`."""
+    scaling = stats.get("scaling") or {}
+    if scaling.get("method") not in ("asinh", "none", "minmax"):
+        raise PhotometryError(f"{where}: scaling {scaling!r} cannot be turned back into flux")
+    return scaling
+
+
 def flux_images(images: np.ndarray, scaling: dict) -> np.ndarray:
     """The shards' scaled pixels back to flux, float64 (see the module docstring for minmax)."""
     if scaling.get("method") == "minmax":

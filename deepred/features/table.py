@@ -30,6 +30,7 @@ from deepred.features.photometry import (
     PhotometryError,
     PhotometryParams,
     feature_names,
+    flux_scaling,
     photometry_features,
 )
 
@@ -64,9 +65,7 @@ def write_features(processed_dir: str | Path, cfg: dict, out_path: str | Path, c
     """Measure every catalogue row of a processed dataset with the baselines.photometry settings `cfg` and write
     the features file (atomically)."""
     ds = ProcessedDataset(processed_dir)
-    scaling = ds.stats.get("scaling") or {}
-    if scaling.get("method") not in ("asinh", "none", "minmax"):
-        raise PhotometryError(f"{ds.root / 'stats.json'}: scaling {scaling!r} cannot be turned back into flux")
+    scaling = flux_scaling(ds.stats, ds.root / "stats.json")
     params = PhotometryParams.from_config(cfg, int(ds.stats["cutout"]))
     rows = ds.catalog
     t0 = time.perf_counter()

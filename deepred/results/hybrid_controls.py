@@ -22,7 +22,7 @@ from deepred.contracts.predictions import test_set_predictions
 from deepred.contracts.processed import ProcessedDataset, test_set_rows
 from deepred.core import metrics as M
 from deepred.core.model_names import HYBRID_CONTROLS, PHOTOMETRY_BASELINE, hybrid_backbones
-from deepred.core.seeds import derive_seed
+from deepred.results.tables import bootstrap_seed
 
 VARIANTS = ("hybrid", *HYBRID_CONTROLS, "image_only")
 COLUMNS = ["test_set", "dataset", "backbone", "variant", "model", "n", "nmad", "nmad_ci_lo", "nmad_ci_hi",
@@ -54,7 +54,7 @@ def test_set_controls(config: dict, test_set: str, pred: dict[str, str], process
     catalog = ProcessedDataset(processed_dir).catalog
     rows = test_set_rows(config, test_set, processed_dir)
     resamples = max(int(mcfg["bootstrap_resamples"]), 1)  # paired intervals are this table's point
-    idx = M.bootstrap_indices(len(rows), resamples, derive_seed(config["seed"], "bootstrap", test_set))
+    idx = M.bootstrap_indices(len(rows), resamples, bootstrap_seed(config, test_set))
     alpha = 100 * (1 - mcfg["ci_level"]) / 2
     phot, phot_boot = _nmads(pred[PHOTOMETRY_BASELINE], rows, catalog, label, idx)
     out = []

@@ -164,6 +164,11 @@ def _nmad_rows(config, test_set, n, nmad_val, nmad_boot, median_nmad) -> list[di
     return nm
 
 
+def bootstrap_seed(config: dict, test_set: str) -> int:
+    """The seed of a test set's bootstrap indices, one draw shared by every model (and by hybrid_controls.csv)."""
+    return derive_seed(config["seed"], "bootstrap", test_set)
+
+
 def test_set_metrics(config: dict, test_set: str, pred_paths: dict[str, str | Path], processed_dir: str | Path):
     """Evaluate every model on one test set. Returns (metrics_long, nmad, binned, calibration) DataFrames."""
     mcfg = config["metrics"]
@@ -174,7 +179,7 @@ def test_set_metrics(config: dict, test_set: str, pred_paths: dict[str, str | Pa
     absent = [m for m in table_models(config) if m not in pred_paths]
     if absent:
         raise DataError(f"test set '{test_set}': no prediction file given for models {absent}")
-    seed = derive_seed(config["seed"], "bootstrap", test_set)
+    seed = bootstrap_seed(config, test_set)
     idx = M.bootstrap_indices(len(rows), mcfg["bootstrap_resamples"], seed) if mcfg["bootstrap_resamples"] else None
     long_rows, nmad_val, nmad_boot, point, pdf_rows = _evaluate_models(config, test_set, pred_paths, rows, catalog,
                                                                        label, idx)

@@ -185,9 +185,8 @@ class Plan:
         return targets + self.shap_targets() + self.pdf_targets() + self.metrics_targets() + self.hybrid_targets()
 
     def hybrid_targets(self) -> list[str]:
-        """The hybrid controls table (none without hybrids, their controls or the photometric baseline)."""
-        ok = self.hybrid_controls and self.config["baselines"]["photometry"]["enabled"]
-        return [self.paths.table("hybrid_controls")] if ok else []
+        """The hybrid controls table (none without controls, which the photometric baseline's absence leaves out)."""
+        return [self.paths.table("hybrid_controls")] if self.hybrid_controls else []
 
     def features_inputs(self, model: str, dataset: str) -> dict[str, str]:
         """What a hybrid's training job reads beyond the images: the features file and, for a residual hybrid, the
