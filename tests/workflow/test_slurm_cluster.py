@@ -26,6 +26,7 @@ import yaml
 
 from deepred.contracts.config import validate_config
 from deepred.core.model_names import enabled_networks
+from deepred.workflow.paths import SHAP_FILES, Layout
 from deepred.workflow.slurm import copy_workflow
 
 pytestmark = [pytest.mark.slurm, pytest.mark.workflow]
@@ -80,7 +81,7 @@ class Run:
         res = subprocess.run(cmd, cwd=workdir, env=full_env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
         self.seconds = time.monotonic() - t0
         self.rc, self.out, self.workdir = res.returncode, res.stdout + res.stderr, workdir
-        self.jobs, self.local = _submitted(self.out)
+        self.jobs, self.local = _submitted(_without_shown_logs(self.out))
         ids = sorted({j.jobid for j in self.jobs})
         if ids:  # leave nothing behind after a timeout or failure
             subprocess.run(["scancel", *ids], capture_output=True, timeout=30)
@@ -110,11 +111,37 @@ def _rule_blocks(text: str) -> tuple[dict[str, dict], list[dict]]:
     return by_id, blocks
 
 
+def _without_shown_logs(out: str) -> str:
+    """Snakemake's report without the failed jobs' logs it shows (profile: show-failed-logs), whose inner
+    Snakemake's own rule blocks (a SLURM job's "localrule train:") are not jobs of this run."""
+    return re.sub(r"^[ \t]*Logfile [^\n]*:\n[ \t]*(=+)\n.*?^[ \t]*\1$", "", out, flags=re.M | re.S)
+
+
+def _group_jobs(out: str) -> list[tuple[str, list[dict]]]:
+    """The group jobs Snakemake announced, in order: (group, member blocks). Each is a
+    "Group job <group> (jobs in lexicogr. order):" header followed by its members' indented rule blocks."""
+    groups, current = [], None
+    for line in out.splitlines():
+        header = re.search(r"Group job (\S+) \(jobs in lexicogr\. order\):$", line)
+        if header:
+            current = (header.group(1), [])
+            groups.append(current)
+        elif current is not None and (re.match(r"^(local)?rule \w+:$|^Job \S+ has been submitted|^Execute ",
+                                               line)):
+            current = None
+        elif current is not None:
+            current[1].append(line)
+    return [(name, _rule_blocks("\n".join(lines))[1]) for name, lines in groups]
+
+
 def _submitted(out: str) -> tuple[list[Submission], list[dict]]:
     """What Snakemake's own report says it submitted (one Submission per rule run in a SLURM job) and the
-    jobs it ran itself (the Snakefile's localrules). A group job is submitted under a UUID; its member
-    rules are read from its SLURM log, where the job step lists them."""
+    jobs it ran itself (the Snakefile's localrules). A group job is submitted under a UUID; Snakemake
+    announces a batch of jobs, then submits them in that order; a group's SLURM log folder,
+    logs/slurm/group_<group>_<member rules>, tells which announced group a submission is. An attempt that
+    SLURM killed early still counts every member: each attempt is submitted as the whole group."""
     by_id, blocks = _rule_blocks(out)
+    announced = _group_jobs(out)
     jobs = []
     for line in out.splitlines():
         m = re.match(r"^Job (\S+) has been submitted with SLURM jobid (\d+) \(log: (.+)\)\.$", line.strip())
@@ -123,11 +150,11 @@ def _submitted(out: str) -> tuple[list[Submission], list[dict]]:
         jobid, log = m.group(2), m.group(3)
         if m.group(1) in by_id:
             members, group = [by_id[m.group(1)]], None
-        else:  # logs/slurm/group_<group>_<member rules>/<jobid>.log
-            _, in_job = _rule_blocks(Path(log).read_text()) if Path(log).exists() else ({}, [])
-            members = list({(b["rule"], str(b["wildcards"])): b for b in in_job}.values())
-            rules = "_".join(sorted({b["rule"] for b in members}))
-            group = Path(log).parent.name.removeprefix("group_").removesuffix("_" + rules)
+        else:
+            folder = Path(log).parent.name
+            match = next(i for i, (name, blocks_) in enumerate(announced)
+                         if folder == "_".join(["group", name, *sorted({b["rule"] for b in blocks_})]))
+            group, members = announced.pop(match)
         jobs += [Submission(b["rule"], b["wildcards"], jobid, log, group) for b in members]
     return jobs, [b for b in blocks if b["local"]]
 
@@ -300,13 +327,17 @@ def _epoch_wall_seconds(train_log: Path) -> float:
 
 @pytest.fixture(scope="module")
 def timelimit_run(e2e, tmp_path_factory):
-    """Train one network under a 1-minute SLURM time limit per attempt, so that SLURM kills it mid-training.
+    """Train one network and explain it, as the profile's `model` group (one SLURM job runs the training and
+    then its SHAP explanation), under a 1-minute SLURM time limit per attempt, so that SLURM kills the group
+    mid-training.
 
     SLURM keeps time limits in whole minutes and enforces them every ~30 s: a kill lands 60-95 s into a job.
-    The epochs are sized from the end-to-end run's epoch times for ~280 s of training, so the first attempt is
-    killed even if training alone runs 2-3x faster than during that run (measured once: 140 s of estimated
-    work finished inside the first minute); each retry resumes from the checkpoint and trains ~1 minute more,
-    until one finishes (up to 8 retries: a slower machine only costs attempts)."""
+    A group's time limit is the sum of its members' runtimes (Snakemake's GroupResources): the explanation's
+    is set to 0 so the group's is the training's minute. The epochs are sized from the end-to-end run's
+    epoch times for ~280 s of training, so the first attempt is killed even if training alone runs 2-3x
+    faster than during that run (measured once: 140 s of estimated work finished inside the first minute);
+    each retry resumes from the checkpoint and trains ~1 minute more, until one finishes and explains (up to
+    8 retries: a slower machine only costs attempts)."""
     cfg = _config(e2e.workdir)
     workdir = copy_workflow(REPO, tmp_path_factory.mktemp("slurm_timelimit"))
     shutil.copytree(e2e.workdir / cfg["data_dir"], workdir / cfg["data_dir"])  # no need to simulate again
@@ -315,46 +346,74 @@ def timelimit_run(e2e, tmp_path_factory):
     cfg["architectures"][TIMEOUT_MODEL]["epochs"] = epochs
     cfg["training"]["patience"] = epochs  # no early stop: the run must outlast the limit
     (workdir / "config" / "ci.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    target = f"{cfg['results_dir']}/models/{TIMEOUT_MODEL}/{TIMEOUT_DATASET}/model.safetensors"
-    args = [target, *PROFILE_ARGS, "--configfile", "config/ci.yaml", "--retries", "8",
-            "--set-resources", "train:runtime=1m", "train:mem_mb=3000"]
+    assert TIMEOUT_MODEL in cfg["shap"]["models"]
+    target = Layout(cfg).shap_file(SHAP_FILES[0], TIMEOUT_MODEL, TIMEOUT_DATASET)
+    data_before = _snapshot(workdir / cfg["data_dir"])
+    args = [target, *PROFILE_ARGS, "--configfile", "config/ci.yaml", "--retries", "8", "--set-resources",
+            "train:runtime=1m", "train:mem_mb=3000", "shap_explain:runtime=0", "shap_explain:mem_mb=3000"]
     box = {}
     thread = threading.Thread(target=lambda: box.setdefault("run", Run(workdir, args, timeout=900)))
     thread.start()
-    yield {"thread": thread, "box": box, "workdir": workdir, "epochs": epochs, "cfg": cfg}
+    yield {"thread": thread, "box": box, "workdir": workdir, "epochs": epochs, "cfg": cfg,
+           "data_before": data_before}
     thread.join()
 
 
-def test_training_killed_by_the_time_limit_is_retried_and_resumes(timelimit_run):
+def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file under a folder: (size, mtime in ns), by relative path."""
+    return {str(f.relative_to(folder)): (f.stat().st_size, f.stat().st_mtime_ns)
+            for f in sorted(folder.rglob("*")) if f.is_file()}
+
+
+def test_group_killed_by_the_time_limit_is_reported_and_rerun_as_a_unit(timelimit_run):
     timelimit_run["thread"].join()
     run = timelimit_run["box"]["run"]
     assert run.rc == 0, run.explain()
-    attempts = [(j.jobid, run.sacct[j.jobid], Path(j.log)) for j in run.of_rule("train")]
-    states = [rec["State"] for _, rec, _ in attempts]
+    # every attempt is one SLURM job of the `model` group, submitted with both members
+    attempts = sorted({j.jobid for j in run.jobs}, key=int)
+    for jobid in attempts:
+        members = sorted((j.rule, j.group, str(j.wildcards)) for j in run.jobs if j.jobid == jobid)
+        wc = str({"model": TIMEOUT_MODEL, "dataset": TIMEOUT_DATASET})
+        assert members == [("shap_explain", "model", wc), ("train", "model", wc)], members
+    states = [run.sacct[j]["State"] for j in attempts]
     assert len(attempts) >= 2 and set(states[:-1]) == {"TIMEOUT"} and states[-1] == "COMPLETED", (
         f"expected timed-out attempts, then a completed one: {states}\n" + run.explain()
     )
-    for jobid, rec, _ in attempts:
+    for jobid in attempts:
+        rec = run.sacct[jobid]
         assert rec["Timelimit"] == "00:01:00" and "gres/gpu=1" in rec["AllocTRES"], rec
+    # Snakemake reports each failure as the group's, naming both members, and resubmits the group (its UUID)
+    failures = _without_shown_logs(run.out).count("Error in group model")
+    restarts = re.findall(r"^Trying to restart job (\S+)\.$", run.out, flags=re.M)
+    assert failures == len(attempts) - 1 and len(restarts) == len(attempts) - 1, (failures, restarts)
+    assert len(set(restarts)) == 1, f"the retries were not one group job: {restarts}"
     # SLURM's own word, in the kept log under logs/slurm/, for the first attempt (sized to outlast the limit).
     # A later attempt may finish its epochs just as SLURM's ~30 s enforcement sweep comes due: sacct then
     # says TIMEOUT but the log has no cancel line, and the next attempt only finalizes (resumes after E of E).
-    first_id, _, first_log = attempts[0]
-    assert re.search(rf"JOB {first_id} ON \S+ CANCELLED AT \S+ DUE TO TIME LIMIT", first_log.read_text())
+    first_log = Path(next(j.log for j in run.jobs if j.jobid == attempts[0]))
+    assert first_log.parent.name == "group_model_shap_explain_train", first_log
+    assert re.search(rf"JOB {attempts[0]} ON \S+ CANCELLED AT \S+ DUE TO TIME LIMIT", first_log.read_text())
 
-    workdir, epochs = timelimit_run["workdir"], timelimit_run["epochs"]
-    # Snakemake starts a retried job's rule log afresh: it is the last attempt's
+    workdir, epochs, cfg = timelimit_run["workdir"], timelimit_run["epochs"], timelimit_run["cfg"]
+    # the last attempt ran both members: Snakemake starts a retried job's rule logs afresh
+    for rule_log in (f"train/{TIMEOUT_MODEL}/{TIMEOUT_DATASET}.log", f"shap/{TIMEOUT_MODEL}/{TIMEOUT_DATASET}.log"):
+        assert f"SLURM job {attempts[-1]} " in (workdir / "logs" / rule_log).read_text(), rule_log
     log = (workdir / "logs" / "train" / TIMEOUT_MODEL / f"{TIMEOUT_DATASET}.log").read_text()
-    assert f"SLURM job {attempts[-1][0]} " in log
     m = re.search(rf"resuming from \S+ after epoch (\d+) of {epochs}", log)
     assert m, "the retry did not resume from the checkpoint:\n" + log[-3000:]
     assert 1 <= int(m.group(1)) <= epochs
-    # the history has every epoch exactly once, trained by more than one attempt, the first attempt first
-    model_dir = workdir / timelimit_run["cfg"]["results_dir"] / "models" / TIMEOUT_MODEL / TIMEOUT_DATASET
+    # nothing lost: the history has every epoch exactly once, trained by more than one attempt, the first
+    # attempt's epochs first; the inputs are untouched; the explanation is the final weights'
+    layout = Layout(cfg)
+    model_dir = workdir / layout.model_dir(TIMEOUT_MODEL, TIMEOUT_DATASET)
     hist = pd.read_csv(model_dir / "history.csv")
     assert hist["epoch"].tolist() == list(range(1, epochs + 1))
     trained_by = hist["trained_by"].tolist()
-    assert trained_by[0] == f"slurm:{first_id}", trained_by
-    assert set(trained_by) <= {f"slurm:{jobid}" for jobid, _, _ in attempts}, trained_by
+    assert trained_by[0] == f"slurm:{attempts[0]}", trained_by
+    assert set(trained_by) <= {f"slurm:{jobid}" for jobid in attempts}, trained_by
     assert len(set(trained_by)) >= 2, f"one attempt trained every epoch: {set(trained_by)}"
     assert (model_dir / "model.safetensors").stat().st_size > 0
+    assert _snapshot(workdir / cfg["data_dir"]) == timelimit_run["data_before"]
+    shap_dir = workdir / layout.shap_dir(TIMEOUT_MODEL, TIMEOUT_DATASET)
+    assert all((shap_dir / name).stat().st_size > 0 for name in SHAP_FILES)
+    assert (shap_dir / SHAP_FILES[0]).stat().st_mtime_ns >= (model_dir / "model.safetensors").stat().st_mtime_ns
