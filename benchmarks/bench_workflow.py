@@ -1,12 +1,25 @@
-"""Benchmark the whole DAG: wall time of a full run, job time and CPU per rule, the scheduler's CPU, a no-op rerun.
+"""Benchmark the whole DAG against a baseline commit, both measured in this one run of the benchmark.
 
-Targets: the default config's whole DAG within 30 minutes on a 2-core CPU; the scheduler (Snakemake's own
-process) under 3% of the jobs' CPU; a no-op rerun of the default target in under 2 seconds running no job
-(issue 30). Per-rule figures come from the jobs' own usage records (results/benchmarks/<rule>/..., summed in
-results/tables/runtime.csv), the scheduler's from results/benchmarks/scheduler.tsv (deepred.results.runtime).
-Output: results/benchmarks/workflow.json.
+Issue 30's targets: the default `make run` within 30 minutes on a quiet 2-core machine; Snakemake's own process
+under 3% of the jobs' CPU; a no-op rerun under 2 s; `results/tables/kids_nmad.csv` planning no other dataset's
+job, and its SLURM run submitting at least 4x fewer jobs. Each side (the baseline commit, default: the tree
+the issue measured, and HEAD) is checked out with `git worktree` into a fresh folder and run with this
+checkout's virtual environment (PYTHONPATH points at the side's own `deepred`). Per side:
 
-    python benchmarks/bench_workflow.py [--configfile config.yaml] [--cores 2] [--skip-full] [-- --keep-going]
+- plan: `snakemake -n --profile slurm results/tables/kids_nmad.csv` on the default config: jobs, datasets,
+  SLURM submissions it would make (group jobs + ungrouped jobs of rules that are not local);
+- slurm (`--slurm`, needs scripts/slurm_local_up.sh): that literal command run through the real cluster, on
+  config/ci.yaml with a second dataset added (as tests/workflow/test_slurm_cluster.py does): sbatch
+  submissions counted from Snakemake's report, wall time;
+- full (unless `--skip-full`): the default `make run` command (`snakemake --cores 2 --profile profiles/default`)
+  from empty data and results: wall, the jobs' CPU per rule from their usage files (results/benchmarks/<rule>/),
+  Snakemake's own CPU (benchmarks/snakemake_usage.py), then the no-op rerun (median of 3).
+
+Figures are written per side with HEAD / baseline ratios. The full runs go one after the other; run it on a
+quiet machine (the JSON keeps the load average at the start and end of each run).
+Output: results/benchmarks/workflow.json (`--out`).
+
+    python benchmarks/bench_workflow.py [--baseline REF] [--slurm] [--skip-full] [--cores 2]
 """
 
 from __future__ import annotations
@@ -14,83 +27,174 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
+import re
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from collections import Counter, defaultdict
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parent.parent
+BASELINE = "2622b91"  # the tree issue 30 measured: 134 planned jobs for kids_nmad.csv, make run 39 min 42 s
+TABLE = "tables/kids_nmad.csv"  # the README's literal command's target, under the config's results_dir
+USAGE = Path(__file__).resolve().parent / "snakemake_usage.py"
 
 
-def snakemake(args: list[str], log: Path) -> tuple[float, str]:
+def checkout(ref: str, dest: Path) -> Path:
+    subprocess.run(["git", "worktree", "add", "--detach", str(dest), ref], cwd=ROOT, check=True,
+                   capture_output=True, text=True)
+    return dest
+
+
+def snakemake(tree: Path, args: list[str], log: Path, usage: Path | None = None,
+              env: dict | None = None) -> tuple[float, str]:
+    """Run Snakemake in a side's tree (its own deepred first on the path); exit on failure."""
+    cmd = [sys.executable, str(USAGE), str(usage), "--"] if usage else [sys.executable, "-m", "snakemake"]
+    full_env = {**os.environ, "PYTHONPATH": str(tree), **(env or {})}
     t0 = time.perf_counter()
     with open(log, "w") as fh:
-        proc = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=ROOT, stdout=fh,
-                              stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.run([*cmd, *args], cwd=tree, env=full_env, stdout=fh, stderr=subprocess.STDOUT,
+                              stdin=subprocess.DEVNULL)
     elapsed = time.perf_counter() - t0
-    text = log.read_text()
     if proc.returncode != 0:
-        sys.exit(f"snakemake {' '.join(args)} failed (exit {proc.returncode}); see {log}")
-    return elapsed, text
+        sys.exit(f"snakemake {' '.join(args)} in {tree} failed (exit {proc.returncode}); see {log}")
+    return elapsed, log.read_text()
 
 
-def job_times(results: Path) -> dict[str, float]:
-    out = {}
-    for tsv in sorted((results / "benchmarks").rglob("*.tsv")):
+def local_rules(tree: Path) -> set[str]:
+    """Rules that run in Snakemake's own process: the `localrules:` directive and `localrule: True` flags."""
+    names = set()
+    for smk in [tree / "Snakefile", *sorted((tree / "rules").glob("*.smk"))]:
+        text = smk.read_text()
+        directive = re.search(r"^localrules:\n((?:[ \t]+\w+,?\n)+)", text, flags=re.M)
+        if directive:
+            names |= set(re.findall(r"\w+", directive.group(1)))
+        for block in re.split(r"^(?=rule \w+:)", text, flags=re.M):
+            m = re.match(r"rule (\w+):", block)
+            if m and re.search(r"^    localrule: True$", block, flags=re.M):
+                names.add(m.group(1))
+    return names
+
+
+def planned(text: str, local: set[str]) -> dict:
+    """A dry run's jobs, per rule and dataset, and the SLURM jobs they make: each group job is one, each
+    ungrouped job of a rule that is not local another (a dry run does not print which jobs are local)."""
+    grouped = re.findall(r"^    rule (\w+):$", text, flags=re.M)
+    alone = re.findall(r"^rule (\w+):$", text, flags=re.M)
+    datasets = set(re.findall(r"wildcards: .*?\bdataset=([\w-]+)", text))
+    groups = len(re.findall(r"Group job \S+ \(jobs in lexicogr\. order\):", text))
+    return {"jobs": len(grouped) + len(alone), "per_rule": dict(Counter(grouped + alone)),
+            "datasets": sorted(datasets), "slurm_submissions": groups + sum(r not in local for r in alone)}
+
+
+def plan_table(tree: Path, logdir: Path) -> dict:
+    _, text = snakemake(tree, ["-n", "--profile", "slurm", f"results/{TABLE}"], logdir / "plan.log")
+    return planned(text, local_rules(tree))
+
+
+def slurm_table(tree: Path, logdir: Path) -> dict:
+    """The literal command through the local SLURM, on config/ci.yaml with a copy of its dataset added."""
+    cfg = yaml.safe_load((tree / "config" / "ci.yaml").read_text())
+    (name, dataset), = cfg["datasets"].items()
+    cfg["datasets"][f"{name}_copy"] = dict(dataset)
+    cfg["test_sets"][f"{name}_copy"] = {"dataset": f"{name}_copy", "table": f"{name}_copy"}
+    (tree / "two.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    args = [f"{cfg['results_dir']}/{TABLE}", "--profile", "slurm", "--profile", "profiles/slurm-ci",
+            "--configfile", "two.yaml"]
+    env = {"SLURM_ACCOUNT": os.environ.get("SLURM_LOCAL_ACCOUNT", "deepred")}
+    _, plan_text = snakemake(tree, [*args, "-n"], logdir / "slurm_plan.log", env=env)
+    wall, text = snakemake(tree, args, logdir / "slurm.log", env=env)
+    submitted = re.findall(r"^Job \S+ has been submitted with SLURM jobid (\d+)", text, flags=re.M)
+    return {"planned": planned(plan_text, local_rules(tree)), "sbatch_submissions": len(set(submitted)),
+            "wall_s": round(wall, 1), "datasets": len(cfg["datasets"])}
+
+
+def per_rule(results: Path) -> dict[str, dict]:
+    """The jobs' own usage records (Snakemake benchmark TSVs) under results/benchmarks/<rule>/, summed."""
+    rules: dict[str, dict] = defaultdict(lambda: {"jobs": 0, "wall_s": 0.0, "cpu_s": 0.0})
+    for tsv in sorted((results / "benchmarks").glob("*/**/*.tsv")):
         with open(tsv) as fh:
             rows = list(csv.DictReader(fh, delimiter="\t"))
         if rows:
-            out[str(tsv.relative_to(results / "benchmarks").with_suffix(""))] = float(rows[-1]["s"])
-    return out
+            rule = rules[tsv.relative_to(results / "benchmarks").parts[0]]
+            rule["jobs"] += 1
+            rule["wall_s"] += float(rows[-1]["s"])
+            rule["cpu_s"] += float(rows[-1]["cpu_time"] or 0)
+    return {k: {c: round(v, 1) for c, v in r.items()} for k, r in sorted(rules.items())}
 
 
-def scheduler_share(results: Path) -> dict:
-    """Per-rule jobs/wall/CPU of the runtime table, and the newest scheduler record against the jobs' CPU."""
-    from deepred.results.runtime import last_scheduler_record
+def full_run(tree: Path, cores: int, logdir: Path) -> dict:
+    args = ["--cores", str(cores), "--profile", "profiles/default"]
+    load_before = os.getloadavg()
+    wall, _ = snakemake(tree, args, logdir / "full.log", usage=logdir / "full_usage.json")
+    usage = json.loads((logdir / "full_usage.json").read_text())
+    rules = per_rule(tree / "results")
+    jobs_cpu = sum(r["cpu_s"] for r in rules.values())
+    noops = []
+    for i in range(3):
+        seconds, text = snakemake(tree, args, logdir / f"noop{i}.log")
+        if "Nothing to be done" not in text:
+            sys.exit(f"the rerun of a finished DAG in {tree} ran jobs; see {logdir / f'noop{i}.log'}")
+        noops.append(seconds)
+    return {"wall_s": round(wall, 1), "jobs": sum(r["jobs"] for r in rules.values()),
+            "jobs_cpu_s": round(jobs_cpu, 1), "children_cpu_s": usage["children_cpu_s"],
+            "scheduler_cpu_s": usage["scheduler_cpu_s"],
+            "scheduler_share": round(usage["scheduler_cpu_s"] / jobs_cpu, 4),
+            "per_rule": rules, "noop_rerun_s": [round(s, 2) for s in noops],
+            "noop_rerun_median_s": round(statistics.median(noops), 2),
+            "loadavg_1min_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)]}
 
-    table = results / "tables" / "runtime.csv"
-    if not table.is_file():
-        return {}
-    with open(table) as fh:
-        rows = {r["rule"]: r for r in csv.DictReader(fh)}
-    out = {"per_rule": {k: {c: float(r[c]) for c in ("jobs", "wall_s", "cpu_s")} for k, r in rows.items()}}
-    record = last_scheduler_record(results / "benchmarks")
-    if record and "total (jobs)" in rows:
-        cpu = float(record["cpu_s"])
-        out.update(scheduler_cpu_s=cpu, jobs_cpu_s=float(rows["total (jobs)"]["cpu_s"]),
-                   scheduler_share=round(cpu / float(rows["total (jobs)"]["cpu_s"]), 4), scheduler_target_share=0.03)
+
+def ratios(new: dict, old: dict) -> dict:
+    """HEAD / baseline for every number both sides have (per-rule figures: rules both sides ran)."""
+    out = {}
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(old.get(key), dict):
+            sub = ratios(value, old[key])
+            if sub:
+                out[key] = sub
+        elif isinstance(value, (int, float)) and isinstance(old.get(key), (int, float)) and old[key]:
+            out[key] = round(value / old[key], 3)
     return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--configfile", default=None, help="config to run (default: config.yaml)")
+    ap.add_argument("--baseline", default=BASELINE, help=f"commit to compare with (default {BASELINE})")
+    ap.add_argument("--head", default="HEAD", help="commit measured against it (default HEAD)")
     ap.add_argument("--cores", type=int, default=2)
-    ap.add_argument("--skip-full", action="store_true", help="only time the no-op rerun of a finished DAG")
+    ap.add_argument("--slurm", action="store_true", help="run the literal command through the local SLURM")
+    ap.add_argument("--skip-full", action="store_true", help="no full runs (plans, and SLURM if asked)")
     ap.add_argument("--out", default=str(ROOT / "results" / "benchmarks" / "workflow.json"))
-    ap.add_argument("snakemake_args", nargs="*", help="passed on to snakemake (after --), e.g. --keep-going")
     args = ap.parse_args()
-    base = ["--cores", str(args.cores), "--profile", "profiles/default"]
-    if args.configfile:
-        base += ["--configfile", args.configfile]
-    base += args.snakemake_args
-    logdir = ROOT / "logs" / "bench"
-    logdir.mkdir(parents=True, exist_ok=True)
-    result: dict = {"cores": args.cores, "configfile": args.configfile or "config.yaml"}
-    if not args.skip_full:
-        wall, _ = snakemake(base, logdir / "full.log")
-        result["full_run_wall_s"] = round(wall, 1)
-        result["full_run_target_s"] = 1800
-    noop, text = snakemake(base, logdir / "noop.log")
-    result["noop_rerun_wall_s"] = round(noop, 2)
-    result["noop_ran_no_job"] = "Nothing to be done" in text
-    result["noop_target_s"] = 2
-    result["job_seconds"] = job_times(ROOT / "results")
-    result["sum_job_seconds"] = round(sum(result["job_seconds"].values()), 1)
-    result.update(scheduler_share(ROOT / "results"))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="bench_workflow_"))
+    sides = {"baseline": args.baseline, "head": args.head}
+    result: dict = {"cores": args.cores, "commits": {}, "workdir": str(work)}
+    trees = {}
+    for side, ref in sides.items():
+        trees[side] = checkout(ref, work / side)
+        result["commits"][side] = subprocess.run(["git", "rev-parse", "--short", ref], cwd=ROOT, check=True,
+                                                 capture_output=True, text=True).stdout.strip()
+    steps = [("plan", plan_table)] + ([("slurm", slurm_table)] if args.slurm else [])
+    steps += [] if args.skip_full else [("full", lambda tree, logdir: full_run(tree, args.cores, logdir))]
+    for step, measure in steps:
+        for side, tree in trees.items():
+            logdir = work / "logs" / side / step
+            logdir.mkdir(parents=True, exist_ok=True)
+            print(f"[bench_workflow] {step} on {side} ({result['commits'][side]})", flush=True)
+            result.setdefault(side, {})[step] = measure(tree, logdir)
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(result, indent=2) + "\n")  # keep what is done so far
+    result["head_over_baseline"] = ratios(result["head"], result["baseline"])
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in result.items() if k != "job_seconds"}, indent=2))
+    for side in sides:
+        subprocess.run(["git", "worktree", "remove", "--force", str(trees[side])], cwd=ROOT, capture_output=True)
+    print(json.dumps({k: v for k, v in result.items() if k in ("commits", "head_over_baseline")}, indent=2))
 
 
 if __name__ == "__main__":
