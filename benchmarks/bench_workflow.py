@@ -15,11 +15,14 @@ checkout's virtual environment (PYTHONPATH points at the side's own `deepred`). 
   from empty data and results: wall, the jobs' CPU per rule from their usage files (results/benchmarks/<rule>/),
   Snakemake's own CPU (benchmarks/snakemake_usage.py), then the no-op rerun (median of 3).
 
-Figures are written per side with HEAD / baseline ratios. The full runs go one after the other; run it on a
-quiet machine (the JSON keeps the load average at the start and end of each run).
+Figures are written per side with HEAD / baseline ratios, and every test NMAD of HEAD's run against the
+baseline's value and its 95% bootstrap interval (issue 30: none may move outside it unless it improves). The
+full runs go one after the other; run it on a quiet machine (the JSON keeps the load average at the start
+and end of each run).
 Output: results/benchmarks/workflow.json (`--out`).
 
-    python benchmarks/bench_workflow.py [--baseline REF] [--slurm] [--skip-full] [--cores 2]
+    python benchmarks/bench_workflow.py [--baseline REF] [--slurm] [--skip-full] [--keep] [--cores 2]
+    python benchmarks/bench_workflow.py --compare WORKDIR   # the NMAD comparison of an earlier --keep run
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -150,6 +155,21 @@ def full_run(tree: Path, cores: int, logdir: Path) -> dict:
             "loadavg_1min_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)]}
 
 
+def nmad_against_baseline(trees: dict[str, Path]) -> dict:
+    """Every test NMAD of HEAD's full run against the baseline's value and its 95% bootstrap interval (the
+    `*_nmad.csv` tables of both): `within`, `better` (below the interval) or `worse` (above it), per row."""
+    def table(tree: Path) -> pd.DataFrame:
+        files = sorted((tree / "results" / "tables").glob("*_nmad.csv"))
+        return pd.concat([pd.read_csv(f) for f in files]).drop_duplicates(["test_set", "model"])
+
+    cols = ["test_set", "model", "nmad", "nmad_ci_lo", "nmad_ci_hi"]
+    rows = table(trees["head"])[cols[:3]].merge(table(trees["baseline"])[cols], on=["test_set", "model"],
+                                                  suffixes=("", "_baseline"))
+    rows["reading"] = np.select([rows["nmad"] > rows["nmad_ci_hi"], rows["nmad"] < rows["nmad_ci_lo"]],
+                                ["worse", "better"], "within")
+    return {"rows": rows.round(5).to_dict(orient="records"), "count": rows["reading"].value_counts().to_dict()}
+
+
 def ratios(new: dict, old: dict) -> dict:
     """HEAD / baseline for every number both sides have (per-rule figures: rules both sides ran)."""
     out = {}
@@ -170,8 +190,18 @@ def main() -> None:
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--slurm", action="store_true", help="run the literal command through the local SLURM")
     ap.add_argument("--skip-full", action="store_true", help="no full runs (plans, and SLURM if asked)")
+    ap.add_argument("--keep", action="store_true", help="keep both checkouts (data, results, logs) afterwards")
+    ap.add_argument("--compare", metavar="WORKDIR", help="only compare the test NMAD tables of the checkouts "
+                    "an earlier --keep run left in WORKDIR, adding them to --out")
     ap.add_argument("--out", default=str(ROOT / "results" / "benchmarks" / "workflow.json"))
     args = ap.parse_args()
+    if args.compare:
+        result = json.loads(Path(args.out).read_text()) if Path(args.out).is_file() else {}
+        result["nmad_against_baseline"] = nmad_against_baseline(
+            {side: Path(args.compare) / side for side in ("baseline", "head")})
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps(result["nmad_against_baseline"]["count"]))
+        return
     work = Path(tempfile.mkdtemp(prefix="bench_workflow_"))
     sides = {"baseline": args.baseline, "head": args.head}
     result: dict = {"cores": args.cores, "commits": {}, "workdir": str(work)}
@@ -191,8 +221,10 @@ def main() -> None:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text(json.dumps(result, indent=2) + "\n")  # keep what is done so far
     result["head_over_baseline"] = ratios(result["head"], result["baseline"])
+    if not args.skip_full:
+        result["nmad_against_baseline"] = nmad_against_baseline(trees)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    for side in sides:
+    for side in sides if not args.keep else ():
         subprocess.run(["git", "worktree", "remove", "--force", str(trees[side])], cwd=ROOT, capture_output=True)
     print(json.dumps({k: v for k, v in result.items() if k in ("commits", "head_over_baseline")}, indent=2))
 
