@@ -22,7 +22,7 @@ and end of each run).
 Output: results/benchmarks/workflow.json (`--out`).
 
     python benchmarks/bench_workflow.py [--baseline REF] [--slurm] [--skip-full] [--keep] [--cores 2]
-    python benchmarks/bench_workflow.py --compare WORKDIR   # the NMAD comparison of an earlier --keep run
+    python benchmarks/bench_workflow.py --compare WORKDIR   # re-derive the summary of an earlier --keep run
 """
 
 from __future__ import annotations
@@ -149,7 +149,6 @@ def full_run(tree: Path, cores: int, logdir: Path) -> dict:
     return {"wall_s": round(wall, 1), "jobs": sum(r["jobs"] for r in rules.values()),
             "jobs_cpu_s": round(jobs_cpu, 1), "children_cpu_s": usage["children_cpu_s"],
             "scheduler_cpu_s": usage["scheduler_cpu_s"],
-            "scheduler_share": round(usage["scheduler_cpu_s"] / jobs_cpu, 4),
             "per_rule": rules, "noop_rerun_s": [round(s, 2) for s in noops],
             "noop_rerun_median_s": round(statistics.median(noops), 2),
             "loadavg_1min_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)]}
@@ -158,16 +157,30 @@ def full_run(tree: Path, cores: int, logdir: Path) -> dict:
 def nmad_against_baseline(trees: dict[str, Path]) -> dict:
     """Every test NMAD of HEAD's full run against the baseline's value and its 95% bootstrap interval (the
     `*_nmad.csv` tables of both): `within`, `better` (below the interval) or `worse` (above it), per row."""
-    def table(tree: Path) -> pd.DataFrame:
-        files = sorted((tree / "results" / "tables").glob("*_nmad.csv"))
-        return pd.concat([pd.read_csv(f) for f in files]).drop_duplicates(["test_set", "model"])
+    def table(tree: Path) -> pd.DataFrame:  # the per-test-set tables (transfer_nmad.csv has no test_set)
+        frames = [pd.read_csv(f) for f in sorted((tree / "results" / "tables").glob("*_nmad.csv"))]
+        return pd.concat([f for f in frames if "test_set" in f]).drop_duplicates(["test_set", "model"])
 
     cols = ["test_set", "model", "nmad", "nmad_ci_lo", "nmad_ci_hi"]
     rows = table(trees["head"])[cols[:3]].merge(table(trees["baseline"])[cols], on=["test_set", "model"],
                                                   suffixes=("", "_baseline"))
     rows["reading"] = np.select([rows["nmad"] > rows["nmad_ci_hi"], rows["nmad"] < rows["nmad_ci_lo"]],
                                 ["worse", "better"], "within")
-    return {"rows": rows.round(5).to_dict(orient="records"), "count": rows["reading"].value_counts().to_dict()}
+    return {"rows": rows.round(5).to_dict(orient="records"), "count": rows["reading"].value_counts().to_dict(),
+            "identical": int((rows["nmad"] == rows["nmad_baseline"]).sum())}
+
+
+def summarize(result: dict, trees: dict[str, Path]) -> None:
+    """Figures derived from the measurements: the scheduler's CPU as a share of its jobs' (the process tree's
+    CPU, `children_cpu_s`: the same measure on both sides, whereas the per-rule usage files of an older tree
+    may come from Snakemake's `benchmark:` sampling, which sees only a job's first 30 s), HEAD / baseline
+    ratios, and the test NMAD comparison."""
+    full = [result[side]["full"] for side in trees if "full" in result.get(side, {})]
+    for f in full:
+        f["scheduler_share"] = round(f["scheduler_cpu_s"] / f["children_cpu_s"], 4)
+    result["head_over_baseline"] = ratios(result["head"], result["baseline"])
+    if len(full) == 2:
+        result["nmad_against_baseline"] = nmad_against_baseline(trees)
 
 
 def ratios(new: dict, old: dict) -> dict:
@@ -191,14 +204,13 @@ def main() -> None:
     ap.add_argument("--slurm", action="store_true", help="run the literal command through the local SLURM")
     ap.add_argument("--skip-full", action="store_true", help="no full runs (plans, and SLURM if asked)")
     ap.add_argument("--keep", action="store_true", help="keep both checkouts (data, results, logs) afterwards")
-    ap.add_argument("--compare", metavar="WORKDIR", help="only compare the test NMAD tables of the checkouts "
-                    "an earlier --keep run left in WORKDIR, adding them to --out")
+    ap.add_argument("--compare", metavar="WORKDIR", help="derive the shares, ratios and NMAD comparison again from "
+                    "--out's measurements and the checkouts an earlier --keep run left in WORKDIR")
     ap.add_argument("--out", default=str(ROOT / "results" / "benchmarks" / "workflow.json"))
     args = ap.parse_args()
     if args.compare:
-        result = json.loads(Path(args.out).read_text()) if Path(args.out).is_file() else {}
-        result["nmad_against_baseline"] = nmad_against_baseline(
-            {side: Path(args.compare) / side for side in ("baseline", "head")})
+        result = json.loads(Path(args.out).read_text())
+        summarize(result, {side: Path(args.compare) / side for side in ("baseline", "head")})
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
         print(json.dumps(result["nmad_against_baseline"]["count"]))
         return
@@ -220,9 +232,7 @@ def main() -> None:
             result.setdefault(side, {})[step] = measure(tree, logdir)
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text(json.dumps(result, indent=2) + "\n")  # keep what is done so far
-    result["head_over_baseline"] = ratios(result["head"], result["baseline"])
-    if not args.skip_full:
-        result["nmad_against_baseline"] = nmad_against_baseline(trees)
+    summarize(result, trees)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     for side in sides if not args.keep else ():
         subprocess.run(["git", "worktree", "remove", "--force", str(trees[side])], cwd=ROOT, capture_output=True)
