@@ -383,9 +383,12 @@ def test_group_killed_by_the_time_limit_is_reported_and_rerun_as_a_unit(timelimi
         rec = run.sacct[jobid]
         assert rec["Timelimit"] == "00:01:00" and "gres/gpu=1" in rec["AllocTRES"], rec
     # Snakemake reports each failure as the group's, naming both members, and resubmits the group (its UUID)
-    failures = _without_shown_logs(run.out).count("Error in group model")
+    reports = re.findall(r"^ +message: Error in group model\n((?: {4,}.*\n)+)", _without_shown_logs(run.out),
+                         flags=re.M)
     restarts = re.findall(r"^Trying to restart job (\S+)\.$", run.out, flags=re.M)
-    assert failures == len(attempts) - 1 and len(restarts) == len(attempts) - 1, (failures, restarts)
+    assert len(reports) == len(attempts) - 1 and len(restarts) == len(attempts) - 1, (len(reports), restarts)
+    for report in reports:
+        assert set(re.findall(r"^ +rule (\w+):$", report, flags=re.M)) == {"train", "shap_explain"}, report
     assert len(set(restarts)) == 1, f"the retries were not one group job: {restarts}"
     # SLURM's own word, in the kept log under logs/slurm/, for the first attempt (sized to outlast the limit).
     # A later attempt may finish its epochs just as SLURM's ~30 s enforcement sweep comes due: sacct then
