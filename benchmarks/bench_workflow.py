@@ -98,7 +98,8 @@ def planned(text: str, local: set[str]) -> dict:
 
 
 def plan_table(tree: Path, logdir: Path) -> dict:
-    _, text = snakemake(tree, ["-n", "--profile", "slurm", f"results/{TABLE}"], logdir / "plan.log")
+    results = yaml.safe_load((tree / "config.yaml").read_text())["results_dir"]
+    _, text = snakemake(tree, ["-n", "--profile", "slurm", f"{results}/{TABLE}"], logdir / "plan.log")
     return planned(text, local_rules(tree))
 
 
@@ -120,7 +121,8 @@ def slurm_table(tree: Path, logdir: Path) -> dict:
 
 
 def per_rule(results: Path) -> dict[str, dict]:
-    """The jobs' own usage records (Snakemake benchmark TSVs) under results/benchmarks/<rule>/, summed."""
+    """The jobs' usage records (Snakemake benchmark TSVs) under results/benchmarks/<rule>/ (an older tree's
+    folders may be named by stage), summed per folder."""
     rules: dict[str, dict] = defaultdict(lambda: {"jobs": 0, "wall_s": 0.0, "cpu_s": 0.0})
     for tsv in sorted((results / "benchmarks").glob("*/**/*.tsv")):
         with open(tsv) as fh:
