@@ -61,7 +61,7 @@ rule photometry:
         model=P.model_file("model.npz", "photometry"),
         meta=P.model_file("model.json", "photometry"),
         provenance=P.model_file("provenance.json", "photometry"),
-        oof=P.model_file("oof_train.parquet", "photometry"),
+        oof=P.model_file(OOF_FILE, "photometry"),  # what the residual hybrids train on
         predictions=P.predictions("photometry"),
     log:
         "logs/photometry/{dataset}.log",

@@ -5,6 +5,7 @@ import copy
 from snakemake.logging import logger
 
 from deepred.contracts.config import ConfigError, validate_config
+from deepred.contracts.model_json import OOF_FILE
 from deepred.contracts.processed import damaged_shards
 from deepred.core.model_names import PHOTOMETRY_BASELINE
 from deepred.fetch.layout import ARCHIVE_DONE, ARCHIVES_DIR, FETCH_STAMP, MANIFEST_DONE

@@ -85,7 +85,8 @@ def _build_hybrid(model_name: str, config: dict, in_chans: int, img_size: int, n
     size = input_size(img_size, int(section.get("pad_multiple", 1)))
     body = create_backbone(arch, section, in_chans, size, 0)  # num_classes=0: timm's pooled features
     params = PhotometryParams.from_config(config["baselines"]["photometry"], img_size)
-    residual = settings.get("fusion", "concat") == "residual"  # + the photometric prediction as the last column
+    # + the photometric prediction as the last column; a saved config without `fusion` predates it: concat
+    residual = settings.get("fusion", "concat") == "residual"
     n_features = len(feature_names([f"b{i}" for i in range(in_chans)], params)) + int(residual)
     return HybridNet(body, embed_dim=int(body.num_features), n_features=n_features, hidden=int(settings["hidden"]),
                      dropout=float(settings["dropout"]), image_branch=control != "noimage", residual=residual,
