@@ -28,7 +28,6 @@ Output: results/benchmarks/workflow.json (`--out`).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import re
@@ -37,12 +36,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import yaml
+
+from deepred.results.runtime import read_benchmarks
 
 ROOT = Path(__file__).resolve().parent.parent
 BASELINE = "2622b91"  # the tree issue 30 measured: 134 planned jobs for kids_nmad.csv, make run 39 min 42 s
@@ -122,17 +123,11 @@ def slurm_table(tree: Path, logdir: Path) -> dict:
 
 def per_rule(results: Path) -> dict[str, dict]:
     """The jobs' usage records (Snakemake benchmark TSVs) under results/benchmarks/<rule>/ (an older tree's
-    folders may be named by stage), summed per folder."""
-    rules: dict[str, dict] = defaultdict(lambda: {"jobs": 0, "wall_s": 0.0, "cpu_s": 0.0})
-    for tsv in sorted((results / "benchmarks").glob("*/**/*.tsv")):
-        with open(tsv) as fh:
-            rows = list(csv.DictReader(fh, delimiter="\t"))
-        if rows:
-            rule = rules[tsv.relative_to(results / "benchmarks").parts[0]]
-            rule["jobs"] += 1
-            rule["wall_s"] += float(rows[-1]["s"])
-            rule["cpu_s"] += float(rows[-1]["cpu_time"] or 0)
-    return {k: {c: round(v, 1) for c, v in r.items()} for k, r in sorted(rules.items())}
+    folders may be named by stage), summed per folder by the runtime table's own reader."""
+    per = read_benchmarks(results / "benchmarks").groupby("rule").agg(
+        jobs=("job", "size"), wall_s=("wall_s", "sum"), cpu_s=("cpu_s", "sum"))
+    return {rule: {"jobs": int(r.jobs), "wall_s": round(float(r.wall_s), 1), "cpu_s": round(float(r.cpu_s), 1)}
+            for rule, r in per.iterrows()}
 
 
 def full_run(tree: Path, cores: int, logdir: Path) -> dict:

@@ -44,12 +44,13 @@ def _current(parts: tuple[str, ...], known: set[str]) -> bool:
     return all(all(p in known or _SCALE_POINT.match(p) for p in part.split("__")) for part in parts)
 
 
-def read_benchmarks(root: str | Path, known: set[str]) -> pd.DataFrame:
-    """One row per job: rule, job (its wildcards), wall_s, cpu_s, max_rss_mb."""
+def read_benchmarks(root: str | Path, known: set[str] | None = None) -> pd.DataFrame:
+    """One row per job: rule, job (its wildcards), wall_s, cpu_s, max_rss_mb; with `known`, only the files of the
+    config's current jobs (`known_names`), else every file (benchmarks/bench_workflow.py, any checkout)."""
     rows = []
     for tsv in sorted(Path(root).rglob("*.tsv")):
         rule, *parts = tsv.relative_to(root).with_suffix("").parts
-        if not parts or not _current(tuple(parts), known):
+        if not parts or (known is not None and not _current(tuple(parts), known)):
             continue
         with open(tsv) as fh:
             last = list(csv.DictReader(fh, delimiter="\t"))[-1:]  # one line per run of the job; the newest
