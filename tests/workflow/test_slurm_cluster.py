@@ -23,6 +23,7 @@ from typing import NamedTuple
 import pandas as pd
 import pytest
 import yaml
+from workflow_copy import _state  # every file's bytes and mtime
 
 from deepred.contracts.config import validate_config
 from deepred.core.model_names import enabled_networks
@@ -348,7 +349,7 @@ def timelimit_run(e2e, tmp_path_factory):
     (workdir / "config" / "ci.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     assert TIMEOUT_MODEL in cfg["shap"]["models"]
     target = Layout(cfg).shap_file(SHAP_FILES[0], TIMEOUT_MODEL, TIMEOUT_DATASET)
-    data_before = _snapshot(workdir / cfg["data_dir"])
+    data_before = _state(workdir / cfg["data_dir"])
     args = [target, *PROFILE_ARGS, "--configfile", "config/ci.yaml", "--retries", "8", "--set-resources",
             "train:runtime=1m", "train:mem_mb=3000", "shap_explain:runtime=0", "shap_explain:mem_mb=3000"]
     box = {}
@@ -357,12 +358,6 @@ def timelimit_run(e2e, tmp_path_factory):
     yield {"thread": thread, "box": box, "workdir": workdir, "epochs": epochs, "cfg": cfg,
            "data_before": data_before}
     thread.join()
-
-
-def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
-    """Every file under a folder: (size, mtime in ns), by relative path."""
-    return {str(f.relative_to(folder)): (f.stat().st_size, f.stat().st_mtime_ns)
-            for f in sorted(folder.rglob("*")) if f.is_file()}
 
 
 def test_group_killed_by_the_time_limit_is_reported_and_rerun_as_a_unit(timelimit_run):
@@ -406,7 +401,7 @@ def test_group_killed_by_the_time_limit_is_reported_and_rerun_as_a_unit(timelimi
     assert m, "the retry did not resume from the checkpoint:\n" + log[-3000:]
     assert 1 <= int(m.group(1)) <= epochs
     # nothing lost: the history has every epoch exactly once, trained by more than one attempt, the first
-    # attempt's epochs first; the inputs are untouched; the explanation is the final weights'
+    # attempt's epochs first; the inputs are untouched (same bytes, same times); the explanation is the final weights'
     layout = Layout(cfg)
     model_dir = workdir / layout.model_dir(TIMEOUT_MODEL, TIMEOUT_DATASET)
     hist = pd.read_csv(model_dir / "history.csv")
@@ -416,7 +411,7 @@ def test_group_killed_by_the_time_limit_is_reported_and_rerun_as_a_unit(timelimi
     assert set(trained_by) <= {f"slurm:{jobid}" for jobid in attempts}, trained_by
     assert len(set(trained_by)) >= 2, f"one attempt trained every epoch: {set(trained_by)}"
     assert (model_dir / "model.safetensors").stat().st_size > 0
-    assert _snapshot(workdir / cfg["data_dir"]) == timelimit_run["data_before"]
+    assert _state(workdir / cfg["data_dir"]) == timelimit_run["data_before"]
     shap_dir = workdir / layout.shap_dir(TIMEOUT_MODEL, TIMEOUT_DATASET)
     assert all((shap_dir / name).stat().st_size > 0 for name in SHAP_FILES)
     assert (shap_dir / SHAP_FILES[0]).stat().st_mtime_ns >= (model_dir / "model.safetensors").stat().st_mtime_ns
